@@ -1,0 +1,32 @@
+//! Every fixed limit of the storage crate, with the reason it has the value it has.
+
+/// The fixed header of a v2 record batch; nothing shorter can be a batch.
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// Direct I/O works in whole blocks. 4 KiB is the physical block of every NVMe and virtio disk we
+/// target, and the unit whose atomic write the tail-block rewrite relies on (see `partition_log`).
+pub const BLOCK_BYTES: u64 = 4096;
+
+/// Segment files grow by this much at a time (fallocate), so most `fdatasync` calls have no
+/// allocation metadata to write. Clamped to `segment.bytes` for small segments.
+pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Recovery and disk reads fetch this much per I/O: large enough to stream, small enough that a
+/// shard's memory stays bounded while it scans.
+pub const SCAN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest batch recovery will believe. Kafka caps `max.message.bytes` far below this; a
+/// length field above it is garbage, not a batch.
+pub const MAX_BATCH_BYTES: usize = 128 * 1024 * 1024;
+
+/// A sparse index entry is added after this many bytes of log (Kafka's `index.interval.bytes`).
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// Recently appended batches kept in memory per partition, so consumers that keep up are served
+/// without touching the disk. Unflushed batches are never evicted, whatever this says.
+pub const RECENT_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+const _: () = assert!(BLOCK_BYTES.is_power_of_two());
+const _: () = assert!(PREALLOCATE_STEP_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(SCAN_CHUNK_BYTES as u64 % BLOCK_BYTES == 0);
+const _: () = assert!(MAX_BATCH_BYTES >= SCAN_CHUNK_BYTES);
