@@ -1,1 +1,13 @@
-//! placeholder
+//! The broker: the Kafka protocol front end, request handlers, the controller and cluster
+//! metadata, on top of `shards` (one executor per core) and `storage` (the partition log).
+//!
+//! Every shard runs the same code: it accepts connections on its own port, answers Metadata for
+//! the whole cluster from its local copy, and serves Produce and Fetch for the partitions it owns.
+//! Shard 0 also hosts the controller, which is the only writer of cluster metadata.
+
+pub mod config;
+pub mod controller;
+pub mod kafka;
+pub mod limits;
+pub mod server;
+pub mod shard;

@@ -10,7 +10,8 @@ pub fn allowed_cores() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: we pass the size of the set we own and a valid pointer to it; pid 0 is ourselves.
-    let status = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let status =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if status != 0 {
         let count = std::thread::available_parallelism().map_or(1, |count| count.get());
         return (0..count).collect();
@@ -27,7 +28,11 @@ pub fn parse_core_list(text: &str) -> Result<Vec<usize>, ShardingError> {
         text: text.to_string(),
     };
     let mut cores = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+    for part in text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
         match part.split_once('-') {
             Some((first, last)) => {
                 let first: usize = first.trim().parse().map_err(|_| invalid())?;

@@ -52,7 +52,11 @@ impl<M: Send + 'static> Mesh<M> {
 
     /// Sends to another shard, waiting for room. Fails if that shard has stopped.
     pub async fn send_to(&self, shard: ShardId, message: M) -> Result<(), ()> {
-        assert_ne!(shard, self.me(), "a shard does not message itself through the mesh");
+        assert_ne!(
+            shard,
+            self.me(),
+            "a shard does not message itself through the mesh"
+        );
         self.senders
             .send_to(usize::from(shard.0), message)
             .await

@@ -53,16 +53,38 @@ impl Connection {
         self.0.peer_addr().ok()
     }
 
+    /// Splits the connection so one task reads requests while another writes responses.
+    pub fn split(self) -> (ConnectionReader, ConnectionWriter) {
+        let (reader, writer) = futures_lite::io::split(self.0);
+        (ConnectionReader(reader), ConnectionWriter(writer))
+    }
+}
+
+pub struct ConnectionReader(futures_lite::io::ReadHalf<glommio::net::TcpStream>);
+
+impl ConnectionReader {
     /// Reads some bytes; 0 means the peer closed.
     pub async fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         self.0.read(buffer).await
     }
+}
 
+pub struct ConnectionWriter(futures_lite::io::WriteHalf<glommio::net::TcpStream>);
+
+impl ConnectionWriter {
     /// Writes all chunks in order with vectored writes, so stored batches go out without a copy.
     pub async fn write_all_chunks(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
         let mut chunk_index = 0;
         let mut within = 0;
-        while chunk_index < chunks.len() {
+        loop {
+            // An empty slice first would make the vectored write return 0: skip empty chunks.
+            while chunk_index < chunks.len() && chunks[chunk_index].len() == within {
+                chunk_index += 1;
+                within = 0;
+            }
+            if chunk_index == chunks.len() {
+                break;
+            }
             let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[chunk_index][within..])
                 .chain(chunks[chunk_index + 1..].iter().map(|chunk| &chunk[..]))
                 .take(64)

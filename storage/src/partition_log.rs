@@ -37,8 +37,8 @@ use tracing::{info, warn};
 use crate::dma::{self, align_down, IoError, SegmentFile};
 use crate::limits::{BLOCK_BYTES, PREALLOCATE_STEP_BYTES, RECENT_CACHE_BYTES, SCAN_CHUNK_BYTES};
 use crate::record_batch::{
-    assign_offset, first_offset_at_or_after, stamp_log_append_time, validate_produced,
-    BatchError, BatchHeader, BatchWalk, ProduceRules,
+    assign_offset, first_offset_at_or_after, stamp_log_append_time, validate_produced, BatchError,
+    BatchHeader, BatchWalk, ProduceRules,
 };
 use crate::recovery::{scan_segment, ScanEnd};
 use crate::segment::{parse_segment_file_name, segment_file_name, Segment};
@@ -397,7 +397,8 @@ impl PartitionLog {
         self.appended.notify(usize::MAX);
     }
 
-    fn is_durable_mode(&self) -> bool {
+    /// Whether acknowledgements wait for `fdatasync` (no `flush.messages`/`flush.ms` set).
+    pub fn is_durable_mode(&self) -> bool {
         self.config.borrow().flush == FlushPolicy::Durable
     }
 

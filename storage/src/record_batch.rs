@@ -240,7 +240,8 @@ pub fn validate_produced(
     }
     if !rules.log_append_time && header.max_timestamp >= 0 {
         let too_late = header.max_timestamp.saturating_sub(now_ms) > rules.timestamp_after_max_ms;
-        let too_early = now_ms.saturating_sub(header.base_timestamp) > rules.timestamp_before_max_ms;
+        let too_early =
+            now_ms.saturating_sub(header.base_timestamp) > rules.timestamp_before_max_ms;
         if too_late || too_early {
             return Err(BatchError::InvalidTimestamp {
                 timestamp: header.max_timestamp,
@@ -377,8 +378,7 @@ pub fn build_uncompressed_batch(count: i32, value_bytes: usize, base_timestamp: 
     batch[MAGIC_AT] = 2;
     batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
         .copy_from_slice(&(count - 1).to_be_bytes());
-    batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
-        .copy_from_slice(&base_timestamp.to_be_bytes());
+    batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&base_timestamp.to_be_bytes());
     let max_timestamp = base_timestamp + i64::from(count - 1);
     batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
     batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
@@ -491,7 +491,10 @@ mod tests {
         let mut batch = build_batch(5, 2, 100);
         assign_offset(&mut batch, Offset(50), 0);
         assert_eq!(first_offset_at_or_after(&batch, 0), Some((Offset(50), 100)));
-        assert_eq!(first_offset_at_or_after(&batch, 103), Some((Offset(53), 103)));
+        assert_eq!(
+            first_offset_at_or_after(&batch, 103),
+            Some((Offset(53), 103))
+        );
         assert_eq!(first_offset_at_or_after(&batch, 105), None);
     }
 

@@ -111,7 +111,9 @@ fn torn_tails_at_many_positions_keep_exactly_the_valid_prefix() {
                 assert_eq!(recovered, batches[..kept], "cut at byte {cut}");
                 let expected_end: i64 = batches[..kept]
                     .iter()
-                    .map(|batch| i64::from(i32::from_be_bytes(batch[23..27].try_into().unwrap())) + 1)
+                    .map(|batch| {
+                        i64::from(i32::from_be_bytes(batch[23..27].try_into().unwrap())) + 1
+                    })
                     .sum();
                 assert_eq!(log.log_end_offset(), Offset(expected_end));
                 // The log takes appends again right after the recovered end.
@@ -139,7 +141,9 @@ fn corruption_followed_by_valid_batches_is_refused_and_nothing_is_deleted() {
         let mut start = 0;
         for (index, batch) in batches.iter().enumerate().take(batches.len() - 1) {
             for offset_in_batch in [8, 20, 40, batch.len() - 1] {
-                let directory = scratch.path().join(format!("batch-{index}-{offset_in_batch}"));
+                let directory = scratch
+                    .path()
+                    .join(format!("batch-{index}-{offset_in_batch}"));
                 copy_directory(&original, &directory);
                 let mut damaged = file_bytes.clone();
                 damaged[start + offset_in_batch] ^= 0xff;

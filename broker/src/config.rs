@@ -1,0 +1,474 @@
+//! Broker and topic configuration, by Kafka's property names.
+//!
+//! The broker runs with no config at all (the embedded default: one node on 127.0.0.1:9092, data
+//! under `./data`, every core, topics auto-created). A TOML file and `--set key=value` flags may
+//! override any property below; TOML's dotted keys (`num.partitions = 3`) read as Kafka's names.
+//! Topic configs fall back to the broker's `log.*` defaults, as in Kafka.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use storage::{FlushPolicy, LogConfig, ProduceRules};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown config {name:?}")]
+    Unknown { name: String },
+    #[error("config {name} = {value:?}: {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("reading config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Long { min: i64 },
+    Boolean,
+    Choice(&'static [&'static str]),
+    Text,
+}
+
+/// A topic config: its name, the broker property its default comes from, that default, and how
+/// values are checked.
+struct TopicConfigDef {
+    name: &'static str,
+    broker_default_from: Option<&'static str>,
+    default: &'static str,
+    kind: Kind,
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_default_from: Some("log.cleanup.policy"),
+        default: "delete",
+        kind: Kind::Choice(&["delete", "compact", "compact,delete", "delete,compact"]),
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        broker_default_from: Some("compression.type"),
+        default: "producer",
+        kind: Kind::Choice(&["producer"]),
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_default_from: Some("log.cleaner.delete.retention.ms"),
+        default: "86400000",
+        kind: Kind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "file.delete.delay.ms",
+        broker_default_from: Some("log.segment.delete.delay.ms"),
+        default: "60000",
+        kind: Kind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        broker_default_from: Some("log.flush.interval.messages"),
+        default: LONG_MAX,
+        kind: Kind::Long { min: 1 },
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        broker_default_from: Some("log.flush.interval.ms"),
+        default: LONG_MAX,
+        kind: Kind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        broker_default_from: Some("log.index.interval.bytes"),
+        default: "4096",
+        kind: Kind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_default_from: Some("message.max.bytes"),
+        default: "1048588",
+        kind: Kind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_default_from: Some("log.message.timestamp.after.max.ms"),
+        default: "3600000",
+        kind: Kind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_default_from: Some("log.message.timestamp.before.max.ms"),
+        default: LONG_MAX,
+        kind: Kind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_default_from: Some("log.message.timestamp.type"),
+        default: "CreateTime",
+        kind: Kind::Choice(&["CreateTime", "LogAppendTime"]),
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_default_from: Some("min.insync.replicas"),
+        default: "1",
+        kind: Kind::Long { min: 1 },
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_default_from: Some("log.retention.bytes"),
+        default: "-1",
+        kind: Kind::Long { min: -1 },
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_default_from: Some("log.retention.ms"),
+        default: "604800000",
+        kind: Kind::Long { min: -1 },
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_default_from: Some("log.segment.bytes"),
+        default: "1073741824",
+        kind: Kind::Long { min: 14 },
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_default_from: Some("log.roll.ms"),
+        default: "604800000",
+        kind: Kind::Long { min: 1 },
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_default_from: Some("unclean.leader.election.enable"),
+        default: "false",
+        kind: Kind::Boolean,
+    },
+];
+
+/// Broker properties that are not topic defaults.
+const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
+    ("node.id", "0", Kind::Long { min: 0 }),
+    ("log.dirs", "./data", Kind::Text),
+    ("listeners", "127.0.0.1:9092", Kind::Text),
+    ("advertised.host.name", "", Kind::Text),
+    ("cores", "", Kind::Text),
+    ("auto.create.topics.enable", "true", Kind::Boolean),
+    ("num.partitions", "1", Kind::Long { min: 1 }),
+    ("default.replication.factor", "1", Kind::Long { min: 1 }),
+    (
+        "socket.request.max.bytes",
+        "104857600",
+        Kind::Long { min: 1024 },
+    ),
+];
+
+fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match kind {
+        Kind::Long { min } => {
+            let parsed: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("expected an integer".into()))?;
+            if parsed < min {
+                return Err(invalid(format!("must be at least {min}")));
+            }
+        }
+        Kind::Boolean => {
+            if !matches!(value.trim(), "true" | "false") {
+                return Err(invalid("expected true or false".into()));
+            }
+        }
+        Kind::Choice(choices) => {
+            if !choices.contains(&value.trim()) {
+                return Err(invalid(format!("expected one of {}", choices.join(", "))));
+            }
+        }
+        Kind::Text => {}
+    }
+    Ok(())
+}
+
+/// Checks a topic-level config name and value (CreateTopics, auto-creation).
+pub fn check_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    let definition = TOPIC_CONFIGS
+        .iter()
+        .find(|definition| definition.name == name)
+        .ok_or_else(|| ConfigError::Unknown {
+            name: name.to_string(),
+        })?;
+    check_value(name, definition.kind, value)
+}
+
+/// One topic config as DescribeConfigs and CreateTopics report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub is_override: bool,
+    /// Kafka's ConfigType: 1 boolean, 2 string, 5 long.
+    pub config_type: i8,
+}
+
+/// The broker's configuration: every known property with its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    properties: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let mut properties = BTreeMap::new();
+        for (name, default, _) in BROKER_CONFIGS {
+            properties.insert(name.to_string(), default.to_string());
+        }
+        for definition in TOPIC_CONFIGS {
+            if let Some(broker_name) = definition.broker_default_from {
+                properties.insert(broker_name.to_string(), definition.default.to_string());
+            }
+        }
+        BrokerConfig { properties }
+    }
+}
+
+impl BrokerConfig {
+    /// Sets a broker property, checking its name and value.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let kind = BROKER_CONFIGS
+            .iter()
+            .find(|(known, _, _)| *known == name)
+            .map(|(_, _, kind)| *kind)
+            .or_else(|| {
+                TOPIC_CONFIGS
+                    .iter()
+                    .find(|definition| definition.broker_default_from == Some(name))
+                    .map(|definition| definition.kind)
+            })
+            .ok_or_else(|| ConfigError::Unknown {
+                name: name.to_string(),
+            })?;
+        check_value(name, kind, value)?;
+        self.properties
+            .insert(name.to_string(), value.trim().to_string());
+        Ok(())
+    }
+
+    /// Applies a TOML file whose keys are Kafka property names (dotted keys nest in TOML, so
+    /// `num.partitions = 3` and `"num.partitions" = 3` both work).
+    pub fn apply_toml(&mut self, text: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|error: toml::de::Error| ConfigError::File {
+                    path: path.to_path_buf(),
+                    reason: error.to_string(),
+                })?;
+        let mut flat = Vec::new();
+        flatten("", &toml::Value::Table(table), &mut flat);
+        for (name, value) in flat {
+            self.set(&name, &value)?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> &str {
+        self.properties.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    fn long(&self, name: &str) -> i64 {
+        self.get(name).parse().unwrap_or(0)
+    }
+
+    pub fn properties(&self) -> &BTreeMap<String, String> {
+        &self.properties
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.long("node.id") as i32
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(self.get("log.dirs"))
+    }
+
+    pub fn listen_address(&self) -> Result<SocketAddr, ConfigError> {
+        let raw = self.get("listeners");
+        let address = raw.strip_prefix("PLAINTEXT://").unwrap_or(raw);
+        address.parse().map_err(|_| ConfigError::Invalid {
+            name: "listeners".into(),
+            value: raw.into(),
+            reason: "expected HOST:PORT with a numeric IP, such as 127.0.0.1:9092".into(),
+        })
+    }
+
+    pub fn advertised_host(&self) -> Option<String> {
+        Some(self.get("advertised.host.name").to_string()).filter(|host| !host.is_empty())
+    }
+
+    pub fn cores(&self) -> Option<String> {
+        Some(self.get("cores").to_string()).filter(|cores| !cores.is_empty())
+    }
+
+    pub fn auto_create_topics(&self) -> bool {
+        self.get("auto.create.topics.enable") == "true"
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.long("num.partitions").clamp(1, i32::MAX as i64) as i32
+    }
+
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.long("socket.request.max.bytes") as usize
+    }
+
+    /// A topic's effective value of config `name`: its override, else the broker default.
+    pub fn topic_value(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
+        let definition = TOPIC_CONFIGS
+            .iter()
+            .find(|definition| definition.name == name)?;
+        if let Some(value) = overrides.get(name) {
+            return Some(value.clone());
+        }
+        Some(
+            definition
+                .broker_default_from
+                .and_then(|broker| self.properties.get(broker).cloned())
+                .unwrap_or_else(|| definition.default.to_string()),
+        )
+    }
+
+    /// Every topic config with its effective value and whether the topic overrides it.
+    pub fn topic_configs(&self, overrides: &BTreeMap<String, String>) -> Vec<TopicConfigEntry> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|definition| TopicConfigEntry {
+                name: definition.name.to_string(),
+                value: self
+                    .topic_value(overrides, definition.name)
+                    .unwrap_or_default(),
+                is_override: overrides.contains_key(definition.name),
+                config_type: match definition.kind {
+                    Kind::Boolean => 1,
+                    Kind::Long { .. } => 5,
+                    Kind::Choice(_) | Kind::Text => 2,
+                },
+            })
+            .collect()
+    }
+
+    /// The storage settings of a topic with these overrides.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let long = |name: &str| -> i64 {
+            self.topic_value(overrides, name)
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(i64::MAX)
+        };
+        let flush_messages = long("flush.messages");
+        let flush_ms = long("flush.ms");
+        // Kafka's defaults (Long.MAX) mean "never force a flush": for us that is durable mode,
+        // where every acknowledgement waits for its fdatasync. Setting either one opts in to
+        // relaxed mode, acknowledging before the flush.
+        let flush = if flush_messages == i64::MAX && flush_ms == i64::MAX {
+            FlushPolicy::Durable
+        } else {
+            FlushPolicy::Relaxed {
+                messages: (flush_messages != i64::MAX).then_some(flush_messages.max(1) as u64),
+                interval: (flush_ms != i64::MAX)
+                    .then(|| Duration::from_millis(flush_ms.max(0) as u64)),
+            }
+        };
+        LogConfig {
+            segment_bytes: long("segment.bytes").max(14) as u64,
+            segment_ms: long("segment.ms"),
+            flush,
+            produce_rules: ProduceRules {
+                max_message_bytes: long("max.message.bytes").clamp(0, i32::MAX as i64) as usize,
+                timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+                timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+                log_append_time: self
+                    .topic_value(overrides, "message.timestamp.type")
+                    .is_some_and(|value| value == "LogAppendTime"),
+            },
+        }
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, inner) in table {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&name, inner, out);
+            }
+        }
+        toml::Value::String(text) => out.push((prefix.to_string(), text.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_dotted_keys_are_kafka_property_names() {
+        let mut config = BrokerConfig::default();
+        config
+            .apply_toml(
+                "num.partitions = 3\n\"auto.create.topics.enable\" = false\nlog.dirs = \"/tmp/x\"\n",
+                std::path::Path::new("test.toml"),
+            )
+            .unwrap();
+        assert_eq!(config.num_partitions(), 3);
+        assert!(!config.auto_create_topics());
+        assert_eq!(config.data_dir(), PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_and_invalid_properties_are_refused_with_their_name() {
+        let mut config = BrokerConfig::default();
+        let error = config.set("num.partitionz", "3").unwrap_err();
+        assert!(error.to_string().contains("num.partitionz"));
+        let error = config.set("num.partitions", "-2").unwrap_err();
+        assert!(error.to_string().contains("at least 1"));
+        assert!(check_topic_config("cleanup.policy", "sometimes").is_err());
+        assert!(check_topic_config("retention.ms", "1000").is_ok());
+    }
+
+    #[test]
+    fn flush_settings_choose_the_durability_mode() {
+        let config = BrokerConfig::default();
+        assert_eq!(
+            config.log_config(&BTreeMap::new()).flush,
+            FlushPolicy::Durable
+        );
+        let relaxed = BTreeMap::from([("flush.ms".to_string(), "100".to_string())]);
+        assert_eq!(
+            config.log_config(&relaxed).flush,
+            FlushPolicy::Relaxed {
+                messages: None,
+                interval: Some(Duration::from_millis(100))
+            }
+        );
+        let overrides = BTreeMap::from([("segment.bytes".to_string(), "4096".to_string())]);
+        assert_eq!(config.log_config(&overrides).segment_bytes, 4096);
+        assert_eq!(
+            config
+                .topic_value(&BTreeMap::new(), "max.message.bytes")
+                .as_deref(),
+            Some("1048588")
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The cluster metadata: topics, their ids, partition placement and config overrides.
+//!
+//! The controller on shard 0 owns the authoritative copy and persists it; every shard keeps a
+//! read-only copy that the controller updates with `MetadataChange`s over the mesh. Placement is
+//! stored, never recomputed: a partition stays on the shard it was created on across restarts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shards::ShardId;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub topic_id: uuid::Uuid,
+    /// The owning shard of each partition, by partition index.
+    pub partitions: Vec<u16>,
+    /// Topic config overrides (Kafka names); everything else falls back to broker defaults.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMetadata {
+    pub fn owner(&self, partition: i32) -> Option<ShardId> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|index| self.partitions.get(index))
+            .map(|shard| ShardId(*shard))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub cluster_id: String,
+    /// Bumped by every change; shards acknowledge the version they applied.
+    pub version: u64,
+    pub topics: BTreeMap<String, TopicMetadata>,
+}
+
+/// One change pushed from the controller to every shard.
+#[derive(Debug, Clone)]
+pub enum MetadataChange {
+    /// The whole metadata, sent once at start.
+    Snapshot(ClusterMetadata),
+    TopicsCreated(Vec<TopicMetadata>),
+    TopicsDeleted(Vec<String>),
+}
+
+const METADATA_DIRECTORY: &str = "__cluster_metadata";
+const METADATA_FILE: &str = "metadata.json";
+
+#[derive(Debug, thiserror::Error)]
+#[error("cluster metadata {path}: {reason}")]
+pub struct MetadataStoreError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl ClusterMetadata {
+    pub fn new() -> ClusterMetadata {
+        ClusterMetadata {
+            cluster_id: uuid::Uuid::new_v4().simple().to_string(),
+            version: 0,
+            topics: BTreeMap::new(),
+        }
+    }
+
+    /// Applies a change; returns the new version.
+    pub fn apply(&mut self, change: &MetadataChange) {
+        match change {
+            MetadataChange::Snapshot(snapshot) => *self = snapshot.clone(),
+            MetadataChange::TopicsCreated(topics) => {
+                for topic in topics {
+                    self.topics.insert(topic.name.clone(), topic.clone());
+                }
+                self.version += 1;
+            }
+            MetadataChange::TopicsDeleted(names) => {
+                for name in names {
+                    self.topics.remove(name);
+                }
+                self.version += 1;
+            }
+        }
+    }
+
+    /// Partitions per shard, for least-loaded placement.
+    pub fn partitions_per_shard(&self, shard_count: usize) -> Vec<usize> {
+        let mut counts = vec![0usize; shard_count];
+        for topic in self.topics.values() {
+            for shard in &topic.partitions {
+                if let Some(count) = counts.get_mut(usize::from(*shard)) {
+                    *count += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// Places `partition_count` new partitions, each on the shard with the fewest partitions
+    /// (counting the ones just placed), lowest shard first on ties.
+    pub fn place(
+        &self,
+        partition_count: usize,
+        shard_count: usize,
+        extra: &mut [usize],
+    ) -> Vec<u16> {
+        let base = self.partitions_per_shard(shard_count);
+        (0..partition_count)
+            .map(|_| {
+                let shard = (0..shard_count)
+                    .min_by_key(|shard| (base[*shard] + extra[*shard], *shard))
+                    .unwrap_or(0);
+                extra[shard] += 1;
+                shard as u16
+            })
+            .collect()
+    }
+
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(METADATA_DIRECTORY).join(METADATA_FILE)
+    }
+
+    /// Loads the persisted metadata, or `None` on a fresh data directory.
+    pub fn load(data_dir: &Path) -> Result<Option<ClusterMetadata>, MetadataStoreError> {
+        let path = Self::path(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(MetadataStoreError {
+                    path,
+                    reason: error.to_string(),
+                })
+            }
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|error| MetadataStoreError {
+                path,
+                reason: format!("unreadable ({error}); refusing to start without it"),
+            })
+    }
+
+    /// Persists atomically: write a temporary file, fsync it, rename it over the old one, fsync
+    /// the directory. Metadata changes are rare, so plain blocking file I/O is fine here.
+    pub fn store(&self, data_dir: &Path) -> Result<(), MetadataStoreError> {
+        use std::io::Write;
+        let path = Self::path(data_dir);
+        let directory = data_dir.join(METADATA_DIRECTORY);
+        let failed = |error: std::io::Error| MetadataStoreError {
+            path: path.clone(),
+            reason: error.to_string(),
+        };
+        std::fs::create_dir_all(&directory).map_err(failed)?;
+        let temporary = directory.join(format!("{METADATA_FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self).map_err(|error| MetadataStoreError {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+        let mut file = std::fs::File::create(&temporary).map_err(failed)?;
+        file.write_all(text.as_bytes()).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        std::fs::rename(&temporary, &path).map_err(failed)?;
+        std::fs::File::open(&directory)
+            .and_then(|directory| directory.sync_all())
+            .map_err(failed)?;
+        Ok(())
+    }
+}
+
+impl Default for ClusterMetadata {
+    fn default() -> Self {
+        ClusterMetadata::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_fills_the_least_loaded_shards_first() {
+        let mut metadata = ClusterMetadata::new();
+        metadata.topics.insert(
+            "a".into(),
+            TopicMetadata {
+                name: "a".into(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: vec![0, 0, 1],
+                configs: BTreeMap::new(),
+            },
+        );
+        let mut extra = vec![0; 3];
+        assert_eq!(metadata.place(4, 3, &mut extra), vec![2, 1, 2, 0]);
+    }
+
+    #[test]
+    fn metadata_survives_a_store_and_load() {
+        let directory = tempfile::tempdir().unwrap();
+        assert!(ClusterMetadata::load(directory.path()).unwrap().is_none());
+        let mut metadata = ClusterMetadata::new();
+        metadata.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
+            name: "t".into(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: vec![1, 0],
+            configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
+        }]));
+        metadata.store(directory.path()).unwrap();
+        assert_eq!(
+            ClusterMetadata::load(directory.path()).unwrap(),
+            Some(metadata)
+        );
+    }
+}

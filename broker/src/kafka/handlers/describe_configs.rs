@@ -1,0 +1,112 @@
+//! DescribeConfigs (key 32): topic configs (effective values and whether overridden) and the
+//! broker's properties.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+
+use super::str_bytes;
+use crate::kafka::errors::ErrorCode;
+use crate::shard::Shard;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+pub fn handle(
+    shard: Rc<Shard>,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let name = resource.resource_name.to_string();
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let entries: Result<Vec<(String, String, i8, i8)>, (ErrorCode, String)> =
+                match resource.resource_type {
+                    RESOURCE_TOPIC => match shard.metadata().topics.get(&name) {
+                        Some(topic) => Ok(shard
+                            .node
+                            .config
+                            .topic_configs(&topic.configs)
+                            .into_iter()
+                            .map(|config| {
+                                let source = if config.is_override {
+                                    SOURCE_DYNAMIC_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                };
+                                (config.name, config.value, source, config.config_type)
+                            })
+                            .collect()),
+                        None => Err((
+                            ErrorCode::UnknownTopicOrPartition,
+                            format!("topic '{name}' does not exist"),
+                        )),
+                    },
+                    RESOURCE_BROKER => {
+                        let node = &shard.node;
+                        let ours = (0..node.shard_count).any(|index| {
+                            node.broker_id(shards::ShardId(index as u16)).to_string() == name
+                        });
+                        if ours || name.is_empty() {
+                            Ok(node
+                                .config
+                                .properties()
+                                .iter()
+                                .map(|(key, value)| {
+                                    (key.clone(), value.clone(), SOURCE_STATIC_BROKER, 2)
+                                })
+                                .collect())
+                        } else {
+                            Err((
+                                ErrorCode::InvalidRequest,
+                                format!("broker {name} is not this node"),
+                            ))
+                        }
+                    }
+                    other => Err((
+                        ErrorCode::InvalidRequest,
+                        format!("resource type {other} is not supported"),
+                    )),
+                };
+            match entries {
+                Err((code, message)) => result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(&message))),
+                Ok(entries) => result.with_configs(
+                    entries
+                        .into_iter()
+                        .filter(|(key, ..)| {
+                            resource
+                                .configuration_keys
+                                .as_ref()
+                                .is_none_or(|keys| keys.iter().any(|wanted| wanted.as_str() == key))
+                        })
+                        .map(|(key, value, source, config_type)| {
+                            let entry = DescribeConfigsResourceResult::default()
+                                .with_name(str_bytes(&key))
+                                .with_value(Some(str_bytes(&value)))
+                                .with_config_source(source);
+                            if version >= 3 {
+                                entry.with_config_type(config_type)
+                            } else {
+                                entry
+                            }
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}

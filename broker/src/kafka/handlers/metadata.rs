@@ -1,0 +1,147 @@
+//! Metadata (key 3): every shard is a broker; each partition's leader is its owning shard.
+//! Unknown topics are auto-created when the broker and the request allow it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use shards::ShardId;
+
+use super::{str_bytes, topic_name, LEADER_EPOCH};
+use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
+use crate::kafka::errors::ErrorCode;
+use crate::shard::Shard;
+
+/// Kafka's "authorized operations not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+enum Wanted {
+    Name(String),
+    UnknownId(uuid::Uuid),
+}
+
+pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let all_topics = match &request.topics {
+        None => true,
+        Some(topics) => version == 0 && topics.is_empty(),
+    };
+    let wanted: Vec<Wanted> = if all_topics {
+        shard
+            .metadata()
+            .topics
+            .keys()
+            .cloned()
+            .map(Wanted::Name)
+            .collect()
+    } else {
+        request
+            .topics
+            .iter()
+            .flatten()
+            .map(|topic| match &topic.name {
+                Some(name) => Wanted::Name(name.0.to_string()),
+                None => shard
+                    .topic_name_by_id(&topic.topic_id)
+                    .map(Wanted::Name)
+                    .unwrap_or(Wanted::UnknownId(topic.topic_id)),
+            })
+            .collect()
+    };
+
+    // Versions before 4 always allow auto-creation; later ones say so per request.
+    let allow_create = shard.node.config.auto_create_topics()
+        && (version < 4 || request.allow_auto_topic_creation);
+    if allow_create {
+        let missing: Vec<NewTopic> = wanted
+            .iter()
+            .filter_map(|wanted| match wanted {
+                Wanted::Name(name)
+                    if !shard.metadata().topics.contains_key(name)
+                        && validate_topic_name(name).is_ok() =>
+                {
+                    Some(NewTopic {
+                        name: name.clone(),
+                        num_partitions: -1,
+                        replication_factor: -1,
+                        configs: Default::default(),
+                        has_assignments: false,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            shard
+                .controller_request(ControllerRequest::CreateTopics {
+                    topics: missing,
+                    validate_only: false,
+                })
+                .await;
+        }
+    }
+
+    let node = &shard.node;
+    let brokers = (0..node.shard_count)
+        .map(|index| {
+            let (host, port) = &node.advertised[index];
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node.broker_id(ShardId(index as u16))))
+                .with_host(str_bytes(host))
+                .with_port(i32::from(*port))
+        })
+        .collect();
+    let metadata = shard.metadata();
+    let topics = wanted
+        .iter()
+        .map(|wanted| {
+            let name = match wanted {
+                Wanted::Name(name) => name,
+                Wanted::UnknownId(topic_id) => {
+                    return MetadataResponseTopic::default()
+                        .with_error_code(ErrorCode::UnknownTopicId.code())
+                        .with_topic_id(*topic_id)
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+                }
+            };
+            let response = MetadataResponseTopic::default()
+                .with_name(Some(topic_name(name)))
+                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            let Some(topic) = metadata.topics.get(name) else {
+                let error = if validate_topic_name(name).is_err() {
+                    ErrorCode::InvalidTopicException
+                } else {
+                    ErrorCode::UnknownTopicOrPartition
+                };
+                return response.with_error_code(error.code());
+            };
+            let partitions = topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(index, owner)| {
+                    let leader = BrokerId(node.broker_id(ShardId(*owner)));
+                    MetadataResponsePartition::default()
+                        .with_partition_index(index as i32)
+                        .with_leader_id(leader)
+                        .with_leader_epoch(LEADER_EPOCH)
+                        .with_replica_nodes(vec![leader])
+                        .with_isr_nodes(vec![leader])
+                })
+                .collect();
+            let response = response.with_partitions(partitions);
+            if version >= 10 {
+                response.with_topic_id(topic.topic_id)
+            } else {
+                response
+            }
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(&metadata.cluster_id)))
+        .with_controller_id(BrokerId(node.broker_id(ShardId(0))))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,57 @@
+//! One file per Kafka API. Each handler takes the decoded request and returns the response body;
+//! the connection frames and orders the answers.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use std::rc::Rc;
+use storage::PartitionLog;
+
+use crate::kafka::errors::ErrorCode;
+use crate::shard::{Lookup, Shard};
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+pub fn str_bytes(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+/// The single leader epoch of a single-node log (see `storage::partition_log::LEADER_EPOCH`).
+pub const LEADER_EPOCH: i32 = storage::partition_log::LEADER_EPOCH;
+
+/// Checks a client's `current_leader_epoch` against ours, as Kafka does (KIP-320): -1 means
+/// "not checked", a newer epoch is one this broker has not seen, an older one is fenced.
+pub fn check_leader_epoch(current_leader_epoch: i32) -> Result<(), ErrorCode> {
+    if current_leader_epoch < 0 || current_leader_epoch == LEADER_EPOCH {
+        Ok(())
+    } else if current_leader_epoch > LEADER_EPOCH {
+        Err(ErrorCode::UnknownLeaderEpoch)
+    } else {
+        Err(ErrorCode::FencedLeaderEpoch)
+    }
+}
+
+/// The log of a partition this shard leads, or the error code a client should get.
+pub fn owned_log(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+) -> Result<Rc<PartitionLog>, ErrorCode> {
+    match shard.lookup(topic, partition) {
+        Lookup::Owned(log) => Ok(log),
+        Lookup::Offline(_) => Err(ErrorCode::KafkaStorageError),
+        Lookup::NotOwned => Err(ErrorCode::NotLeaderOrFollower),
+        Lookup::UnknownTopic | Lookup::UnknownPartition => Err(ErrorCode::UnknownTopicOrPartition),
+    }
+}

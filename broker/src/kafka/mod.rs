@@ -1,0 +1,149 @@
+//! The Kafka protocol front end: connections, request dispatch, handlers, error codes.
+
+pub mod connection;
+pub mod errors;
+pub mod handlers;
+pub mod wire;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Decodable;
+
+use crate::shard::Shard;
+use errors::ErrorCode;
+use handlers::*;
+use wire::api_versions::supported_range;
+use wire::frame::{encode_response, RequestStart};
+use wire::shape::check_request_body;
+
+/// A response being prepared: the framed bytes, or why the connection must close.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Vec<Bytes>, String>>>>;
+
+pub enum Dispatch {
+    Respond(ResponseFuture),
+    /// `acks=0` produce: nothing is sent back.
+    NoResponse,
+    /// A request the broker cannot answer (unknown API, unsupported version, malformed body):
+    /// Kafka closes the connection, and so do we, after answering the requests before it.
+    Close(String),
+}
+
+fn ready(response: Result<Bytes, String>) -> Dispatch {
+    Dispatch::Respond(Box::pin(std::future::ready(
+        response.map(|bytes| vec![bytes]),
+    )))
+}
+
+/// Decodes one request frame and starts handling it. Runs on the connection's reader, in request
+/// order; anything that waits is returned as a future for the writer to await in order.
+pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Dispatch {
+    let Some(start) = RequestStart::parse(&frame) else {
+        return Dispatch::Close("frame shorter than a request header".into());
+    };
+    let Ok(api_key) = ApiKey::try_from(start.api_key) else {
+        return Dispatch::Close(format!("unknown API key {}", start.api_key));
+    };
+    let version = start.api_version;
+    let correlation_id = start.correlation_id;
+    let Some(range) = supported_range(api_key) else {
+        return Dispatch::Close(format!("{api_key:?} is not supported"));
+    };
+    if !range.contains(&version) {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in the v0 layout with UNSUPPORTED_VERSION and our table, so the
+            // client can pick a version we speak and retry.
+            let body = api_versions::response(ErrorCode::UnsupportedVersion);
+            return ready(encode_response(api_key, 0, correlation_id, &body));
+        }
+        return Dispatch::Close(format!(
+            "{api_key:?} v{version} is not supported (supported: {}-{})",
+            range.start(),
+            range.end()
+        ));
+    }
+    let header_version = api_key.request_header_version(version);
+    let mut body = frame;
+    if let Err(error) = RequestHeader::decode(&mut body, header_version) {
+        return Dispatch::Close(format!("malformed {api_key:?} request header: {error}"));
+    }
+    if let Err(error) = check_request_body(api_key, version, header_version >= 2, &body) {
+        return Dispatch::Close(format!("{api_key:?} v{version}: {error}"));
+    }
+    macro_rules! decode {
+        ($request:ty) => {
+            match <$request>::decode(&mut body, version) {
+                Ok(request) => request,
+                Err(error) => {
+                    return Dispatch::Close(format!("malformed {api_key:?} v{version}: {error}"))
+                }
+            }
+        };
+    }
+    macro_rules! later {
+        ($future:expr) => {{
+            let future = $future;
+            Dispatch::Respond(Box::pin(async move {
+                let body = future.await;
+                encode_response(api_key, version, correlation_id, &body).map(|bytes| vec![bytes])
+            }))
+        }};
+    }
+    let shard = shard.clone();
+    match api_key {
+        ApiKey::ApiVersions => {
+            let _request = decode!(ApiVersionsRequest);
+            ready(encode_response(
+                api_key,
+                version,
+                correlation_id,
+                &api_versions::response(ErrorCode::None),
+            ))
+        }
+        ApiKey::Metadata => {
+            let request = decode!(MetadataRequest);
+            later!(metadata::handle(shard, request, version))
+        }
+        ApiKey::Produce => {
+            let request = decode!(ProduceRequest);
+            let phase = produce::append(&shard, request, version).await;
+            if phase.wants_response() {
+                later!(phase.acknowledge())
+            } else {
+                Dispatch::NoResponse
+            }
+        }
+        ApiKey::Fetch => {
+            let request = decode!(FetchRequest);
+            Dispatch::Respond(Box::pin(async move {
+                Ok(fetch::handle(shard, request, version, correlation_id).await)
+            }))
+        }
+        ApiKey::ListOffsets => {
+            let request = decode!(ListOffsetsRequest);
+            later!(list_offsets::handle(shard, request, version))
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = decode!(OffsetForLeaderEpochRequest);
+            let body = offset_for_leader_epoch::handle(shard, request);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        ApiKey::CreateTopics => {
+            let request = decode!(CreateTopicsRequest);
+            later!(create_topics::handle(shard, request, version))
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode!(DeleteTopicsRequest);
+            later!(delete_topics::handle(shard, request, version))
+        }
+        ApiKey::DescribeConfigs => {
+            let request = decode!(DescribeConfigsRequest);
+            let body = describe_configs::handle(shard, request, version);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        other => Dispatch::Close(format!("{other:?} has no handler")),
+    }
+}

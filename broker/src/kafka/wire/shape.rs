@@ -1,0 +1,478 @@
+//! A walk over a request body that checks every length against the bytes that are really there,
+//! before `kafka-protocol` decodes it.
+//!
+//! Why by hand: `kafka-protocol` reserves `Vec::with_capacity(n)` for an array count `n` read from
+//! the wire, so a 12-byte Metadata request claiming 50 million topics makes it allocate gigabytes
+//! (or abort on a larger claim) before it notices the bytes are missing. No library checks a
+//! Kafka body's shape without decoding it, so this module carries each accepted request's field
+//! layout (from Kafka's message specs) and walks it: an array may not claim more elements than
+//! bytes remain (each element takes at least one byte), and a string or byte field may not claim
+//! more bytes than remain. A body that passes can only make the decoder allocate in proportion to
+//! its own size. Tagged fields are skipped by their sizes; none of the accepted requests carries
+//! an array inside a known tagged field.
+//!
+//! The layouts are checked against the `kafka-protocol` encoder for every advertised version in
+//! the tests below, so a layout that drifts from the decoder fails the build's tests.
+
+use kafka_protocol::messages::ApiKey;
+
+#[derive(Debug, Clone, Copy)]
+enum Ty {
+    I8,
+    I16,
+    I32,
+    I64,
+    Uuid,
+    /// String, nullable or not (the decoder enforces nullability).
+    Str,
+    /// Bytes or records, nullable or not.
+    Bytes,
+    /// Array of structs, nullable or not.
+    Structs(&'static [Field]),
+    I32s,
+    Strs,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    ty: Ty,
+    min_version: i16,
+    max_version: i16,
+}
+
+const fn all(ty: Ty) -> Field {
+    Field {
+        ty,
+        min_version: 0,
+        max_version: i16::MAX,
+    }
+}
+
+const fn from(min_version: i16, ty: Ty) -> Field {
+    Field {
+        ty,
+        min_version,
+        max_version: i16::MAX,
+    }
+}
+
+const fn range(min_version: i16, max_version: i16, ty: Ty) -> Field {
+    Field {
+        ty,
+        min_version,
+        max_version,
+    }
+}
+
+use Ty::*;
+
+const API_VERSIONS: &[Field] = &[from(3, Str), from(3, Str)];
+
+const METADATA: &[Field] = &[
+    all(Structs(&[from(10, Uuid), all(Str)])),
+    from(4, I8),
+    range(8, 10, I8),
+    from(8, I8),
+];
+
+const PRODUCE: &[Field] = &[
+    from(3, Str),
+    all(I16),
+    all(I32),
+    all(Structs(&[
+        range(0, 12, Str),
+        from(13, Uuid),
+        all(Structs(&[all(I32), all(Bytes)])),
+    ])),
+];
+
+const FETCH: &[Field] = &[
+    range(0, 14, I32),
+    all(I32),
+    all(I32),
+    from(3, I32),
+    from(4, I8),
+    from(7, I32),
+    from(7, I32),
+    all(Structs(&[
+        range(0, 12, Str),
+        from(13, Uuid),
+        all(Structs(&[
+            all(I32),
+            from(9, I32),
+            all(I64),
+            from(12, I32),
+            from(5, I64),
+            all(I32),
+        ])),
+    ])),
+    from(
+        7,
+        Structs(&[range(7, 12, Str), from(13, Uuid), from(7, I32s)]),
+    ),
+    from(11, Str),
+];
+
+const LIST_OFFSETS: &[Field] = &[
+    all(I32),
+    from(2, I8),
+    all(Structs(&[
+        all(Str),
+        all(Structs(&[
+            all(I32),
+            from(4, I32),
+            all(I64),
+            range(0, 0, I32),
+        ])),
+    ])),
+    from(10, I32),
+];
+
+const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
+    from(3, I32),
+    all(Structs(&[
+        all(Str),
+        all(Structs(&[all(I32), from(2, I32), all(I32)])),
+    ])),
+];
+
+const CREATE_TOPICS: &[Field] = &[
+    all(Structs(&[
+        all(Str),
+        all(I32),
+        all(I16),
+        all(Structs(&[all(I32), all(I32s)])),
+        all(Structs(&[all(Str), all(Str)])),
+    ])),
+    all(I32),
+    from(1, I8),
+];
+
+const DELETE_TOPICS: &[Field] = &[
+    from(6, Structs(&[all(Str), all(Uuid)])),
+    range(0, 5, Strs),
+    all(I32),
+];
+
+const DESCRIBE_CONFIGS: &[Field] = &[
+    all(Structs(&[all(I8), all(Str), all(Strs)])),
+    from(1, I8),
+    from(3, I8),
+];
+
+/// The field layout of a request body, if the broker accepts that API.
+fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
+    Some(match api_key {
+        ApiKey::ApiVersions => API_VERSIONS,
+        ApiKey::Metadata => METADATA,
+        ApiKey::Produce => PRODUCE,
+        ApiKey::Fetch => FETCH,
+        ApiKey::ListOffsets => LIST_OFFSETS,
+        ApiKey::OffsetForLeaderEpoch => OFFSET_FOR_LEADER_EPOCH,
+        ApiKey::CreateTopics => CREATE_TOPICS,
+        ApiKey::DeleteTopics => DELETE_TOPICS,
+        ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed request body at byte {position}: {reason}")]
+pub struct ShapeError {
+    pub position: usize,
+    pub reason: &'static str,
+}
+
+struct Walker<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    flexible: bool,
+    version: i16,
+}
+
+impl Walker<'_> {
+    fn fail(&self, reason: &'static str) -> ShapeError {
+        ShapeError {
+            position: self.at,
+            reason,
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    fn skip(&mut self, count: usize) -> Result<(), ShapeError> {
+        if count > self.remaining() {
+            return Err(self.fail("field runs past the end of the request"));
+        }
+        self.at += count;
+        Ok(())
+    }
+
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], ShapeError> {
+        let mut raw = [0u8; N];
+        let slice = self
+            .bytes
+            .get(self.at..self.at + N)
+            .ok_or_else(|| self.fail("field runs past the end of the request"))?;
+        raw.copy_from_slice(slice);
+        self.at += N;
+        Ok(raw)
+    }
+
+    fn unsigned_varint(&mut self) -> Result<u32, ShapeError> {
+        let mut value: u32 = 0;
+        for shift in (0..35).step_by(7) {
+            let [byte] = self.fixed::<1>()?;
+            value |= u32::from(byte & 0x7f)
+                .checked_shl(shift)
+                .ok_or_else(|| self.fail("varint too long"))?;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.fail("varint too long"))
+    }
+
+    /// A length or count prefix: `None` for null.
+    fn length(&mut self, wide: bool) -> Result<Option<usize>, ShapeError> {
+        if self.flexible {
+            let encoded = self.unsigned_varint()?;
+            return Ok(encoded.checked_sub(1).map(|length| length as usize));
+        }
+        let length = if wide {
+            i32::from_be_bytes(self.fixed::<4>()?)
+        } else {
+            i32::from(i16::from_be_bytes(self.fixed::<2>()?))
+        };
+        match length {
+            -1 => Ok(None),
+            length if length < 0 => Err(self.fail("negative length")),
+            length => Ok(Some(length as usize)),
+        }
+    }
+
+    fn count(&mut self) -> Result<usize, ShapeError> {
+        let count = self.length(true)?.unwrap_or(0);
+        if count > self.remaining() {
+            return Err(self.fail("array claims more elements than the request has bytes"));
+        }
+        Ok(count)
+    }
+
+    fn tagged_fields(&mut self) -> Result<(), ShapeError> {
+        let count = self.unsigned_varint()? as usize;
+        if count > self.remaining() {
+            return Err(self.fail("more tagged fields than bytes"));
+        }
+        for _ in 0..count {
+            self.unsigned_varint()?;
+            let size = self.unsigned_varint()? as usize;
+            self.skip(size)?;
+        }
+        Ok(())
+    }
+
+    fn fields(&mut self, fields: &[Field]) -> Result<(), ShapeError> {
+        for field in fields {
+            if self.version < field.min_version || self.version > field.max_version {
+                continue;
+            }
+            match field.ty {
+                I8 => self.skip(1)?,
+                I16 => self.skip(2)?,
+                I32 => self.skip(4)?,
+                I64 => self.skip(8)?,
+                Uuid => self.skip(16)?,
+                Str => {
+                    let length = self.length(false)?.unwrap_or(0);
+                    self.skip(length)?
+                }
+                Bytes => {
+                    let length = self.length(true)?.unwrap_or(0);
+                    self.skip(length)?
+                }
+                I32s => {
+                    let count = self.count()?;
+                    self.skip(count.saturating_mul(4))?
+                }
+                Strs => {
+                    for _ in 0..self.count()? {
+                        let length = self.length(false)?.unwrap_or(0);
+                        self.skip(length)?;
+                    }
+                }
+                Structs(inner) => {
+                    for _ in 0..self.count()? {
+                        self.fields(inner)?;
+                        if self.flexible {
+                            self.tagged_fields()?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks the body of an accepted request. `flexible` is whether this version uses compact
+/// encodings and tagged fields (request header v2).
+pub fn check_request_body(
+    api_key: ApiKey,
+    version: i16,
+    flexible: bool,
+    body: &[u8],
+) -> Result<(), ShapeError> {
+    let Some(layout) = request_layout(api_key) else {
+        return Err(ShapeError {
+            position: 0,
+            reason: "no layout for this API",
+        });
+    };
+    let mut walker = Walker {
+        bytes: body,
+        at: 0,
+        flexible,
+        version,
+    };
+    walker.fields(layout)?;
+    if flexible {
+        walker.tagged_fields()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, HeaderVersion};
+
+    fn walk_exactly<T: Encodable + HeaderVersion>(api_key: ApiKey, request: &T, version: i16) {
+        let mut encoded = BytesMut::new();
+        request.encode(&mut encoded, version).unwrap();
+        let flexible = T::header_version(version) >= 2;
+        let mut walker = Walker {
+            bytes: &encoded,
+            at: 0,
+            flexible,
+            version,
+        };
+        let layout = request_layout(api_key).unwrap();
+        walker
+            .fields(layout)
+            .unwrap_or_else(|error| panic!("{api_key:?} v{version}: {error}"));
+        if flexible {
+            walker.tagged_fields().unwrap();
+        }
+        assert_eq!(
+            walker.at,
+            encoded.len(),
+            "{api_key:?} v{version}: layout disagrees with the encoder"
+        );
+    }
+
+    /// Every advertised version of every accepted request walks to exactly its encoded length,
+    /// with every array populated so nested layouts are exercised.
+    #[test]
+    fn layouts_match_the_encoder_for_every_advertised_version() {
+        use crate::kafka::wire::api_versions::supported_range;
+
+        let fetch = FetchRequest::default().with_topics(vec![fetch_request::FetchTopic::default()
+            .with_partitions(vec![fetch_request::FetchPartition::default(); 2])]);
+        let produce = ProduceRequest::default().with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                    .with_records(Some(bytes::Bytes::from_static(b"abc")))]),
+        ]);
+        let metadata = MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName::from(
+                kafka_protocol::protocol::StrBytes::from_static_str("t"),
+            ))),
+        ]));
+        let list_offsets = ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()]),
+        ]);
+        let epochs = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default().with_partitions(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderPartition::default(),
+            ]),
+        ]);
+        let create = CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_assignments(vec![
+                    create_topics_request::CreatableReplicaAssignment::default()
+                        .with_broker_ids(vec![BrokerId(1)]),
+                ])
+                .with_configs(vec![create_topics_request::CreatableTopicConfig::default()]),
+        ]);
+        let describe = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_configuration_keys(Some(vec![Default::default()])),
+        ]);
+        for version in supported_range(ApiKey::Fetch).unwrap() {
+            let mut fetch = fetch.clone();
+            if version >= 7 {
+                fetch =
+                    fetch.with_forgotten_topics_data(vec![fetch_request::ForgottenTopic::default(
+                    )
+                    .with_partitions(vec![1, 2])]);
+            }
+            walk_exactly(ApiKey::Fetch, &fetch, version);
+        }
+        for version in 3..=supported_range(ApiKey::Produce).unwrap().end().to_owned() {
+            walk_exactly(ApiKey::Produce, &produce, version);
+        }
+        for version in supported_range(ApiKey::Metadata).unwrap() {
+            walk_exactly(ApiKey::Metadata, &metadata, version);
+        }
+        for version in supported_range(ApiKey::ListOffsets).unwrap() {
+            walk_exactly(ApiKey::ListOffsets, &list_offsets, version);
+        }
+        for version in supported_range(ApiKey::OffsetForLeaderEpoch).unwrap() {
+            walk_exactly(ApiKey::OffsetForLeaderEpoch, &epochs, version);
+        }
+        for version in supported_range(ApiKey::CreateTopics).unwrap() {
+            walk_exactly(ApiKey::CreateTopics, &create, version);
+        }
+        for version in supported_range(ApiKey::DeleteTopics).unwrap() {
+            let delete = if version >= 6 {
+                DeleteTopicsRequest::default()
+                    .with_topics(vec![delete_topics_request::DeleteTopicState::default()])
+            } else {
+                DeleteTopicsRequest::default().with_topic_names(vec![Default::default()])
+            };
+            walk_exactly(ApiKey::DeleteTopics, &delete, version);
+        }
+        for version in supported_range(ApiKey::DescribeConfigs).unwrap() {
+            walk_exactly(ApiKey::DescribeConfigs, &describe, version);
+        }
+        for version in supported_range(ApiKey::ApiVersions).unwrap() {
+            walk_exactly(ApiKey::ApiVersions, &ApiVersionsRequest::default(), version);
+        }
+    }
+
+    /// The regression frame of the issue: Metadata v0 whose topic array claims 0x03000003
+    /// (about 50 million) entries in a 8-byte body.
+    #[test]
+    fn a_huge_array_claim_is_refused_before_decoding() {
+        let body = [0x03, 0x00, 0x00, 0x03, 0x3c, 0x0c, 0x00, 0xb6];
+        let error = check_request_body(ApiKey::Metadata, 0, false, &body).unwrap_err();
+        assert_eq!(error.position, 4);
+        assert!(error.reason.contains("more elements"));
+    }
+
+    #[test]
+    fn truncated_strings_and_bad_varints_are_refused() {
+        // CreateTopics v2: one topic whose name claims 300 bytes.
+        let body = [0, 0, 0, 1, 0x01, 0x2c, b'a'];
+        assert!(check_request_body(ApiKey::CreateTopics, 2, false, &body).is_err());
+        // A flexible ApiVersions body that is one endless varint.
+        let body = [0xff; 8];
+        assert!(check_request_body(ApiKey::ApiVersions, 3, true, &body).is_err());
+    }
+}

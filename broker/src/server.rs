@@ -1,0 +1,300 @@
+//! Starting and stopping a broker node: data directory lock, listeners, shards, shutdown.
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shards::net::BoundListener;
+use shards::{run_shards, Mesh, ShardContext, ShardId};
+use tracing::{error, info, warn};
+
+use crate::config::BrokerConfig;
+use crate::kafka::connection;
+use crate::limits::CONNECTIONS_PER_SHARD_MAX;
+use crate::shard::{NodeInfo, Shard, ShardMessage};
+
+const LOCK_FILE: &str = ".lock";
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
+
+/// How often each shard checks for a shutdown request from the signal thread. Only shutdown
+/// waits on it; nothing on the data path does.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+
+/// Locked memory wanted per shard: io_uring rings and their registered buffer arena.
+const LOCKED_MEMORY_PER_SHARD_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    #[error(
+        "data directory {path} is in use by another broker (it holds {lock}); stop it or use \
+         another --data-dir"
+    )]
+    DataDirInUse { path: PathBuf, lock: PathBuf },
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: SocketAddr, reason: String },
+    #[error("{0}")]
+    Sharding(#[from] shards::ShardingError),
+    #[error("{0}")]
+    LockedMemory(String),
+    #[error("shard start-up failed; see the log above")]
+    ShardFailed,
+}
+
+/// An exclusive `flock` on the data directory, held for the life of the process.
+struct DataDirLock {
+    _file: File,
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, StartError> {
+    let lock = data_dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|error| StartError::DataDir {
+            path: data_dir.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+    // SAFETY: flock on a file descriptor we own and keep open for as long as the lock is held.
+    let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if status != 0 {
+        return Err(StartError::DataDirInUse {
+            path: data_dir.to_path_buf(),
+            lock,
+        });
+    }
+    Ok(DataDirLock { _file: file })
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Reads and removes the clean-shutdown marker: if this run crashes, the next one must recover.
+fn take_clean_shutdown_marker(data_dir: &Path) -> Result<bool, StartError> {
+    let marker = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let failed = |error: std::io::Error| StartError::DataDir {
+        path: data_dir.to_path_buf(),
+        reason: error.to_string(),
+    };
+    if !marker.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_file(&marker).map_err(failed)?;
+    sync_dir(data_dir).map_err(failed)?;
+    Ok(true)
+}
+
+fn write_clean_shutdown_marker(data_dir: &Path) -> std::io::Result<()> {
+    File::create(data_dir.join(CLEAN_SHUTDOWN_MARKER))?.sync_all()?;
+    sync_dir(data_dir)
+}
+
+fn advertised_host(config: &BrokerConfig, listen: &SocketAddr) -> String {
+    if let Some(host) = config.advertised_host() {
+        return host;
+    }
+    match listen.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        IpAddr::V6(ip) => format!("{ip}"),
+        ip => ip.to_string(),
+    }
+}
+
+/// Runs a broker node until SIGTERM or SIGINT. Prints one line per shard with its address.
+pub fn run(config: BrokerConfig) -> Result<(), StartError> {
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|error| StartError::DataDir {
+        path: data_dir.clone(),
+        reason: error.to_string(),
+    })?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let cores = shards::cpu::plan_cores(config.cores().as_deref())?;
+    let locked =
+        storage::dma::ensure_locked_memory(LOCKED_MEMORY_PER_SHARD_BYTES * cores.len() as u64)
+            .map_err(StartError::LockedMemory)?;
+    // Each executor registers its arena with three rings; leave room for all of them.
+    let io_memory = (locked / (cores.len() as u64 * 4)).clamp(64 * 1024, 16 * 1024 * 1024) as usize;
+
+    let listen = config.listen_address()?;
+    let mut listeners = Vec::with_capacity(cores.len());
+    let mut advertised = Vec::with_capacity(cores.len());
+    let host = advertised_host(&config, &listen);
+    for index in 0..cores.len() {
+        let port = if listen.port() == 0 {
+            0
+        } else {
+            listen
+                .port()
+                .checked_add(index as u16)
+                .ok_or_else(|| StartError::Listen {
+                    address: listen,
+                    reason: format!("shard {index} would need a port above 65535"),
+                })?
+        };
+        let address = SocketAddr::new(listen.ip(), port);
+        let listener = BoundListener::bind(address).map_err(|error| StartError::Listen {
+            address,
+            reason: if error.kind() == std::io::ErrorKind::AddrInUse {
+                "address already in use (another broker or program is listening there)".into()
+            } else {
+                error.to_string()
+            },
+        })?;
+        let bound = listener.local_addr().map_err(|error| StartError::Listen {
+            address,
+            reason: error.to_string(),
+        })?;
+        advertised.push((host.clone(), bound.port()));
+        listeners.push(Some(listener));
+    }
+    let clean_shutdown = take_clean_shutdown_marker(&data_dir)?;
+    let node = Arc::new(NodeInfo {
+        node_id: config.node_id(),
+        shard_count: cores.len(),
+        advertised,
+        data_dir: data_dir.clone(),
+        clean_shutdown,
+        config,
+    });
+    for (index, (host, port)) in node.advertised.iter().enumerate() {
+        println!(
+            "shard {index} (broker id {}) on core {} listening on {host}:{port}",
+            node.broker_id(ShardId(index as u16)),
+            cores[index]
+        );
+    }
+    info!(
+        data_dir = %data_dir.display(),
+        shards = cores.len(),
+        clean_shutdown,
+        "broker starting"
+    );
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone()).map_err(|error| {
+            StartError::DataDir {
+                path: data_dir.clone(),
+                reason: format!("cannot install the signal handler: {error}"),
+            }
+        })?;
+    }
+    let listeners = Arc::new(Mutex::new(listeners));
+    let results = run_shards(&cores, io_memory, {
+        let node = node.clone();
+        let shutdown = shutdown.clone();
+        move |context: ShardContext<ShardMessage>| {
+            let node = node.clone();
+            let shutdown = shutdown.clone();
+            let listener = listeners
+                .lock()
+                .ok()
+                .and_then(|mut listeners| listeners.get_mut(context.shard.0 as usize)?.take());
+            shard_main(context, node, listener, shutdown)
+        }
+    })?;
+    if results.iter().all(|clean| *clean) {
+        if let Err(error) = write_clean_shutdown_marker(&data_dir) {
+            warn!(%error, "could not record the clean shutdown; the next start will recover");
+        }
+        info!("broker stopped cleanly");
+        Ok(())
+    } else {
+        Err(StartError::ShardFailed)
+    }
+}
+
+async fn wait_for_shutdown(shutdown: &AtomicBool) {
+    while !shutdown.load(Ordering::Relaxed) {
+        shards::task::sleep(SHUTDOWN_POLL).await;
+    }
+}
+
+/// One shard's life: join the mesh, receive metadata, serve until shutdown, close its logs.
+/// Returns whether it stopped cleanly.
+async fn shard_main(
+    context: ShardContext<ShardMessage>,
+    node: Arc<NodeInfo>,
+    listener: Option<BoundListener>,
+    shutdown: Arc<AtomicBool>,
+) -> bool {
+    let id = context.shard;
+    let Some(listener) = listener else {
+        error!(shard = %id, "no listener for this shard");
+        shutdown.store(true, Ordering::Relaxed);
+        return false;
+    };
+    let mut mesh = match Mesh::join(context.mesh).await {
+        Ok(mesh) => mesh,
+        Err(reason) => {
+            error!(shard = %id, %reason, "mesh");
+            shutdown.store(true, Ordering::Relaxed);
+            return false;
+        }
+    };
+    let receivers = mesh.take_receivers();
+    let shard = Shard::new(id, node, mesh);
+    for (peer, receiver) in receivers {
+        let shard = shard.clone();
+        shards::task::spawn(async move {
+            while let Some(message) = receiver.recv().await {
+                shard.handle_message(peer, message).await;
+            }
+        })
+        .detach();
+    }
+    if let Err(reason) = shard.bootstrap_metadata().await {
+        error!(%reason, "cannot load the cluster metadata");
+        shutdown.store(true, Ordering::Relaxed);
+        return false;
+    }
+    futures_lite::future::or(shard.wait_ready(), wait_for_shutdown(&shutdown)).await;
+    let listener = listener.into_listener();
+    let accepting = shards::task::spawn(accept_loop(shard.clone(), listener));
+    info!(shard = %id, "shard ready");
+    wait_for_shutdown(&shutdown).await;
+    drop(accepting);
+    let clean = shard.close_logs().await;
+    info!(shard = %id, clean, "shard stopped");
+    clean
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: shards::net::Listener) {
+    let connections = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let connection = match listener.accept().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                warn!(%error, "accept failed");
+                shards::task::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if connections.get() >= CONNECTIONS_PER_SHARD_MAX {
+            warn!(
+                limit = CONNECTIONS_PER_SHARD_MAX,
+                "connection limit reached; closing a new connection"
+            );
+            continue;
+        }
+        connections.set(connections.get() + 1);
+        let shard = shard.clone();
+        let connections = connections.clone();
+        shards::task::spawn(async move {
+            connection::serve(shard, connection).await;
+            connections.set(connections.get() - 1);
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,348 @@
+//! One shard of the broker: its copy of the cluster metadata, the partition logs it owns, and its
+//! end of the mesh. Lives on one core for the life of the process; handed around as `Rc<Shard>`.
+
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use event_listener::Event;
+use shards::{Mesh, ShardId};
+use storage::PartitionLog;
+use tracing::{error, info, warn};
+
+use crate::config::BrokerConfig;
+use crate::controller::metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
+use crate::controller::{Controller, ControllerRequest, TopicOutcome};
+use crate::limits::{MemoryBudget, REQUEST_MEMORY_PER_SHARD_BYTES};
+
+/// What every shard knows about the node; fixed at start, shared read-only across cores.
+#[derive(Debug)]
+pub struct NodeInfo {
+    pub config: BrokerConfig,
+    pub node_id: i32,
+    pub shard_count: usize,
+    /// The host and port clients reach each shard at, by shard index.
+    pub advertised: Vec<(String, u16)>,
+    pub data_dir: PathBuf,
+    /// Whether the previous process shut down cleanly (no recovery scan needed).
+    pub clean_shutdown: bool,
+}
+
+impl NodeInfo {
+    /// Each shard is advertised as its own broker: node n, shard s is broker `n * 1000 + s`.
+    pub fn broker_id(&self, shard: ShardId) -> i32 {
+        self.node_id * 1000 + i32::from(shard.0)
+    }
+}
+
+/// Messages between shards. Only metadata crosses cores.
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// To the controller (shard 0): a mutation to perform, answered by `Reply` with the same id.
+    ToController {
+        id: u64,
+        request: ControllerRequest,
+    },
+    Reply {
+        id: u64,
+        outcomes: Vec<TopicOutcome>,
+    },
+    /// From the controller: apply this change, then answer `Applied`.
+    Apply {
+        change: MetadataChange,
+    },
+    Applied {
+        version: u64,
+    },
+}
+
+/// A partition as this shard sees it.
+#[derive(Clone)]
+pub enum PartitionSlot {
+    Online(Rc<PartitionLog>),
+    /// Owned here but its log could not be opened (corruption, I/O error): the reason.
+    Offline(Rc<str>),
+}
+
+pub enum Lookup {
+    Owned(Rc<PartitionLog>),
+    Offline(Rc<str>),
+    /// The partition exists on another shard.
+    NotOwned,
+    UnknownTopic,
+    UnknownPartition,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub node: Arc<NodeInfo>,
+    metadata: RefCell<ClusterMetadata>,
+    topic_ids: RefCell<HashMap<uuid::Uuid, String>>,
+    /// Owned partitions by topic, then partition index (`None` where another shard owns it).
+    partitions: RefCell<HashMap<String, Vec<Option<PartitionSlot>>>>,
+    mesh: Mesh<ShardMessage>,
+    pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Vec<TopicOutcome>>>>,
+    next_request_id: Cell<u64>,
+    pub controller: Option<Controller>,
+    ready: Cell<bool>,
+    ready_event: Event,
+    pub request_memory: Rc<MemoryBudget>,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, node: Arc<NodeInfo>, mesh: Mesh<ShardMessage>) -> Rc<Shard> {
+        let budget = REQUEST_MEMORY_PER_SHARD_BYTES.max(2 * node.config.socket_request_max_bytes());
+        Rc::new(Shard {
+            id,
+            controller: (id == ShardId(0)).then(Controller::new),
+            node,
+            metadata: RefCell::new(ClusterMetadata::new()),
+            topic_ids: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+            mesh,
+            pending: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(0),
+            ready: Cell::new(false),
+            ready_event: Event::new(),
+            request_memory: MemoryBudget::new(budget),
+        })
+    }
+
+    pub fn metadata(&self) -> Ref<'_, ClusterMetadata> {
+        self.metadata.borrow()
+    }
+
+    pub fn topic_name_by_id(&self, topic_id: &uuid::Uuid) -> Option<String> {
+        self.topic_ids.borrow().get(topic_id).cloned()
+    }
+
+    /// Finds a partition's log, or why it cannot be served here.
+    pub fn lookup(&self, topic: &str, partition: i32) -> Lookup {
+        let Some(slots) = self.partitions.borrow().get(topic).cloned() else {
+            return Lookup::UnknownTopic;
+        };
+        match usize::try_from(partition)
+            .ok()
+            .and_then(|index| slots.get(index))
+        {
+            None => Lookup::UnknownPartition,
+            Some(None) => Lookup::NotOwned,
+            Some(Some(PartitionSlot::Online(log))) => Lookup::Owned(log.clone()),
+            Some(Some(PartitionSlot::Offline(reason))) => Lookup::Offline(reason.clone()),
+        }
+    }
+
+    /// Every log this shard owns.
+    pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flatten()
+            .filter_map(|slot| match slot {
+                Some(PartitionSlot::Online(log)) => Some(log.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn send_to(&self, shard: ShardId, message: ShardMessage) -> Result<(), String> {
+        self.mesh
+            .send_to(shard, message)
+            .await
+            .map_err(|_| format!("shard {shard} has stopped"))
+    }
+
+    /// Runs a metadata mutation on the controller and returns once every shard applied it.
+    pub async fn controller_request(
+        self: &Rc<Self>,
+        request: ControllerRequest,
+    ) -> Vec<TopicOutcome> {
+        if let Some(controller) = &self.controller {
+            return controller.handle(self, request).await;
+        }
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let (sender, receiver) = futures_channel::oneshot::channel();
+        self.pending.borrow_mut().insert(id, sender);
+        if let Err(reason) = self
+            .send_to(ShardId(0), ShardMessage::ToController { id, request })
+            .await
+        {
+            self.pending.borrow_mut().remove(&id);
+            error!(%reason, "controller unreachable");
+            return Vec::new();
+        }
+        receiver.await.unwrap_or_default()
+    }
+
+    fn partition_directory(&self, topic: &str, partition: usize) -> PathBuf {
+        self.node.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    async fn open_topic(&self, topic: &TopicMetadata) -> Vec<Option<PartitionSlot>> {
+        let config = self.node.config.log_config(&topic.configs);
+        let mut slots = Vec::with_capacity(topic.partitions.len());
+        for (index, owner) in topic.partitions.iter().enumerate() {
+            if ShardId(*owner) != self.id {
+                slots.push(None);
+                continue;
+            }
+            let directory = self.partition_directory(&topic.name, index);
+            let slot = match PartitionLog::open(
+                &directory,
+                config.clone(),
+                self.node.clean_shutdown,
+            )
+            .await
+            {
+                Ok(log) => {
+                    shards::task::spawn(log.clone().run_flusher()).detach();
+                    PartitionSlot::Online(log)
+                }
+                Err(error) => {
+                    error!(topic = %topic.name, partition = index, %error, "partition offline");
+                    PartitionSlot::Offline(error.to_string().into())
+                }
+            };
+            slots.push(Some(slot));
+        }
+        slots
+    }
+
+    /// Applies a metadata change to this shard: the local copy, and the logs it owns.
+    pub async fn apply(&self, change: &MetadataChange) {
+        match change {
+            MetadataChange::Snapshot(snapshot) => {
+                for topic in snapshot.topics.values() {
+                    let slots = self.open_topic(topic).await;
+                    self.partitions
+                        .borrow_mut()
+                        .insert(topic.name.clone(), slots);
+                }
+            }
+            MetadataChange::TopicsCreated(topics) => {
+                for topic in topics {
+                    let slots = self.open_topic(topic).await;
+                    self.partitions
+                        .borrow_mut()
+                        .insert(topic.name.clone(), slots);
+                }
+            }
+            MetadataChange::TopicsDeleted(names) => {
+                for name in names {
+                    let removed = self.partitions.borrow_mut().remove(name);
+                    for slot in removed.into_iter().flatten().flatten() {
+                        if let PartitionSlot::Online(log) = slot {
+                            if let Err(error) = log.remove().await {
+                                warn!(topic = %name, %error, "removing a deleted partition's files");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.metadata.borrow_mut().apply(change);
+        let ids = self
+            .metadata
+            .borrow()
+            .topics
+            .values()
+            .map(|topic| (topic.topic_id, topic.name.clone()))
+            .collect();
+        *self.topic_ids.borrow_mut() = ids;
+        if matches!(change, MetadataChange::Snapshot(_)) {
+            self.ready.set(true);
+            self.ready_event.notify(usize::MAX);
+        }
+    }
+
+    /// Waits until the first metadata snapshot is applied (logs open, recovery done).
+    pub async fn wait_ready(&self) {
+        loop {
+            let listener = self.ready_event.listen();
+            if self.ready.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Handles one message from another shard.
+    pub async fn handle_message(self: &Rc<Self>, from: ShardId, message: ShardMessage) {
+        match message {
+            ShardMessage::ToController { id, request } => {
+                let shard = self.clone();
+                // Spawned: the controller waits for acknowledgements that arrive on this same
+                // receiver, so handling it inline would deadlock.
+                shards::task::spawn(async move {
+                    let outcomes = match &shard.controller {
+                        Some(controller) => controller.handle(&shard, request).await,
+                        None => Vec::new(),
+                    };
+                    if let Err(reason) = shard
+                        .send_to(from, ShardMessage::Reply { id, outcomes })
+                        .await
+                    {
+                        warn!(%reason, "controller reply lost");
+                    }
+                })
+                .detach();
+            }
+            ShardMessage::Reply { id, outcomes } => {
+                if let Some(sender) = self.pending.borrow_mut().remove(&id) {
+                    let _ = sender.send(outcomes);
+                }
+            }
+            ShardMessage::Apply { change } => {
+                self.apply(&change).await;
+                let version = self.metadata.borrow().version;
+                if let Err(reason) = self.send_to(from, ShardMessage::Applied { version }).await {
+                    warn!(%reason, "metadata acknowledgement lost");
+                }
+            }
+            ShardMessage::Applied { version } => {
+                if let Some(controller) = &self.controller {
+                    controller.note_applied(version);
+                }
+            }
+        }
+    }
+
+    /// Shard 0 at start: load (or create) the cluster metadata and push it to every shard.
+    pub async fn bootstrap_metadata(self: &Rc<Self>) -> Result<(), String> {
+        let Some(controller) = &self.controller else {
+            return Ok(());
+        };
+        let metadata = ClusterMetadata::load(&self.node.data_dir)
+            .map_err(|error| error.to_string())?
+            .unwrap_or_default();
+        info!(
+            cluster_id = %metadata.cluster_id,
+            topics = metadata.topics.len(),
+            "cluster metadata loaded"
+        );
+        controller
+            .publish(self, MetadataChange::Snapshot(metadata))
+            .await
+    }
+
+    /// Flushes and closes every owned log; true if all closed cleanly.
+    pub async fn close_logs(&self) -> bool {
+        let mut clean = true;
+        for log in self.owned_logs() {
+            if let Err(error) = log.close().await {
+                error!(directory = %log.directory().display(), %error, "closing log");
+                clean = false;
+            }
+        }
+        let offline = self
+            .partitions
+            .borrow()
+            .values()
+            .flatten()
+            .any(|slot| matches!(slot, Some(PartitionSlot::Offline(_))));
+        clean && !offline
+    }
+}
