@@ -174,6 +174,8 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
             cores[index]
         );
     }
+    let (host, port) = &node.advertised[0];
+    println!("bootstrap {host}:{port}");
     info!(
         data_dir = %data_dir.display(),
         shards = cores.len(),

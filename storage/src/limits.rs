@@ -27,6 +27,6 @@ pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 pub const RECENT_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
-const _: () = assert!(PREALLOCATE_STEP_BYTES % BLOCK_BYTES == 0);
-const _: () = assert!(SCAN_CHUNK_BYTES as u64 % BLOCK_BYTES == 0);
+const _: () = assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!((SCAN_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(MAX_BATCH_BYTES >= SCAN_CHUNK_BYTES);

@@ -170,9 +170,10 @@ impl Controller {
         {
             let metadata = shard.metadata();
             for topic in &topics {
-                let outcome = self.check_new_topic(shard, &metadata, topic, &created);
-                match outcome {
-                    Err(outcome) => outcomes.push(outcome),
+                match self.check_new_topic(shard, &metadata, topic, &created) {
+                    Err((error, message)) => {
+                        outcomes.push(TopicOutcome::failed(&topic.name, error, message))
+                    }
                     Ok(partitions) => {
                         let placement =
                             metadata.place(partitions as usize, shard_count, &mut extra);
@@ -217,23 +218,20 @@ impl Controller {
         metadata: &metadata::ClusterMetadata,
         topic: &NewTopic,
         created: &[TopicMetadata],
-    ) -> Result<i32, TopicOutcome> {
+    ) -> Result<i32, (ErrorCode, String)> {
         let name = &topic.name;
-        validate_topic_name(name).map_err(|reason| {
-            TopicOutcome::failed(name, ErrorCode::InvalidTopicException, reason)
-        })?;
+        validate_topic_name(name).map_err(|reason| (ErrorCode::InvalidTopicException, reason))?;
         if metadata.topics.contains_key(name) || created.iter().any(|t| &t.name == name) {
-            return Err(TopicOutcome::failed(
-                name,
+            return Err((
                 ErrorCode::TopicAlreadyExists,
                 format!("topic '{name}' already exists"),
             ));
         }
         if topic.has_assignments {
-            return Err(TopicOutcome::failed(
-                name,
+            return Err((
                 ErrorCode::InvalidReplicaAssignment,
-                "manual replica assignment is not supported; partitions are placed by the broker",
+                "manual replica assignment is not supported; partitions are placed by the broker"
+                    .into(),
             ));
         }
         let partitions = if topic.num_partitions == -1 {
@@ -242,15 +240,13 @@ impl Controller {
             topic.num_partitions
         };
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-            return Err(TopicOutcome::failed(
-                name,
+            return Err((
                 ErrorCode::InvalidPartitions,
                 format!("number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
             ));
         }
         if topic.replication_factor != -1 && topic.replication_factor != 1 {
-            return Err(TopicOutcome::failed(
-                name,
+            return Err((
                 ErrorCode::InvalidReplicationFactor,
                 format!(
                     "replication factor {} is larger than the 1 available broker node",
@@ -259,9 +255,8 @@ impl Controller {
             ));
         }
         for (config, value) in &topic.configs {
-            check_topic_config(config, value).map_err(|error| {
-                TopicOutcome::failed(name, ErrorCode::InvalidConfig, error.to_string())
-            })?;
+            check_topic_config(config, value)
+                .map_err(|error| (ErrorCode::InvalidConfig, error.to_string()))?;
         }
         Ok(partitions)
     }

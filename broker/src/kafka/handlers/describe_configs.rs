@@ -18,6 +18,14 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// One config entry as reported: name, value, Kafka's ConfigSource and ConfigType.
+struct Entry {
+    name: String,
+    value: String,
+    source: i8,
+    config_type: i8,
+}
+
 pub fn handle(
     shard: Rc<Shard>,
     request: DescribeConfigsRequest,
@@ -31,54 +39,61 @@ pub fn handle(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
-            let entries: Result<Vec<(String, String, i8, i8)>, (ErrorCode, String)> =
-                match resource.resource_type {
-                    RESOURCE_TOPIC => match shard.metadata().topics.get(&name) {
-                        Some(topic) => Ok(shard
-                            .node
-                            .config
-                            .topic_configs(&topic.configs)
-                            .into_iter()
-                            .map(|config| {
-                                let source = if config.is_override {
-                                    SOURCE_DYNAMIC_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                };
-                                (config.name, config.value, source, config.config_type)
-                            })
-                            .collect()),
-                        None => Err((
-                            ErrorCode::UnknownTopicOrPartition,
-                            format!("topic '{name}' does not exist"),
-                        )),
-                    },
-                    RESOURCE_BROKER => {
-                        let node = &shard.node;
-                        let ours = (0..node.shard_count).any(|index| {
-                            node.broker_id(shards::ShardId(index as u16)).to_string() == name
-                        });
-                        if ours || name.is_empty() {
-                            Ok(node
-                                .config
-                                .properties()
-                                .iter()
-                                .map(|(key, value)| {
-                                    (key.clone(), value.clone(), SOURCE_STATIC_BROKER, 2)
-                                })
-                                .collect())
-                        } else {
-                            Err((
-                                ErrorCode::InvalidRequest,
-                                format!("broker {name} is not this node"),
-                            ))
-                        }
-                    }
-                    other => Err((
-                        ErrorCode::InvalidRequest,
-                        format!("resource type {other} is not supported"),
+            let entries: Result<Vec<Entry>, (ErrorCode, String)> = match resource.resource_type {
+                RESOURCE_TOPIC => match shard.metadata().topics.get(&name) {
+                    Some(topic) => Ok(shard
+                        .node
+                        .config
+                        .topic_configs(&topic.configs)
+                        .into_iter()
+                        .map(|config| {
+                            let source = if config.is_override {
+                                SOURCE_DYNAMIC_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            Entry {
+                                name: config.name,
+                                value: config.value,
+                                source,
+                                config_type: config.config_type,
+                            }
+                        })
+                        .collect()),
+                    None => Err((
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic '{name}' does not exist"),
                     )),
-                };
+                },
+                RESOURCE_BROKER => {
+                    let node = &shard.node;
+                    let ours = (0..node.shard_count).any(|index| {
+                        node.broker_id(shards::ShardId(index as u16)).to_string() == name
+                    });
+                    if ours || name.is_empty() {
+                        Ok(node
+                            .config
+                            .properties()
+                            .iter()
+                            .map(|(key, value)| Entry {
+                                name: key.clone(),
+                                value: value.clone(),
+                                source: SOURCE_STATIC_BROKER,
+                                config_type: 2,
+                            })
+                            .collect())
+                    } else {
+                        Err((
+                            ErrorCode::InvalidRequest,
+                            format!("broker {name} is not this node"),
+                        ))
+                    }
+                }
+                other => Err((
+                    ErrorCode::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                )),
+            };
             match entries {
                 Err((code, message)) => result
                     .with_error_code(code.code())
@@ -86,21 +101,20 @@ pub fn handle(
                 Ok(entries) => result.with_configs(
                     entries
                         .into_iter()
-                        .filter(|(key, ..)| {
-                            resource
-                                .configuration_keys
-                                .as_ref()
-                                .is_none_or(|keys| keys.iter().any(|wanted| wanted.as_str() == key))
+                        .filter(|entry| {
+                            resource.configuration_keys.as_ref().is_none_or(|keys| {
+                                keys.iter().any(|wanted| wanted.as_str() == entry.name)
+                            })
                         })
-                        .map(|(key, value, source, config_type)| {
-                            let entry = DescribeConfigsResourceResult::default()
-                                .with_name(str_bytes(&key))
-                                .with_value(Some(str_bytes(&value)))
-                                .with_config_source(source);
+                        .map(|entry| {
+                            let result = DescribeConfigsResourceResult::default()
+                                .with_name(str_bytes(&entry.name))
+                                .with_value(Some(str_bytes(&entry.value)))
+                                .with_config_source(entry.source);
                             if version >= 3 {
-                                entry.with_config_type(config_type)
+                                result.with_config_type(entry.config_type)
                             } else {
-                                entry
+                                result
                             }
                         })
                         .collect(),

@@ -49,7 +49,7 @@ fn single_batch(records: &[u8]) -> Result<(), (ErrorCode, String)> {
 }
 
 pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> AppendPhase {
-    let acks_valid = matches!(request.acks, 0 | 1 | -1);
+    let acks_valid = matches!(request.acks, -1..=1);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.to_string();

@@ -1,0 +1,75 @@
+//! The disk's direct-I/O ceiling, through the broker's own I/O path: sequential write bandwidth
+//! (large aligned writes, one `fdatasync` at the end) and the latency of `fdatasync` after a
+//! small write, as the broker's group commit pays it.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use storage::dma::SegmentFile;
+
+#[derive(Parser)]
+#[command(about = "Measure direct-I/O write bandwidth and fdatasync latency of a directory's disk")]
+struct Args {
+    /// Directory on the disk to measure (a scratch file is created and removed there).
+    #[arg(long, default_value = "./data")]
+    dir: std::path::PathBuf,
+    /// Bytes to write for the bandwidth figure.
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes: u64,
+    /// Size of each direct write.
+    #[arg(long, default_value_t = 1 << 20)]
+    write_bytes: usize,
+    /// How many small-write + fdatasync rounds to time.
+    #[arg(long, default_value_t = 2000)]
+    syncs: u64,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    if args.write_bytes == 0 || args.write_bytes % 4096 != 0 {
+        return Err("--write-bytes must be a positive multiple of 4096".into());
+    }
+    storage::dma::ensure_locked_memory(64 << 20)?;
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|error| format!("{}: {error}", args.dir.display()))?;
+    let executor = glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .make()
+        .map_err(|error| error.to_string())?;
+    executor.run(async move {
+        let path = args.dir.join("disk-ceiling.scratch");
+        let file = SegmentFile::open_or_create(&path).await.map_err(|e| e.to_string())?;
+        let block = vec![0x5au8; args.write_bytes];
+        file.preallocate(args.bytes).await.map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut position = 0;
+        while position < args.bytes {
+            file.write_blocks_gathered(position, &[&block]).await.map_err(|e| e.to_string())?;
+            position += args.write_bytes as u64;
+        }
+        file.fdatasync().await.map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed();
+        let mib_per_second = position as f64 / elapsed.as_secs_f64() / (1 << 20) as f64;
+        println!(
+            "direct-I/O sequential write: {mib_per_second:.1} MiB/s ({} MiB in {:.2} s, {} KiB writes)",
+            position >> 20,
+            elapsed.as_secs_f64(),
+            args.write_bytes >> 10
+        );
+
+        let mut histogram = bench::latency_histogram();
+        let small = vec![0x33u8; 4096];
+        let mut position = 0u64;
+        for _ in 0..args.syncs {
+            file.write_blocks_gathered(position, &[&small]).await.map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            file.fdatasync().await.map_err(|e| e.to_string())?;
+            let micros = started.elapsed().max(Duration::from_micros(1)).as_micros() as u64;
+            histogram.saturating_record(micros);
+            position = (position + 4096) % args.bytes;
+        }
+        println!("fdatasync after a 4 KiB write: {}", bench::percentiles_line(&histogram));
+        std::fs::remove_file(&path).map_err(|error| error.to_string())?;
+        Ok::<(), String>(())
+    })
+}

@@ -1,0 +1,137 @@
+//! Produce throughput and produce-to-acknowledgement latency from a librdkafka client, against
+//! any Kafka-compatible broker. Closed loop: it sends as fast as the broker acknowledges, so its
+//! tail understates what a fixed-rate load would see (loadgen's open-loop mode fixes that).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+#[derive(Parser)]
+#[command(about = "Produce fixed-size records and report throughput and ack latency")]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    #[arg(long, default_value = "probe")]
+    topic: String,
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// Records to send after the warm-up.
+    #[arg(long, default_value_t = 500_000)]
+    records: usize,
+    /// Records sent first and left out of the figures.
+    #[arg(long, default_value_t = 50_000)]
+    warmup: usize,
+    #[arg(long, default_value = "all")]
+    acks: String,
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    #[arg(long, default_value_t = 131_072)]
+    batch_bytes: usize,
+}
+
+struct Measure {
+    latencies: Mutex<(Histogram<u64>, u64, Option<String>)>,
+}
+
+struct Context(Arc<Measure>);
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = Box<(Instant, bool)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (sent_at, counted) = *opaque;
+        let Ok(mut guard) = self.0.latencies.lock() else {
+            return;
+        };
+        match result {
+            Ok(_) if counted => {
+                let micros = sent_at.elapsed().as_micros().max(1) as u64;
+                guard.0.saturating_record(micros);
+            }
+            Ok(_) => {}
+            Err((error, _)) => {
+                guard.1 += 1;
+                guard.2.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let measure = Arc::new(Measure {
+        latencies: Mutex::new((bench::latency_histogram(), 0, None)),
+    });
+    let producer: BaseProducer<Context> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("acks", &args.acks)
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("batch.size", args.batch_bytes.to_string())
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("enable.idempotence", "false")
+        .create_with_context(Context(measure.clone()))
+        .map_err(|error| error.to_string())?;
+    let payload = vec![b'r'; args.record_bytes];
+    let total = args.warmup + args.records;
+    let mut measured_start = Instant::now();
+    for index in 0..total {
+        if index == args.warmup {
+            producer
+                .flush(Duration::from_secs(60))
+                .map_err(|e| e.to_string())?;
+            measured_start = Instant::now();
+        }
+        let key = (index as u64).to_be_bytes();
+        let mut record = BaseRecord::with_opaque_to(
+            &args.topic,
+            Box::new((Instant::now(), index >= args.warmup)),
+        )
+        .key(&key[..])
+        .payload(&payload[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| e.to_string())?;
+    let elapsed = measured_start.elapsed().as_secs_f64();
+    let guard = measure
+        .latencies
+        .lock()
+        .map_err(|_| "poisoned".to_string())?;
+    let bytes = (args.records * args.record_bytes) as f64;
+    println!(
+        "produce acks={} {}-byte records: {:.0} records/s, {:.1} MiB/s over {:.2} s; errors {}{}",
+        args.acks,
+        args.record_bytes,
+        args.records as f64 / elapsed,
+        bytes / elapsed / (1 << 20) as f64,
+        elapsed,
+        guard.1,
+        guard
+            .2
+            .as_ref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "produce-to-ack latency (closed loop, understates the tail): {}",
+        bench::percentiles_line(&guard.0)
+    );
+    Ok(())
+}

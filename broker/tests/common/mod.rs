@@ -1,0 +1,407 @@
+//! Test harness: the real `broker` binary on free ports, and librdkafka clients for it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub struct Broker {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub bootstrap: String,
+    pub shard_addresses: Vec<String>,
+    log: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Broker {
+    /// Starts a broker on `data_dir` with every shard on a free port (`--listen 127.0.0.1:0`).
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        let mut broker = Broker {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            bootstrap: String::new(),
+            shard_addresses: Vec::new(),
+            log: data_dir.with_extension("log"),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+        };
+        broker.launch();
+        broker
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start the broker binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        self.shard_addresses.clear();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("broker exited early; log:\n{}", self.log_text()))
+                .unwrap();
+            if let Some(address) = line.strip_prefix("bootstrap ") {
+                self.bootstrap = address.to_string();
+                break;
+            }
+            if let Some((_, address)) = line.rsplit_once("listening on ") {
+                self.shard_addresses.push(address.to_string());
+            }
+        }
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited with status 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("broker did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        self.launch();
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("broker.address.family", "v4")
+            .set("log_level", "3");
+        config
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- broker log (last 40 lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A record as a consumer saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp: Option<i64>,
+}
+
+impl Seen {
+    pub fn from_message(message: &BorrowedMessage<'_>) -> Seen {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|header| {
+                        (
+                            header.key.to_string(),
+                            header.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Seen {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: message.timestamp().to_millis(),
+        }
+    }
+}
+
+/// Reads every partition of `topic` from the beginning until `expected` records arrived (or
+/// the deadline passed) and returns them in arrival order.
+pub fn consume_all(broker: &Broker, topic: &str, partitions: i32, expected: usize) -> Vec<Seen> {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("enable.partition.eof", "false")
+        // assign() needs a group id in rdkafka; nothing is committed, so no coordinator is used.
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::with_capacity(expected);
+    while seen.len() < expected && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => seen.push(Seen::from_message(&message)),
+            Some(Err(error)) => panic!("consumer error: {error}"),
+            None => {}
+        }
+    }
+    // Anything beyond `expected` would be a duplicate: give it a moment to show up.
+    let settle = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < settle {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) {
+            seen.push(Seen::from_message(&message));
+        }
+    }
+    seen
+}
+
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("broker-test")
+        .tempdir()
+        .unwrap()
+}
+
+use rdkafka::client::ClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use std::sync::{Arc, Mutex};
+
+/// A delivery report: which record (by index), where it landed, or why it failed.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub index: usize,
+    pub partition: i32,
+    pub offset: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct Deliveries(pub Arc<Mutex<Vec<Delivery>>>);
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
+        let delivery = match result {
+            Ok(message) => Delivery {
+                index: *index,
+                partition: message.partition(),
+                offset: message.offset(),
+                error: None,
+            },
+            Err((error, message)) => Delivery {
+                index: *index,
+                partition: message.partition(),
+                offset: -1,
+                error: Some(error.to_string()),
+            },
+        };
+        self.0.lock().unwrap().push(delivery);
+    }
+}
+
+pub fn producer(
+    broker: &Broker,
+    settings: &[(&str, &str)],
+) -> (BaseProducer<Deliveries>, Deliveries) {
+    let deliveries = Deliveries::default();
+    let mut config = broker.client_config();
+    config.set("linger.ms", "5");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let producer = config
+        .create_with_context(deliveries.clone())
+        .expect("create producer");
+    (producer, deliveries)
+}
+
+/// The record number `index` of a test run: key, value, headers and timestamp all derive from it.
+pub struct TestRecord {
+    pub key: String,
+    pub value: String,
+    pub header: String,
+    pub timestamp: i64,
+}
+
+pub fn test_record(index: usize, base_timestamp: i64) -> TestRecord {
+    TestRecord {
+        key: format!("key-{index}"),
+        value: format!("value-{index}-{}", "x".repeat(index % 97)),
+        header: format!("trace-{index}"),
+        timestamp: base_timestamp + index as i64,
+    }
+}
+
+/// Sends records `0..count` to `topic`, record i to partition `i % partitions`, polling while
+/// the queue is full. Does not wait for delivery.
+pub fn send_records(
+    producer: &BaseProducer<Deliveries>,
+    topic: &str,
+    partitions: i32,
+    range: std::ops::Range<usize>,
+    base_timestamp: i64,
+) {
+    for index in range {
+        let record = test_record(index, base_timestamp);
+        let mut pending = BaseRecord::with_opaque_to(topic, Box::new(index))
+            .partition((index % partitions as usize) as i32)
+            .key(record.key.as_bytes())
+            .payload(record.value.as_bytes())
+            .timestamp(record.timestamp)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "trace",
+                value: Some(record.header.as_bytes()),
+            }));
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    pending = returned;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+}
+
+/// Flushes the producer and returns every delivery report, sorted by record index.
+pub fn flush(producer: &BaseProducer<Deliveries>, deliveries: &Deliveries) -> Vec<Delivery> {
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    let mut reports = deliveries.0.lock().unwrap().clone();
+    reports.sort_by_key(|delivery| delivery.index);
+    reports
+}
+
+/// Checks that `seen` holds exactly records `0..count` as `send_records` sent them: right
+/// content, each partition's records in send order at dense offsets from 0.
+pub fn assert_exactly_the_sent_records(
+    seen: &[Seen],
+    partitions: i32,
+    count: usize,
+    base_timestamp: i64,
+) {
+    assert_eq!(seen.len(), count, "records consumed");
+    for partition in 0..partitions {
+        let in_partition: Vec<&Seen> = seen.iter().filter(|s| s.partition == partition).collect();
+        let expected: Vec<usize> = (0..count)
+            .filter(|index| index % partitions as usize == partition as usize)
+            .collect();
+        assert_eq!(in_partition.len(), expected.len(), "partition {partition}");
+        for (position, (seen, index)) in in_partition.iter().zip(expected).enumerate() {
+            let record = test_record(index, base_timestamp);
+            assert_eq!(
+                seen.offset, position as i64,
+                "partition {partition} offsets are dense"
+            );
+            assert_eq!(seen.key.as_deref(), Some(record.key.as_bytes()));
+            assert_eq!(seen.value.as_deref(), Some(record.value.as_bytes()));
+            assert_eq!(
+                seen.headers,
+                vec![("trace".to_string(), record.header.into_bytes())]
+            );
+            assert_eq!(seen.timestamp, Some(record.timestamp));
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Creates a topic through the Admin API (CreateTopics) and waits for the result.
+pub fn create_topic(broker: &Broker, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        broker.client_config().create().unwrap();
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let results =
+        futures_lite::future::block_on(admin.create_topics(&[new_topic], &AdminOptions::new()))
+            .expect("create_topics");
+    for result in results {
+        result.unwrap_or_else(|(name, error)| panic!("creating {name}: {error}"));
+    }
+}
+
+/// The leader broker id of each partition of `topic`, from Metadata.
+pub fn leaders(broker: &Broker, topic: &str) -> Vec<i32> {
+    let consumer: BaseConsumer = broker.client_config().create().unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let topic = &metadata.topics()[0];
+    let mut partitions: Vec<_> = topic
+        .partitions()
+        .iter()
+        .map(|partition| (partition.id(), partition.leader()))
+        .collect();
+    partitions.sort();
+    partitions.into_iter().map(|(_, leader)| leader).collect()
+}
