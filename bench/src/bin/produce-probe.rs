@@ -32,6 +32,13 @@ struct Args {
     linger_ms: u64,
     #[arg(long, default_value_t = 131_072)]
     batch_bytes: usize,
+    /// librdkafka's send queue (queue.buffering.max.kbytes): small bounds the records in
+    /// flight, so latency shows the broker rather than the client's own queue.
+    #[arg(long, default_value_t = 1_048_576)]
+    queue_kbytes: usize,
+    /// Partitions to spread records over (records go round-robin; the topic must have them).
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
 }
 
 struct Measure {
@@ -74,7 +81,7 @@ fn main() -> Result<(), String> {
         .set("acks", &args.acks)
         .set("linger.ms", args.linger_ms.to_string())
         .set("batch.size", args.batch_bytes.to_string())
-        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.kbytes", args.queue_kbytes.to_string())
         .set("enable.idempotence", "false")
         .create_with_context(Context(measure.clone()))
         .map_err(|error| error.to_string())?;
