@@ -45,7 +45,10 @@ pub enum StartError {
     Sharding(#[from] shards::ShardingError),
     #[error("{0}")]
     LockedMemory(String),
-    #[error("shard start-up failed; see the log above")]
+    #[error(
+        "the broker did not stop cleanly (a shard failed to start, or a log could not be \
+         closed or was offline); see the log above. The next start runs recovery"
+    )]
     ShardFailed,
 }
 
@@ -113,9 +116,15 @@ fn advertised_host(config: &BrokerConfig, listen: &SocketAddr) -> String {
 
 /// Runs a broker node until SIGTERM or SIGINT. Prints one line per shard with its address.
 pub fn run(config: BrokerConfig) -> Result<(), StartError> {
-    let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir).map_err(|error| StartError::DataDir {
-        path: data_dir.clone(),
+    let configured_dir = config.data_dir();
+    std::fs::create_dir_all(&configured_dir).map_err(|error| StartError::DataDir {
+        path: configured_dir.clone(),
+        reason: error.to_string(),
+    })?;
+    // Absolute from here on: glommio's directory handles fail on relative paths such as the
+    // default `./data`, and log lines should name the real place.
+    let data_dir = std::fs::canonicalize(&configured_dir).map_err(|error| StartError::DataDir {
+        path: configured_dir.clone(),
         reason: error.to_string(),
     })?;
     let _lock = lock_data_dir(&data_dir)?;

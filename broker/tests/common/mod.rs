@@ -18,6 +18,7 @@ pub struct Broker {
     pub shard_addresses: Vec<String>,
     log: PathBuf,
     extra_args: Vec<String>,
+    working_dir: Option<PathBuf>,
 }
 
 impl Broker {
@@ -30,6 +31,23 @@ impl Broker {
             shard_addresses: Vec::new(),
             log: data_dir.with_extension("log"),
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            working_dir: None,
+        };
+        broker.launch();
+        broker
+    }
+
+    /// Starts a broker in `working_dir` with the relative `--data-dir data`, as a user running
+    /// the default would.
+    pub fn start_relative(working_dir: &Path) -> Broker {
+        let mut broker = Broker {
+            child: None,
+            data_dir: PathBuf::from("data"),
+            bootstrap: String::new(),
+            shard_addresses: Vec::new(),
+            log: working_dir.join("broker.log"),
+            extra_args: Vec::new(),
+            working_dir: Some(working_dir.to_path_buf()),
         };
         broker.launch();
         broker
@@ -41,7 +59,11 @@ impl Broker {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_broker"));
+        if let Some(directory) = &self.working_dir {
+            command.current_dir(directory);
+        }
+        let mut child = command
             .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -77,11 +99,16 @@ impl Broker {
 
     /// SIGTERM, then waits for the exit; returns whether it exited with status 0.
     pub fn stop(&mut self) -> bool {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM or SIGINT), then waits for the exit; true if the status was 0.
+    pub fn stop_with(&mut self, signal: i32) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
         };
         // SAFETY: kill(2) on the pid of a child we started and have not reaped yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -90,7 +117,7 @@ impl Broker {
             if Instant::now() > deadline {
                 child.kill().ok();
                 child.wait().ok();
-                panic!("broker did not stop within 30 s of SIGTERM");
+                panic!("broker did not stop within 30 s of signal {signal}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
