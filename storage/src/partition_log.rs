@@ -41,7 +41,7 @@ use crate::record_batch::{
     BatchHeader, BatchWalk, ProduceRules,
 };
 use crate::recovery::{scan_segment, ScanEnd};
-use crate::segment::{parse_segment_file_name, segment_file_name, Segment};
+use crate::segment::{index_file_name, parse_segment_file_name, segment_file_name, Segment};
 use crate::Offset;
 
 /// Single-node logs have one leader epoch for their whole life; replication will bump it.
@@ -277,6 +277,14 @@ impl PartitionLog {
             let path = directory.join(segment_file_name(base));
             let file = SegmentFile::open_or_create(&path).await?;
             let file_size = file.size().await?;
+            // A sealed segment was synced before its index was written: a valid index spares
+            // the scan. The last segment is always rebuilt from the log.
+            if !is_last {
+                if let Some(segment) = load_sealed(directory, base, &file, file_size).await? {
+                    segments.insert(base, segment);
+                    continue;
+                }
+            }
             let mut segment = Segment::new(base, file, file_size);
             match scan_segment(&mut segment, file_size, !clean_shutdown).await? {
                 ScanEnd::Clean => {}
@@ -551,6 +559,14 @@ impl PartitionLog {
         };
         sealed_file.truncate(sealed_size).await?;
         sealed_file.fdatasync().await?;
+        let (sealed_base, index) = {
+            let state = self.state.borrow();
+            (state.active().base_offset, state.active().encode_index())
+        };
+        let index_file =
+            SegmentFile::open_or_create(&self.directory.join(index_file_name(sealed_base))).await?;
+        index_file.write_blocks_gathered(0, &[&index]).await?;
+        index_file.fdatasync().await?;
         let path = self.directory.join(segment_file_name(new_base));
         let file = SegmentFile::open_or_create(&path).await?;
         dma::sync_directory(&self.directory).await?;
@@ -885,6 +901,33 @@ impl PartitionLog {
             .max_by_key(|segment| segment.max_timestamp)?;
         Some((segment.base_offset, segment.max_timestamp))
     }
+}
+
+/// A sealed segment restored from its index file, if that file exists and describes exactly this
+/// segment file; `None` means scan the log instead.
+async fn load_sealed(
+    directory: &Path,
+    base: Offset,
+    file: &SegmentFile,
+    file_size: u64,
+) -> Result<Option<Segment>, LogError> {
+    let index_path = directory.join(index_file_name(base));
+    if !index_path.exists() {
+        return Ok(None);
+    }
+    let index_file = SegmentFile::open_or_create(&index_path).await?;
+    let index_size = index_file.size().await?;
+    // A 1 GiB segment indexed every 4 KiB needs 4 MiB; anything far larger is not ours.
+    if index_size > 64 * 1024 * 1024 {
+        warn!(path = %index_path.display(), index_size, "oversized index file; scanning the log");
+        return Ok(None);
+    }
+    let index = index_file.read(0, index_size as usize).await?;
+    let segment = Segment::from_index(base, file.clone(), file_size, &index);
+    if segment.is_none() {
+        warn!(path = %index_path.display(), "index file does not match its segment; scanning the log");
+    }
+    Ok(segment)
 }
 
 async fn read_batches_from_disk(

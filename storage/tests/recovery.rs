@@ -221,3 +221,76 @@ fn rolled_segments_read_back_and_answer_timestamp_lookups() {
         reopened.close().await.unwrap();
     });
 }
+
+/// Sealed segments get an index file at roll; reopening uses it, and a damaged or truncated
+/// index file is ignored in favour of a scan, with the same result.
+#[test]
+fn sealed_segments_reopen_from_index_files_and_survive_damaged_ones() {
+    run(async {
+        let scratch = tempfile::tempdir().unwrap();
+        let directory = scratch.path().join("indexed");
+        let config = LogConfig {
+            segment_bytes: 8192,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&directory, config.clone(), true)
+            .await
+            .unwrap();
+        let flusher = glommio::spawn_local(log.clone().run_flusher());
+        for index in 0..80 {
+            log.append(&build_uncompressed_batch(2, 200, 1_000 + index))
+                .await
+                .unwrap();
+        }
+        log.wait_durable(Offset(160)).await.unwrap();
+        let written = read_all(&log).await;
+        log.close().await.unwrap();
+        flusher.await;
+
+        let mut index_files: Vec<_> = std::fs::read_dir(&directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "index"))
+            .collect();
+        index_files.sort();
+        let segments = std::fs::read_dir(&directory)
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|ext| ext == "log")
+            })
+            .count();
+        assert!(segments > 3, "expected several segments, found {segments}");
+        assert_eq!(
+            index_files.len(),
+            segments - 1,
+            "every sealed segment has an index"
+        );
+
+        let reopened = PartitionLog::open(&directory, config.clone(), true)
+            .await
+            .unwrap();
+        assert_eq!(read_all(&reopened).await, written);
+        // Batch k holds offsets 2k and 2k+1 with timestamps 1000+k and 1001+k.
+        assert_eq!(
+            reopened.offset_for_timestamp(1_040).await.unwrap(),
+            Some((Offset(79), 1_040))
+        );
+        reopened.close().await.unwrap();
+
+        // Damage one index (a flipped payload byte) and cut another short.
+        let mut damaged = std::fs::read(&index_files[0]).unwrap();
+        damaged[20] ^= 0xff;
+        std::fs::write(&index_files[0], damaged).unwrap();
+        let cut = std::fs::read(&index_files[1]).unwrap();
+        std::fs::write(&index_files[1], &cut[..10]).unwrap();
+        let reopened = PartitionLog::open(&directory, config, false).await.unwrap();
+        assert_eq!(read_all(&reopened).await, written);
+        assert_eq!(reopened.log_end_offset(), Offset(160));
+        reopened.close().await.unwrap();
+    });
+}
