@@ -224,6 +224,17 @@ impl Shard {
             }
             MetadataChange::TopicsCreated(topics) => {
                 for topic in topics {
+                    // A new topic starts empty. A directory of the same name can only be left
+                    // over from a deleted topic whose files were not removed before a crash.
+                    for (index, owner) in topic.partitions.iter().enumerate() {
+                        let directory = self.partition_directory(&topic.name, index);
+                        if ShardId(*owner) == self.id && directory.exists() {
+                            warn!(directory = %directory.display(), "removing leftovers of a deleted topic");
+                            if let Err(error) = std::fs::remove_dir_all(&directory) {
+                                error!(directory = %directory.display(), %error, "cannot remove leftovers");
+                            }
+                        }
+                    }
                     let slots = self.open_topic(topic).await;
                     self.partitions
                         .borrow_mut()
@@ -318,6 +329,7 @@ impl Shard {
         let metadata = ClusterMetadata::load(&self.node.data_dir)
             .map_err(|error| error.to_string())?
             .unwrap_or_default();
+        remove_orphan_partitions(&self.node.data_dir, &metadata);
         info!(
             cluster_id = %metadata.cluster_id,
             topics = metadata.topics.len(),
@@ -344,5 +356,78 @@ impl Shard {
             .flatten()
             .any(|slot| matches!(slot, Some(PartitionSlot::Offline(_))));
         clean && !offline
+    }
+}
+
+/// Removes partition directories (`<topic>-<index>`) that no topic in `metadata` owns: files of
+/// topics deleted just before a crash. Everything else in the data directory is left alone.
+fn remove_orphan_partitions(data_dir: &std::path::Path, metadata: &ClusterMetadata) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some((topic, index)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<usize>() else {
+            continue;
+        };
+        if !entry.path().is_dir() || crate::controller::validate_topic_name(topic).is_err() {
+            continue;
+        }
+        let owned = metadata
+            .topics
+            .get(topic)
+            .is_some_and(|known| index < known.partitions.len());
+        if !owned {
+            warn!(directory = %entry.path().display(), "removing a partition no topic owns");
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                error!(directory = %entry.path().display(), %error, "cannot remove it");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::metadata::TopicMetadata;
+
+    #[test]
+    fn only_partition_directories_without_a_topic_are_removed() {
+        let data = tempfile::tempdir().unwrap();
+        for directory in [
+            "kept-0",
+            "kept-1",
+            "gone-0",
+            "kept-7",
+            "__cluster_metadata",
+            "odd-name",
+        ] {
+            std::fs::create_dir(data.path().join(directory)).unwrap();
+        }
+        let mut metadata = ClusterMetadata::new();
+        metadata.topics.insert(
+            "kept".into(),
+            TopicMetadata {
+                name: "kept".into(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: vec![0, 1],
+                configs: Default::default(),
+            },
+        );
+        remove_orphan_partitions(data.path(), &metadata);
+        let mut left: Vec<String> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["__cluster_metadata", "kept-0", "kept-1", "odd-name"]
+        );
     }
 }
