@@ -165,6 +165,11 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         "104857600",
         Kind::Long { min: 1024 },
     ),
+    (
+        "producer.id.expiration.ms",
+        "86400000",
+        Kind::Long { min: 1 },
+    ),
 ];
 
 fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
@@ -397,6 +402,7 @@ impl BrokerConfig {
                     .topic_value(overrides, "message.timestamp.type")
                     .is_some_and(|value| value == "LogAppendTime"),
             },
+            producer_id_expiration_ms: self.long("producer.id.expiration.ms"),
         }
     }
 }

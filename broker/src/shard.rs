@@ -14,8 +14,12 @@ use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::controller::metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
-use crate::controller::{Controller, ControllerRequest, TopicOutcome};
+use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::limits::{MemoryBudget, REQUEST_MEMORY_PER_SHARD_BYTES};
+
+/// Producer ids a shard takes from the controller at a time: one durable controller write per
+/// thousand InitProducerId requests on that shard.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// What every shard knows about the node; fixed at start, shared read-only across cores.
 #[derive(Debug)]
@@ -47,7 +51,7 @@ pub enum ShardMessage {
     },
     Reply {
         id: u64,
-        outcomes: Vec<TopicOutcome>,
+        reply: ControllerReply,
     },
     /// From the controller: apply this change, then answer `Applied`.
     Apply {
@@ -83,7 +87,9 @@ pub struct Shard {
     /// Owned partitions by topic, then partition index (`None` where another shard owns it).
     partitions: RefCell<HashMap<String, Vec<Option<PartitionSlot>>>>,
     mesh: Mesh<ShardMessage>,
-    pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Vec<TopicOutcome>>>>,
+    pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<ControllerReply>>>,
+    /// This shard's block of producer ids: the next to hand out, and the end of the block.
+    producer_ids: Cell<(i64, i64)>,
     next_request_id: Cell<u64>,
     pub controller: Option<Controller>,
     ready: Cell<bool>,
@@ -104,6 +110,7 @@ impl Shard {
             mesh,
             pending: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(0),
+            producer_ids: Cell::new((0, 0)),
             ready: Cell::new(false),
             ready_event: Event::new(),
             request_memory: MemoryBudget::new(budget),
@@ -158,7 +165,7 @@ impl Shard {
     pub async fn controller_request(
         self: &Rc<Self>,
         request: ControllerRequest,
-    ) -> Vec<TopicOutcome> {
+    ) -> ControllerReply {
         if let Some(controller) = &self.controller {
             return controller.handle(self, request).await;
         }
@@ -172,9 +179,48 @@ impl Shard {
         {
             self.pending.borrow_mut().remove(&id);
             error!(%reason, "controller unreachable");
-            return Vec::new();
+            return ControllerReply::Failed(reason);
         }
-        receiver.await.unwrap_or_default()
+        receiver
+            .await
+            .unwrap_or_else(|_| ControllerReply::Failed("the controller went away".into()))
+    }
+
+    /// A topic mutation on the controller: one outcome per topic (none if it was unreachable).
+    pub async fn topic_request(self: &Rc<Self>, request: ControllerRequest) -> Vec<TopicOutcome> {
+        match self.controller_request(request).await {
+            ControllerReply::Topics(outcomes) => outcomes,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Shard 0 only: the controller moved the next free producer id.
+    pub fn set_next_producer_id(&self, next: i64) {
+        self.metadata.borrow_mut().next_producer_id = next;
+    }
+
+    /// A producer id never handed out before, from this shard's block; a new block is fetched
+    /// from the controller when this one is used up.
+    pub async fn new_producer_id(self: &Rc<Self>) -> Result<i64, String> {
+        loop {
+            let (next, end) = self.producer_ids.get();
+            if next < end {
+                self.producer_ids.set((next + 1, end));
+                return Ok(next);
+            }
+            match self
+                .controller_request(ControllerRequest::AllocateProducerIds {
+                    count: PRODUCER_ID_BLOCK,
+                })
+                .await
+            {
+                ControllerReply::ProducerIds { first, count } => {
+                    self.producer_ids.set((first, first + count))
+                }
+                ControllerReply::Failed(reason) => return Err(reason),
+                ControllerReply::Topics(_) => return Err("unexpected controller reply".into()),
+            }
+        }
     }
 
     fn partition_directory(&self, topic: &str, partition: usize) -> PathBuf {
@@ -288,22 +334,21 @@ impl Shard {
                 // Spawned: the controller waits for acknowledgements that arrive on this same
                 // receiver, so handling it inline would deadlock.
                 shards::task::spawn(async move {
-                    let outcomes = match &shard.controller {
+                    let reply = match &shard.controller {
                         Some(controller) => controller.handle(&shard, request).await,
-                        None => Vec::new(),
+                        None => ControllerReply::Failed("this shard is not the controller".into()),
                     };
-                    if let Err(reason) = shard
-                        .send_to(from, ShardMessage::Reply { id, outcomes })
-                        .await
+                    if let Err(reason) =
+                        shard.send_to(from, ShardMessage::Reply { id, reply }).await
                     {
                         warn!(%reason, "controller reply lost");
                     }
                 })
                 .detach();
             }
-            ShardMessage::Reply { id, outcomes } => {
+            ShardMessage::Reply { id, reply } => {
                 if let Some(sender) = self.pending.borrow_mut().remove(&id) {
-                    let _ = sender.send(outcomes);
+                    let _ = sender.send(reply);
                 }
             }
             ShardMessage::Apply { change } => {

@@ -13,11 +13,13 @@
 pub mod dma;
 pub mod limits;
 pub mod partition_log;
+pub mod producer_state;
 pub mod record_batch;
 mod recovery;
 mod segment;
 
 pub use partition_log::{AppendInfo, FlushPolicy, LogConfig, LogError, PartitionLog};
+pub use producer_state::{ProducerEntry, ProducerError};
 pub use record_batch::{BatchError, BatchHeader, ProduceRules};
 
 /// A Kafka offset. Offsets within one partition are dense and start at the log start offset.

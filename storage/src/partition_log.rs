@@ -36,6 +36,7 @@ use tracing::{info, warn};
 
 use crate::dma::{self, align_down, IoError, SegmentFile};
 use crate::limits::{BLOCK_BYTES, PREALLOCATE_STEP_BYTES, RECENT_CACHE_BYTES, SCAN_CHUNK_BYTES};
+use crate::producer_state::{ProducerEntry, ProducerError, ProducerStateTable, SequenceCheck};
 use crate::record_batch::{
     assign_offset, first_offset_at_or_after, stamp_log_append_time, validate_produced, BatchError,
     BatchHeader, BatchWalk, ProduceRules,
@@ -72,6 +73,9 @@ pub struct LogConfig {
     pub segment_ms: i64,
     pub flush: FlushPolicy,
     pub produce_rules: ProduceRules,
+    /// `producer.id.expiration.ms`: idempotent-producer state is forgotten after this long
+    /// without a batch from that producer.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -86,6 +90,7 @@ impl Default for LogConfig {
                 timestamp_before_max_ms: i64::MAX,
                 log_append_time: false,
             },
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -94,6 +99,8 @@ impl Default for LogConfig {
 pub enum LogError {
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
     #[error("offset {requested} is outside the log [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {
         requested: Offset,
@@ -130,6 +137,9 @@ pub struct AppendInfo {
     /// The broker's timestamp for `LogAppendTime` topics, -1 otherwise (Kafka's convention).
     pub log_append_time_ms: i64,
     pub log_start_offset: Offset,
+    /// An idempotent producer's retry of a batch already in the log: nothing was written and
+    /// the offsets are the original ones. It is acknowledged once the original is durable.
+    pub duplicate: bool,
 }
 
 struct CachedBatch {
@@ -155,6 +165,7 @@ struct State {
     recent: VecDeque<CachedBatch>,
     recent_bytes: usize,
     offline: Option<String>,
+    producers: ProducerStateTable,
 }
 
 impl State {
@@ -351,6 +362,8 @@ impl PartitionLog {
                 _ => unreachable!("segments is not empty here"),
             }
         };
+        let producers =
+            rebuild_producer_state(directory, &segments, log_start_offset, log_end_offset).await?;
         if !dma::device_writes_blocks_atomically(device) {
             warn!(
                 directory = %directory.display(),
@@ -382,6 +395,7 @@ impl PartitionLog {
                 recent: VecDeque::new(),
                 recent_bytes: 0,
                 offline: None,
+                producers,
             }),
             append_lock: async_lock::Mutex::new(()),
             flush_lock: async_lock::Mutex::new(()),
@@ -489,6 +503,26 @@ impl PartitionLog {
         }
 
         let mut state = self.state.borrow_mut();
+        let produced = match BatchHeader::parse(batch) {
+            Some(header) => header,
+            None => unreachable!("validated batches have a header"),
+        };
+        let expiration_ms = self.config.borrow().producer_id_expiration_ms;
+        if let SequenceCheck::Duplicate(original) =
+            state.producers.check(&produced, now, expiration_ms)?
+        {
+            return Ok(AppendInfo {
+                base_offset: Offset(original.base_offset),
+                last_offset: Offset(original.last_offset),
+                log_append_time_ms: if rules.log_append_time {
+                    original.max_timestamp
+                } else {
+                    -1
+                },
+                log_start_offset: state.log_start_offset,
+                duplicate: true,
+            });
+        }
         let base_offset = state.log_end_offset;
         // The one copy on the produce path: the stored batch differs from the produced one in
         // its offset (and, for LogAppendTime, its timestamp and CRC).
@@ -510,6 +544,7 @@ impl PartitionLog {
         active.note_batch(&header, position, total_bytes);
         active.first_append_ms.get_or_insert(now);
         state.log_end_offset = header.next_offset();
+        state.producers.record(&header, now);
         state.appended_messages += header.records_count as u64;
         state.oldest_unflushed_ms.get_or_insert(now);
         state.recent_bytes += stored.len();
@@ -523,6 +558,7 @@ impl PartitionLog {
             last_offset: header.last_offset(),
             log_append_time_ms,
             log_start_offset: state.log_start_offset,
+            duplicate: false,
         };
         drop(state);
         self.appended.notify(usize::MAX);
@@ -567,6 +603,7 @@ impl PartitionLog {
             SegmentFile::open_or_create(&self.directory.join(index_file_name(sealed_base))).await?;
         index_file.write_blocks_gathered(0, &[&index]).await?;
         index_file.fdatasync().await?;
+        self.write_producer_snapshot(new_base).await?;
         let path = self.directory.join(segment_file_name(new_base));
         let file = SegmentFile::open_or_create(&path).await?;
         dma::sync_directory(&self.directory).await?;
@@ -581,6 +618,40 @@ impl PartitionLog {
         state.tail_block = Bytes::new();
         info!(directory = %self.directory.display(), base_offset = new_base.0, "segment rolled");
         Ok(())
+    }
+
+    /// Snapshots the producer state as of `offset` (the new active segment's base, so every
+    /// batch below it is covered) and removes all but the newest two snapshots.
+    async fn write_producer_snapshot(&self, offset: Offset) -> Result<(), LogError> {
+        let expiration_ms = self.config.borrow().producer_id_expiration_ms;
+        let bytes = {
+            let mut state = self.state.borrow_mut();
+            state.producers.expire(now_ms(), expiration_ms);
+            state.producers.snapshot_bytes(offset)
+        };
+        let path = self.directory.join(snapshot_file_name(offset));
+        let file = SegmentFile::open_or_create(&path).await?;
+        file.truncate(0).await?;
+        file.write_blocks_gathered(0, &[&bytes]).await?;
+        file.fdatasync().await?;
+        let mut snapshots = list_snapshots(&self.directory);
+        snapshots.sort();
+        let keep_from = snapshots.len().saturating_sub(2);
+        for old in &snapshots[..keep_from] {
+            let old_path = self.directory.join(snapshot_file_name(*old));
+            if let Err(error) = std::fs::remove_file(&old_path) {
+                warn!(path = %old_path.display(), %error, "cannot remove an old producer snapshot");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every producer this partition currently knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerEntry> {
+        let mut entries: Vec<ProducerEntry> =
+            self.state.borrow().producers.entries().cloned().collect();
+        entries.sort_by_key(|entry| entry.producer_id);
+        entries
     }
 
     /// Writes and syncs everything appended so far. Concurrent callers queue; each flush covers
@@ -901,6 +972,101 @@ impl PartitionLog {
             .max_by_key(|segment| segment.max_timestamp)?;
         Some((segment.base_offset, segment.max_timestamp))
     }
+}
+
+fn snapshot_file_name(offset: Offset) -> String {
+    format!("{:020}.snapshot", offset.0)
+}
+
+/// Offsets of the producer snapshot files in a partition directory.
+fn list_snapshots(directory: &Path) -> Vec<Offset> {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".snapshot")?;
+            (stem.len() == 20).then(|| stem.parse().ok().map(Offset))?
+        })
+        .collect()
+}
+
+/// The producer state after recovery: the newest valid snapshot inside the log, then every
+/// batch after it replayed from the log (all of the log if there is no usable snapshot).
+async fn rebuild_producer_state(
+    directory: &Path,
+    segments: &BTreeMap<Offset, Segment>,
+    log_start_offset: Offset,
+    log_end_offset: Offset,
+) -> Result<ProducerStateTable, LogError> {
+    let mut snapshots = list_snapshots(directory);
+    snapshots.sort();
+    let mut table = ProducerStateTable::default();
+    let mut replay_from = log_start_offset;
+    // Producers found again get a fresh expiration lease from now: the restart is not their
+    // silence.
+    let now = now_ms();
+    for offset in snapshots.into_iter().rev() {
+        if offset > log_end_offset || offset < log_start_offset {
+            continue;
+        }
+        let path = directory.join(snapshot_file_name(offset));
+        let file = SegmentFile::open_or_create(&path).await?;
+        let size = file.size().await?;
+        let bytes = file.read(0, size.min(256 * 1024 * 1024) as usize).await?;
+        match ProducerStateTable::from_snapshot(&bytes) {
+            Some((covered, loaded)) if covered == offset => {
+                table = loaded;
+                replay_from = offset;
+                break;
+            }
+            _ => warn!(path = %path.display(), "unreadable producer snapshot; trying an older one"),
+        }
+    }
+    for segment in segments
+        .values()
+        .filter(|segment| segment.next_offset > replay_from)
+    {
+        let mut position = if replay_from > segment.base_offset {
+            segment.position_for_offset(replay_from)
+        } else {
+            0
+        };
+        while position < segment.size {
+            let length = ((segment.size - position) as usize).min(SCAN_CHUNK_BYTES);
+            let chunk = segment.file.read(position, length).await?;
+            let mut walk = BatchWalk::new(&chunk);
+            for (header, _) in walk.by_ref() {
+                if header.base_offset >= replay_from {
+                    table.record(&header, now);
+                }
+            }
+            if walk.position() > 0 {
+                position += walk.position() as u64;
+                continue;
+            }
+            // A batch larger than the chunk: its header is all the replay needs.
+            let Some(header) = BatchHeader::parse(&chunk) else {
+                break;
+            };
+            let Some(total) = header.total_bytes() else {
+                break;
+            };
+            if header.base_offset >= replay_from {
+                table.record(&header, now);
+            }
+            position += total as u64;
+        }
+    }
+    info!(
+        directory = %directory.display(),
+        producers = table.len(),
+        replayed_from = replay_from.0,
+        "producer state rebuilt"
+    );
+    Ok(table)
 }
 
 /// A sealed segment restored from its index file, if that file exists and describes exactly this

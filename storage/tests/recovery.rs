@@ -294,3 +294,92 @@ fn sealed_segments_reopen_from_index_files_and_survive_damaged_ones() {
         reopened.close().await.unwrap();
     });
 }
+
+/// An idempotent producer's state survives a crash: rebuilt from the newest snapshot plus the
+/// log after it (or from the whole log without snapshots), so a retry of the batch acknowledged
+/// last is recognised as a duplicate and answered with its original offsets.
+#[test]
+fn producer_state_is_rebuilt_from_snapshots_and_the_log_tail() {
+    use storage::record_batch::set_producer;
+    use storage::{LogError, ProducerError};
+
+    run(async {
+        let scratch = tempfile::tempdir().unwrap();
+        let directory = scratch.path().join("idempotent");
+        let config = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let idempotent = |sequence: i32| {
+            let mut batch = build_uncompressed_batch(4, 100, now);
+            set_producer(&mut batch, 7, 0, sequence);
+            batch
+        };
+        let log = PartitionLog::open(&directory, config.clone(), true)
+            .await
+            .unwrap();
+        let flusher = glommio::spawn_local(log.clone().run_flusher());
+        let mut last = None;
+        for index in 0..40 {
+            let info = log.append(&idempotent(index * 4)).await.unwrap();
+            assert!(!info.duplicate);
+            last = Some(info);
+        }
+        let last = last.unwrap();
+        log.wait_durable(Offset(160)).await.unwrap();
+        // A retry before the crash is a duplicate already.
+        let retry = log.append(&idempotent(39 * 4)).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, last.base_offset);
+        drop(flusher);
+        drop(log);
+
+        let snapshots = std::fs::read_dir(&directory)
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|ext| ext == "snapshot")
+            })
+            .count();
+        assert!((1..=2).contains(&snapshots), "{snapshots} snapshots kept");
+
+        for remove_snapshots in [false, true] {
+            if remove_snapshots {
+                for entry in std::fs::read_dir(&directory).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.extension().is_some_and(|ext| ext == "snapshot") {
+                        std::fs::remove_file(path).unwrap();
+                    }
+                }
+            }
+            let reopened = PartitionLog::open(&directory, config.clone(), false)
+                .await
+                .unwrap();
+            let retry = reopened.append(&idempotent(39 * 4)).await.unwrap();
+            assert!(retry.duplicate, "snapshots removed: {remove_snapshots}");
+            assert_eq!(retry.base_offset, last.base_offset);
+            assert_eq!(retry.last_offset, last.last_offset);
+            let older = reopened.append(&idempotent(36 * 4)).await.unwrap();
+            assert!(older.duplicate);
+            assert_eq!(older.base_offset, Offset(36 * 4));
+            assert!(matches!(
+                reopened.append(&idempotent(44 * 4)).await,
+                Err(LogError::Producer(ProducerError::OutOfOrder {
+                    expected: 160,
+                    ..
+                }))
+            ));
+            assert_eq!(reopened.log_end_offset(), Offset(160));
+            assert_eq!(reopened.producers().len(), 1);
+            drop(reopened);
+        }
+    });
+}

@@ -35,6 +35,9 @@ pub struct ClusterMetadata {
     /// Bumped by every change; shards acknowledge the version they applied.
     pub version: u64,
     pub topics: BTreeMap<String, TopicMetadata>,
+    /// The lowest producer id never handed out (InitProducerId); only the controller moves it.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// One change pushed from the controller to every shard.
@@ -62,6 +65,7 @@ impl ClusterMetadata {
             cluster_id: uuid::Uuid::new_v4().simple().to_string(),
             version: 0,
             topics: BTreeMap::new(),
+            next_producer_id: 0,
         }
     }
 

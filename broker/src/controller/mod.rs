@@ -23,6 +23,9 @@ use metadata::{MetadataChange, TopicMetadata};
 /// open files and memory on its shard, so an absurd request is refused up front.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
+/// The most producer ids one allocation hands out.
+pub const PRODUCER_ID_BLOCK_MAX: i64 = 1_000_000;
+
 /// Kafka's limit on topic name length (a partition directory name must fit 255 bytes).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
@@ -47,6 +50,21 @@ pub enum ControllerRequest {
     DeleteTopics {
         names: Vec<String>,
     },
+    /// A block of producer ids for a shard to hand out (InitProducerId) without asking again.
+    AllocateProducerIds {
+        count: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum ControllerReply {
+    Topics(Vec<TopicOutcome>),
+    /// Producer ids `first..first + count`, recorded durably as used before this reply.
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
+    Failed(String),
 }
 
 /// The outcome for one topic of a request.
@@ -146,14 +164,38 @@ impl Controller {
         }
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) -> Vec<TopicOutcome> {
+    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) -> ControllerReply {
         let _one_at_a_time = self.lock.lock().await;
         match request {
             ControllerRequest::CreateTopics {
                 topics,
                 validate_only,
-            } => self.create_topics(shard, topics, validate_only).await,
-            ControllerRequest::DeleteTopics { names } => self.delete_topics(shard, names).await,
+            } => ControllerReply::Topics(self.create_topics(shard, topics, validate_only).await),
+            ControllerRequest::DeleteTopics { names } => {
+                ControllerReply::Topics(self.delete_topics(shard, names).await)
+            }
+            ControllerRequest::AllocateProducerIds { count } => {
+                self.allocate_producer_ids(shard, count)
+            }
+        }
+    }
+
+    /// Producer ids are unique for the life of the cluster: the next free id is persisted before
+    /// a block is handed out, so a restart never reissues one.
+    fn allocate_producer_ids(&self, shard: &Rc<Shard>, count: i64) -> ControllerReply {
+        let mut next = shard.metadata().clone();
+        let first = next.next_producer_id;
+        let Some(end) = first.checked_add(count.clamp(1, PRODUCER_ID_BLOCK_MAX)) else {
+            return ControllerReply::Failed("producer ids are exhausted".into());
+        };
+        next.next_producer_id = end;
+        if let Err(error) = next.store(&shard.node.data_dir) {
+            return ControllerReply::Failed(error.to_string());
+        }
+        shard.set_next_producer_id(end);
+        ControllerReply::ProducerIds {
+            first,
+            count: end - first,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The one place internal errors become Kafka error codes.
 
-use storage::{BatchError, LogError};
+use storage::{BatchError, LogError, ProducerError};
 
 /// Kafka error codes, by Kafka's names (`org.apache.kafka.common.protocol.Errors`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,11 @@ pub enum ErrorCode {
     KafkaStorageError = 56,
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
+    CoordinatorNotAvailable = 15,
     InvalidRecord = 87,
+    OutOfOrderSequenceNumber = 45,
+    InvalidProducerEpoch = 47,
+    UnknownProducerId = 59,
     UnknownTopicId = 100,
 }
 
@@ -49,9 +53,19 @@ pub fn batch_error_code(error: &BatchError) -> ErrorCode {
     }
 }
 
+pub fn producer_error_code(error: &ProducerError) -> ErrorCode {
+    match error {
+        ProducerError::InvalidEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        ProducerError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        ProducerError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
+        ProducerError::InvalidFields { .. } => ErrorCode::InvalidRecord,
+    }
+}
+
 pub fn log_error_code(error: &LogError) -> ErrorCode {
     match error {
         LogError::Batch(batch) => batch_error_code(batch),
+        LogError::Producer(producer) => producer_error_code(producer),
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Io(_)
         | LogError::Offline { .. }

@@ -144,6 +144,15 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Dispatch {
             let body = describe_configs::handle(shard, request, version);
             ready(encode_response(api_key, version, correlation_id, &body))
         }
+        ApiKey::InitProducerId => {
+            let request = decode!(InitProducerIdRequest);
+            later!(init_producer_id::handle(shard, request))
+        }
+        ApiKey::DescribeProducers => {
+            let request = decode!(DescribeProducersRequest);
+            let body = describe_producers::handle(shard, request);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
         other => Dispatch::Close(format!("{other:?} has no handler")),
     }
 }

@@ -1,5 +1,5 @@
 """kafka-python (an independent client implementation) against the broker: create a topic,
-produce keyed records with headers to several partitions in each codec, read them back, and
+produce with its default (idempotent) producer keyed records with headers to several partitions in each codec, read them back, and
 check content, order per partition and offsets. Exits non-zero with a message on any mismatch."""
 
 import sys
@@ -19,9 +19,11 @@ for codec in ("none", "gzip"):
     described = admin.describe_configs([ConfigResource("TOPIC", topic)])
     assert described["topic"][topic]["retention.ms"]["value"] == "3600000", described
 
-    # Idempotence needs InitProducerId, which the broker does not advertise yet.
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+    # kafka-python 3's default producer: idempotent (InitProducerId, sequence numbers).
+    producer = KafkaProducer(bootstrap_servers=bootstrap,
                              compression_type=None if codec == "none" else codec)
+    assert producer.config["enable_idempotence"], "kafka-python 3 defaults to idempotence"
+
     futures = [
         producer.send(topic, key=b"key-%d" % i, value=b"value-%d" % i, partition=i % PARTITIONS,
                       headers=[("trace", b"t-%d" % i)], timestamp_ms=1_700_000_000_000 + i)

@@ -42,7 +42,7 @@ pub async fn handle(
         })
         .collect();
     let outcomes = shard
-        .controller_request(ControllerRequest::CreateTopics {
+        .topic_request(ControllerRequest::CreateTopics {
             topics,
             validate_only: request.validate_only,
         })

@@ -32,7 +32,7 @@ pub async fn handle(
         Vec::new()
     } else {
         shard
-            .controller_request(ControllerRequest::DeleteTopics { names })
+            .topic_request(ControllerRequest::DeleteTopics { names })
             .await
     };
     let mut responses: Vec<DeletableTopicResult> = outcomes

@@ -74,7 +74,7 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
             .collect();
         if !missing.is_empty() {
             shard
-                .controller_request(ControllerRequest::CreateTopics {
+                .topic_request(ControllerRequest::CreateTopics {
                     topics: missing,
                     validate_only: false,
                 })

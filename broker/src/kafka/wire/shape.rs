@@ -160,6 +160,17 @@ const DESCRIBE_CONFIGS: &[Field] = &[
     from(3, I8),
 ];
 
+const INIT_PRODUCER_ID: &[Field] = &[
+    all(Str),
+    all(I32),
+    from(3, I64),
+    from(3, I16),
+    from(6, I8),
+    from(6, I8),
+];
+
+const DESCRIBE_PRODUCERS: &[Field] = &[all(Structs(&[all(Str), all(I32s)]))];
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -172,6 +183,8 @@ fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
         ApiKey::CreateTopics => CREATE_TOPICS,
         ApiKey::DeleteTopics => DELETE_TOPICS,
         ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
+        ApiKey::InitProducerId => INIT_PRODUCER_ID,
+        ApiKey::DescribeProducers => DESCRIBE_PRODUCERS,
         _ => return None,
     })
 }
@@ -451,6 +464,17 @@ mod tests {
         for version in supported_range(ApiKey::DescribeConfigs).unwrap() {
             walk_exactly(ApiKey::DescribeConfigs, &describe, version);
         }
+        for version in supported_range(ApiKey::InitProducerId).unwrap() {
+            walk_exactly(
+                ApiKey::InitProducerId,
+                &InitProducerIdRequest::default(),
+                version,
+            );
+        }
+        let describe_producers = DescribeProducersRequest::default()
+            .with_topics(vec![describe_producers_request::TopicRequest::default()
+                .with_partition_indexes(vec![0, 1])]);
+        walk_exactly(ApiKey::DescribeProducers, &describe_producers, 0);
         for version in supported_range(ApiKey::ApiVersions).unwrap() {
             walk_exactly(ApiKey::ApiVersions, &ApiVersionsRequest::default(), version);
         }
