@@ -114,6 +114,34 @@ fn advertised_host(config: &BrokerConfig, listen: &SocketAddr) -> String {
     }
 }
 
+/// How long a busy port is retried. A broker killed a moment ago can still hold its listening
+/// sockets: its io_uring rings, which have an accept in flight on them, are torn down by the
+/// kernel asynchronously after the process is gone. A restart right after a crash (systemd's
+/// `Restart=always`) waits that out instead of failing; a port held by a live process still
+/// fails, after this long, with a clear message.
+const BUSY_PORT_RETRY_FOR: Duration = Duration::from_secs(3);
+const BUSY_PORT_RETRY_EVERY: Duration = Duration::from_millis(50);
+
+fn bind_listener(address: SocketAddr) -> std::io::Result<BoundListener> {
+    let deadline = std::time::Instant::now() + BUSY_PORT_RETRY_FOR;
+    let mut warned = false;
+    loop {
+        match BoundListener::bind(address) {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    warn!(%address, "address in use; retrying for a few seconds");
+                    warned = true;
+                }
+                std::thread::sleep(BUSY_PORT_RETRY_EVERY);
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Runs a broker node until SIGTERM or SIGINT. Prints one line per shard with its address.
 pub fn run(config: BrokerConfig) -> Result<(), StartError> {
     let configured_dir = config.data_dir();
@@ -152,7 +180,7 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
                 })?
         };
         let address = SocketAddr::new(listen.ip(), port);
-        let listener = BoundListener::bind(address).map_err(|error| StartError::Listen {
+        let listener = bind_listener(address).map_err(|error| StartError::Listen {
             address,
             reason: if error.kind() == std::io::ErrorKind::AddrInUse {
                 "address already in use (another broker or program is listening there)".into()

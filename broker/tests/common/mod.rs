@@ -1,6 +1,8 @@
 //! Test harness: the real `broker` binary on free ports, and librdkafka clients for it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +21,7 @@ pub struct Broker {
     log: PathBuf,
     extra_args: Vec<String>,
     working_dir: Option<PathBuf>,
+    listen: String,
 }
 
 impl Broker {
@@ -32,9 +35,42 @@ impl Broker {
             log: data_dir.with_extension("log"),
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             working_dir: None,
+            listen: "127.0.0.1:0".into(),
         };
         broker.launch();
         broker
+    }
+
+    /// Starts a broker whose shards keep their ports across restarts: shard s on `base + s`,
+    /// with a base whose ports were free a moment ago (retried if another process takes one).
+    pub fn start_on_fixed_ports(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        let shards = std::thread::available_parallelism().map_or(1, |count| count.get());
+        // Below Linux's ephemeral range (32768 and up): a client reconnecting to a stopped
+        // shard could otherwise be given that very port as its own and connect to itself.
+        let mut candidate = 20_000 + (std::process::id() % 6_000) as u16 * 2;
+        for _ in 0..50 {
+            candidate = 20_000 + (candidate - 20_000 + 97) % 12_000;
+            let base = candidate;
+            let free = (0..shards as u16)
+                .all(|shard| std::net::TcpListener::bind(("127.0.0.1", base + shard)).is_ok());
+            if !free {
+                continue;
+            }
+            let mut broker = Broker {
+                child: None,
+                data_dir: data_dir.to_path_buf(),
+                bootstrap: String::new(),
+                shard_addresses: Vec::new(),
+                log: data_dir.with_extension("log"),
+                extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+                working_dir: None,
+                listen: format!("127.0.0.1:{base}"),
+            };
+            if broker.try_launch() {
+                return broker;
+            }
+        }
+        panic!("no free run of ports for the broker's shards");
     }
 
     /// Starts a broker in `working_dir` with the relative `--data-dir data`, as a user running
@@ -48,12 +84,22 @@ impl Broker {
             log: working_dir.join("broker.log"),
             extra_args: Vec::new(),
             working_dir: Some(working_dir.to_path_buf()),
+            listen: "127.0.0.1:0".into(),
         };
         broker.launch();
         broker
     }
 
     fn launch(&mut self) {
+        assert!(
+            self.try_launch(),
+            "broker exited early; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Starts the process; false if it exited before listening (a port was taken meanwhile).
+    fn try_launch(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -64,7 +110,7 @@ impl Broker {
             command.current_dir(directory);
         }
         let mut child = command
-            .args(["start", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["start", "--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
@@ -76,10 +122,10 @@ impl Broker {
         let mut lines = BufReader::new(stdout).lines();
         self.shard_addresses.clear();
         loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("broker exited early; log:\n{}", self.log_text()))
-                .unwrap();
+            let Some(Ok(line)) = lines.next() else {
+                child.wait().ok();
+                return false;
+            };
             if let Some(address) = line.strip_prefix("bootstrap ") {
                 self.bootstrap = address.to_string();
                 break;
@@ -91,6 +137,7 @@ impl Broker {
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
+        true
     }
 
     pub fn log_text(&self) -> String {
@@ -142,6 +189,14 @@ impl Broker {
             .set("bootstrap.servers", &self.bootstrap)
             .set("broker.address.family", "v4")
             .set("log_level", "3");
+        // TEST_RDKAFKA_DEBUG=eos,protocol (say) turns on librdkafka's debug log when a test
+        // needs diagnosing.
+        if let Ok(debug) = std::env::var("TEST_RDKAFKA_DEBUG") {
+            config
+                .set("debug", debug)
+                .set("log_level", "7")
+                .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
         config
     }
 }
@@ -263,7 +318,11 @@ pub struct Delivery {
 #[derive(Clone, Default)]
 pub struct Deliveries(pub Arc<Mutex<Vec<Delivery>>>);
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        eprintln!("librdkafka {facility}: {message}");
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<usize>;
