@@ -170,6 +170,7 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         "86400000",
         Kind::Long { min: 1 },
     ),
+    ("admin.listen", "127.0.0.1:9644", Kind::Text),
 ];
 
 fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
@@ -311,6 +312,19 @@ impl BrokerConfig {
             name: "listeners".into(),
             value: raw.into(),
             reason: "expected HOST:PORT with a numeric IP, such as 127.0.0.1:9092".into(),
+        })
+    }
+
+    /// The admin HTTP listener's address (`/metrics`, health), or `None` when set to "".
+    pub fn admin_listen_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let raw = self.get("admin.listen");
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        raw.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            name: "admin.listen".into(),
+            value: raw.into(),
+            reason: "expected HOST:PORT with a numeric IP, such as 127.0.0.1:9644".into(),
         })
     }
 

@@ -9,5 +9,6 @@ pub mod config;
 pub mod controller;
 pub mod kafka;
 pub mod limits;
+pub mod observability;
 pub mod server;
 pub mod shard;

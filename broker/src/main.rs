@@ -45,6 +45,10 @@ struct StartArgs {
     /// This node's id (Kafka: node.id); shard s is advertised as broker id NODE*1000+s [default: 0]
     #[arg(long, value_name = "N")]
     node_id: Option<u32>,
+    /// Address of the admin HTTP listener: /metrics (Prometheus), /v1/status/ready,
+    /// /v1/status/live; an empty value disables it [default: 127.0.0.1:9644]
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
     /// Set any Kafka broker property, e.g. --set auto.create.topics.enable=false; repeatable.
     /// Defaults: auto.create.topics.enable=true, num.partitions=1,
     /// socket.request.max.bytes=104857600, log.segment.bytes=1073741824,
@@ -80,6 +84,7 @@ fn build_config(args: StartArgs) -> Result<BrokerConfig, String> {
         ("cores", args.cores),
         ("advertised.host.name", args.advertised_host),
         ("node.id", args.node_id.map(|id| id.to_string())),
+        ("admin.listen", args.admin_listen),
     ];
     for (name, value) in flags {
         if let Some(value) = value {
@@ -89,6 +94,9 @@ fn build_config(args: StartArgs) -> Result<BrokerConfig, String> {
         }
     }
     config.listen_address().map_err(|error| error.to_string())?;
+    config
+        .admin_listen_address()
+        .map_err(|error| error.to_string())?;
     Ok(config)
 }
 

@@ -195,6 +195,21 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         advertised.push((host.clone(), bound.port()));
         listeners.push(Some(listener));
     }
+    let admin = match config.admin_listen_address()? {
+        Some(address) => {
+            let listener = bind_listener(address).map_err(|error| StartError::Listen {
+                address,
+                reason: error.to_string(),
+            })?;
+            let bound = listener.local_addr().map_err(|error| StartError::Listen {
+                address,
+                reason: error.to_string(),
+            })?;
+            println!("admin listening on {bound}");
+            Some(listener)
+        }
+        None => None,
+    };
     let clean_shutdown = take_clean_shutdown_marker(&data_dir)?;
     let node = Arc::new(NodeInfo {
         node_id: config.node_id(),
@@ -230,6 +245,7 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         })?;
     }
     let listeners = Arc::new(Mutex::new(listeners));
+    let admin = Arc::new(Mutex::new(admin));
     let results = run_shards(&cores, io_memory, {
         let node = node.clone();
         let shutdown = shutdown.clone();
@@ -240,7 +256,11 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
                 .lock()
                 .ok()
                 .and_then(|mut listeners| listeners.get_mut(context.shard.0 as usize)?.take());
-            shard_main(context, node, listener, shutdown)
+            // The admin listener goes to shard 0, which answers for the whole node.
+            let admin = (context.shard == ShardId(0))
+                .then(|| admin.lock().ok().and_then(|mut admin| admin.take()))
+                .flatten();
+            shard_main(context, node, listener, admin, shutdown)
         }
     })?;
     if results.iter().all(|clean| *clean) {
@@ -266,6 +286,7 @@ async fn shard_main(
     context: ShardContext<ShardMessage>,
     node: Arc<NodeInfo>,
     listener: Option<BoundListener>,
+    admin: Option<BoundListener>,
     shutdown: Arc<AtomicBool>,
 ) -> bool {
     let id = context.shard;
@@ -293,10 +314,21 @@ async fn shard_main(
         })
         .detach();
     }
+    // Serving health and metrics from the start: ready stays 503 while logs recover.
+    let _admin = admin.map(|admin| {
+        shards::task::spawn(crate::observability::admin::serve(
+            shard.clone(),
+            admin.into_listener(),
+        ))
+    });
     if let Err(reason) = shard.bootstrap_metadata().await {
         error!(%reason, "cannot load the cluster metadata");
         shutdown.store(true, Ordering::Relaxed);
         return false;
+    }
+    if shard.controller.is_some() {
+        // The snapshot was applied on every shard before bootstrap returned.
+        shard.set_node_ready();
     }
     futures_lite::future::or(shard.wait_ready(), wait_for_shutdown(&shutdown)).await;
     let listener = listener.into_listener();
@@ -328,11 +360,14 @@ async fn accept_loop(shard: Rc<Shard>, listener: shards::net::Listener) {
             continue;
         }
         connections.set(connections.get() + 1);
+        shard.metrics.connection_opened();
         let shard = shard.clone();
         let connections = connections.clone();
         shards::task::spawn(async move {
+            let metrics = shard.metrics.clone();
             connection::serve(shard, connection).await;
             connections.set(connections.get() - 1);
+            metrics.connection_closed();
         })
         .detach();
     }

@@ -16,6 +16,10 @@ use crate::config::BrokerConfig;
 use crate::controller::metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::limits::{MemoryBudget, REQUEST_MEMORY_PER_SHARD_BYTES};
+use crate::observability::metrics::{MetricsSnapshot, ShardMetrics};
+
+/// How long a scrape waits for another shard's metrics.
+pub const METRICS_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Producer ids a shard takes from the controller at a time: one durable controller write per
 /// thousand InitProducerId requests on that shard.
@@ -60,6 +64,14 @@ pub enum ShardMessage {
     Applied {
         version: u64,
     },
+    /// A scrape on shard 0 asks for this shard's metrics; answered by `MetricsReply`.
+    MetricsRequest {
+        id: u64,
+    },
+    MetricsReply {
+        id: u64,
+        snapshot: MetricsSnapshot,
+    },
 }
 
 /// A partition as this shard sees it.
@@ -95,6 +107,10 @@ pub struct Shard {
     ready: Cell<bool>,
     ready_event: Event,
     pub request_memory: Rc<MemoryBudget>,
+    pub metrics: Rc<ShardMetrics>,
+    metrics_pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<MetricsSnapshot>>>,
+    /// Shard 0 only: every shard has applied the first metadata snapshot (logs recovered).
+    node_ready: Cell<bool>,
 }
 
 impl Shard {
@@ -114,6 +130,9 @@ impl Shard {
             ready: Cell::new(false),
             ready_event: Event::new(),
             request_memory: MemoryBudget::new(budget),
+            metrics: Rc::new(ShardMetrics::default()),
+            metrics_pending: RefCell::new(HashMap::new()),
+            node_ready: Cell::new(false),
         })
     }
 
@@ -244,6 +263,7 @@ impl Shard {
             .await
             {
                 Ok(log) => {
+                    log.set_flush_observer(self.metrics.clone());
                     shards::task::spawn(log.clone().run_flusher()).detach();
                     PartitionSlot::Online(log)
                 }
@@ -363,6 +383,20 @@ impl Shard {
                     controller.note_applied(version);
                 }
             }
+            ShardMessage::MetricsRequest { id } => {
+                let snapshot = self.metrics_snapshot();
+                if let Err(reason) = self
+                    .send_to(from, ShardMessage::MetricsReply { id, snapshot })
+                    .await
+                {
+                    warn!(%reason, "metrics reply lost");
+                }
+            }
+            ShardMessage::MetricsReply { id, snapshot } => {
+                if let Some(sender) = self.metrics_pending.borrow_mut().remove(&id) {
+                    let _ = sender.send(snapshot);
+                }
+            }
         }
     }
 
@@ -383,6 +417,57 @@ impl Shard {
         controller
             .publish(self, MetadataChange::Snapshot(metadata))
             .await
+    }
+
+    /// Shard 0: whether every shard has recovered its logs (`/v1/status/ready`).
+    pub fn node_ready(&self) -> bool {
+        self.node_ready.get()
+    }
+
+    pub fn set_node_ready(&self) {
+        self.node_ready.set(true);
+    }
+
+    fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let logs = self.owned_logs();
+        let bytes = logs.iter().map(|log| log.size_bytes()).sum();
+        self.metrics.snapshot(self.id.0, logs.len() as u64, bytes)
+    }
+
+    /// Every shard's metrics, for a scrape: this shard's own, and each other's over the mesh. A
+    /// shard that does not answer within `METRICS_REPLY_TIMEOUT` is left out of this scrape.
+    pub async fn collect_metrics(self: &Rc<Self>) -> Vec<MetricsSnapshot> {
+        let mut snapshots = vec![self.metrics_snapshot()];
+        let mut waiting = Vec::new();
+        for peer in (0..self.node.shard_count as u16)
+            .map(ShardId)
+            .filter(|peer| *peer != self.id)
+        {
+            let id = self.next_request_id.get();
+            self.next_request_id.set(id + 1);
+            let (sender, receiver) = futures_channel::oneshot::channel();
+            self.metrics_pending.borrow_mut().insert(id, sender);
+            if self
+                .send_to(peer, ShardMessage::MetricsRequest { id })
+                .await
+                .is_ok()
+            {
+                waiting.push((id, receiver));
+            } else {
+                self.metrics_pending.borrow_mut().remove(&id);
+            }
+        }
+        for (id, receiver) in waiting {
+            match shards::task::timeout(METRICS_REPLY_TIMEOUT, receiver).await {
+                Some(Ok(snapshot)) => snapshots.push(snapshot),
+                _ => {
+                    self.metrics_pending.borrow_mut().remove(&id);
+                    warn!("a shard did not answer the metrics scrape in time");
+                }
+            }
+        }
+        snapshots.sort_by_key(|snapshot| snapshot.shard);
+        snapshots
     }
 
     /// Flushes and closes every owned log; true if all closed cleanly.

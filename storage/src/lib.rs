@@ -18,7 +18,9 @@ pub mod record_batch;
 mod recovery;
 mod segment;
 
-pub use partition_log::{AppendInfo, FlushPolicy, LogConfig, LogError, PartitionLog};
+pub use partition_log::{
+    AppendInfo, FlushObserver, FlushPolicy, LogConfig, LogError, PartitionLog,
+};
 pub use producer_state::{ProducerEntry, ProducerError};
 pub use record_batch::{BatchError, BatchHeader, ProduceRules};
 

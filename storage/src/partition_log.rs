@@ -52,6 +52,12 @@ pub const LEADER_EPOCH: i32 = 0;
 /// data waits in memory, not in a page cache, so it is flushed about as often as an OS would.
 const RELAXED_FLUSH_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
+/// Told about every completed flush of a log, for metrics. Implemented by the owning shard; called
+/// on that shard, after the `fdatasync` returned.
+pub trait FlushObserver {
+    fn flushed(&self, bytes: u64, batches: usize, sync_latency: Duration);
+}
+
 /// When acknowledgements wait for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushPolicy {
@@ -221,6 +227,7 @@ pub struct PartitionLog {
     /// Something was appended and awaits a flush (wakes the flusher).
     appended: Event,
     closed: Cell<bool>,
+    flush_observer: RefCell<Option<Rc<dyn FlushObserver>>>,
 }
 
 fn now_ms() -> i64 {
@@ -403,7 +410,13 @@ impl PartitionLog {
             high_watermark_moved: Event::new(),
             appended: Event::new(),
             closed: Cell::new(false),
+            flush_observer: RefCell::new(None),
         }))
+    }
+
+    /// Reports every flush to `observer` from now on.
+    pub fn set_flush_observer(&self, observer: Rc<dyn FlushObserver>) {
+        *self.flush_observer.borrow_mut() = Some(observer);
     }
 
     pub fn directory(&self) -> &Path {
@@ -690,13 +703,17 @@ impl PartitionLog {
                 preallocate_to,
             )
         };
+        let mut sync_latency = Duration::ZERO;
         let written: Result<(), IoError> = async {
             if let Some(size) = preallocate_to {
                 file.preallocate(size).await?;
             }
             let bytes: Vec<&[u8]> = parts.iter().map(|part| part.as_ref()).collect();
             file.write_blocks_gathered(position, &bytes).await?;
-            file.fdatasync().await
+            let started = std::time::Instant::now();
+            file.fdatasync().await?;
+            sync_latency = started.elapsed();
+            Ok(())
         }
         .await;
         if let Err(error) = written {
@@ -719,6 +736,10 @@ impl PartitionLog {
         };
         state.evict_recent();
         drop(state);
+        if let Some(observer) = self.flush_observer.borrow().as_ref() {
+            let bytes: usize = parts.iter().skip(1).map(Bytes::len).sum();
+            observer.flushed(bytes as u64, parts.len() - 1, sync_latency);
+        }
         self.durable_moved.notify(usize::MAX);
         if self.is_durable_mode() {
             self.high_watermark_moved.notify(usize::MAX);

@@ -7,15 +7,35 @@
 //! the shard's request-memory budget until its response is written.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use shards::net::Connection;
 use shards::task::local_channel;
 use tracing::{debug, warn};
 
-use crate::kafka::wire::frame::FrameReader;
+use crate::kafka::wire::frame::{FrameReader, RequestStart};
 use crate::kafka::{dispatch, Dispatch, ResponseFuture};
 use crate::limits::{MemoryGrant, IN_FLIGHT_REQUESTS_PER_CONNECTION};
 use crate::shard::Shard;
+
+/// The metric label of an API key: Kafka's API name in snake case.
+pub fn api_name(api_key: i16) -> &'static str {
+    use kafka_protocol::messages::ApiKey;
+    match ApiKey::try_from(api_key) {
+        Ok(ApiKey::Produce) => "produce",
+        Ok(ApiKey::Fetch) => "fetch",
+        Ok(ApiKey::ListOffsets) => "list_offsets",
+        Ok(ApiKey::Metadata) => "metadata",
+        Ok(ApiKey::OffsetForLeaderEpoch) => "offset_for_leader_epoch",
+        Ok(ApiKey::ApiVersions) => "api_versions",
+        Ok(ApiKey::CreateTopics) => "create_topics",
+        Ok(ApiKey::DeleteTopics) => "delete_topics",
+        Ok(ApiKey::DescribeConfigs) => "describe_configs",
+        Ok(ApiKey::InitProducerId) => "init_producer_id",
+        Ok(ApiKey::DescribeProducers) => "describe_producers",
+        _ => "unsupported",
+    }
+}
 
 pub async fn serve(shard: Rc<Shard>, connection: Connection) {
     let peer = connection.peer_addr();
@@ -26,11 +46,16 @@ pub async fn serve(shard: Rc<Shard>, connection: Connection) {
         shard.request_memory.clone(),
     );
     let (queue, responses) =
-        local_channel::bounded::<(ResponseFuture, MemoryGrant)>(IN_FLIGHT_REQUESTS_PER_CONNECTION);
+        local_channel::bounded::<(ResponseFuture, MemoryGrant, &'static str, Instant)>(
+            IN_FLIGHT_REQUESTS_PER_CONNECTION,
+        );
+    let metrics = shard.metrics.clone();
     let writer_task = shards::task::spawn(async move {
-        while let Some((response, grant)) = responses.recv().await {
+        while let Some((response, grant, api, started)) = responses.recv().await {
             match response.await {
                 Ok(chunks) => {
+                    let bytes = chunks.iter().map(|chunk| chunk.len()).sum();
+                    metrics.response(api, bytes, started.elapsed());
                     if let Err(error) = writer.write_all_chunks(&chunks).await {
                         debug!(?peer, %error, "write failed; closing connection");
                         break;
@@ -53,14 +78,23 @@ pub async fn serve(shard: Rc<Shard>, connection: Connection) {
                 break;
             }
         };
+        let started = Instant::now();
+        let api =
+            RequestStart::parse(&frame.bytes).map_or("unknown", |start| api_name(start.api_key));
+        shard.metrics.request(api, frame.bytes.len() + 4);
         match dispatch(&shard, frame.bytes).await {
             Dispatch::Respond(response) => {
-                if queue.send((response, frame.grant)).await.is_err() {
+                if queue
+                    .send((response, frame.grant, api, started))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
             Dispatch::NoResponse => {}
             Dispatch::Close(reason) => {
+                shard.metrics.error(api);
                 warn!(?peer, %reason, "closing connection after an unanswerable request");
                 break;
             }

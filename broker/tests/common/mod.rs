@@ -18,6 +18,8 @@ pub struct Broker {
     pub data_dir: PathBuf,
     pub bootstrap: String,
     pub shard_addresses: Vec<String>,
+    /// The admin HTTP listener (`/metrics`, health), on a free port.
+    pub admin_address: String,
     log: PathBuf,
     extra_args: Vec<String>,
     working_dir: Option<PathBuf>,
@@ -25,18 +27,35 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker on `data_dir` with every shard on a free port (`--listen 127.0.0.1:0`).
-    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Broker {
-        let mut broker = Broker {
+    fn unlaunched(
+        data_dir: PathBuf,
+        log: PathBuf,
+        extra_args: Vec<String>,
+        working_dir: Option<PathBuf>,
+        listen: String,
+    ) -> Broker {
+        Broker {
             child: None,
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
             bootstrap: String::new(),
             shard_addresses: Vec::new(),
-            log: data_dir.with_extension("log"),
-            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            working_dir: None,
-            listen: "127.0.0.1:0".into(),
-        };
+            admin_address: String::new(),
+            log,
+            extra_args,
+            working_dir,
+            listen,
+        }
+    }
+
+    /// Starts a broker on `data_dir` with every shard on a free port (`--listen 127.0.0.1:0`).
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        let mut broker = Broker::unlaunched(
+            data_dir.to_path_buf(),
+            data_dir.with_extension("log"),
+            extra_args.iter().map(|arg| arg.to_string()).collect(),
+            None,
+            "127.0.0.1:0".into(),
+        );
         broker.launch();
         broker
     }
@@ -56,16 +75,13 @@ impl Broker {
             if !free {
                 continue;
             }
-            let mut broker = Broker {
-                child: None,
-                data_dir: data_dir.to_path_buf(),
-                bootstrap: String::new(),
-                shard_addresses: Vec::new(),
-                log: data_dir.with_extension("log"),
-                extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-                working_dir: None,
-                listen: format!("127.0.0.1:{base}"),
-            };
+            let mut broker = Broker::unlaunched(
+                data_dir.to_path_buf(),
+                data_dir.with_extension("log"),
+                extra_args.iter().map(|arg| arg.to_string()).collect(),
+                None,
+                format!("127.0.0.1:{base}"),
+            );
             if broker.try_launch() {
                 return broker;
             }
@@ -76,16 +92,13 @@ impl Broker {
     /// Starts a broker in `working_dir` with the relative `--data-dir data`, as a user running
     /// the default would.
     pub fn start_relative(working_dir: &Path) -> Broker {
-        let mut broker = Broker {
-            child: None,
-            data_dir: PathBuf::from("data"),
-            bootstrap: String::new(),
-            shard_addresses: Vec::new(),
-            log: working_dir.join("broker.log"),
-            extra_args: Vec::new(),
-            working_dir: Some(working_dir.to_path_buf()),
-            listen: "127.0.0.1:0".into(),
-        };
+        let mut broker = Broker::unlaunched(
+            PathBuf::from("data"),
+            working_dir.join("broker.log"),
+            Vec::new(),
+            Some(working_dir.to_path_buf()),
+            "127.0.0.1:0".into(),
+        );
         broker.launch();
         broker
     }
@@ -110,7 +123,14 @@ impl Broker {
             command.current_dir(directory);
         }
         let mut child = command
-            .args(["start", "--listen", &self.listen, "--data-dir"])
+            .args([
+                "start",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--listen",
+                &self.listen,
+            ])
+            .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
@@ -126,11 +146,17 @@ impl Broker {
                 child.wait().ok();
                 return false;
             };
+            if let Some(address) = line.strip_prefix("admin listening on ") {
+                self.admin_address = address.to_string();
+            }
             if let Some(address) = line.strip_prefix("bootstrap ") {
                 self.bootstrap = address.to_string();
                 break;
             }
-            if let Some((_, address)) = line.rsplit_once("listening on ") {
+            if let Some((_, address)) = line
+                .strip_prefix("shard ")
+                .and_then(|line| line.rsplit_once("listening on "))
+            {
                 self.shard_addresses.push(address.to_string());
             }
         }

@@ -175,6 +175,14 @@ pub async fn handle(
         let (fetched, bytes, any_error) = read_once(&topics, max_bytes, read_committed).await;
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || any_error || now >= deadline || logs.is_empty() {
+            let errors = fetched
+                .iter()
+                .flat_map(|topic| topic.partitions.iter())
+                .filter(|partition| partition.error_code != 0)
+                .count();
+            for _ in 0..errors {
+                shard.metrics.error("fetch");
+            }
             return encode_fetch_response(version, correlation_id, 0, 0, &fetched);
         }
         shards::task::timeout(deadline - now, any_of(listeners)).await;

@@ -22,6 +22,7 @@ struct Appended {
 
 /// Whether the response will be sent: `acks=0` producers get none (Kafka's contract).
 pub struct AppendPhase {
+    metrics: Rc<crate::observability::metrics::ShardMetrics>,
     acks: i16,
     version: i16,
     topics: Vec<(String, Vec<Appended>)>,
@@ -91,6 +92,7 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
         topics.push((name, partitions));
     }
     AppendPhase {
+        metrics: shard.metrics.clone(),
         acks: request.acks,
         version,
         topics,
@@ -129,6 +131,7 @@ impl AppendPhase {
                         .with_log_append_time_ms(info.log_append_time_ms)
                         .with_log_start_offset(info.log_start_offset.0),
                     Err((code, message)) => {
+                        self.metrics.error("produce");
                         let response = response
                             .with_error_code(code.code())
                             .with_base_offset(-1)

@@ -1,0 +1,404 @@
+//! Per-shard metrics, kept without locks or atomics (plain `Cell`s on the owning shard) and merged
+//! only when scraped: shard 0 asks every shard for a `MetricsSnapshot` over the mesh and renders
+//! them all in Prometheus text format with `prometheus-client`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// Latency bucket bounds in microseconds: fine below a millisecond, where this broker aims to
+/// live, coarse above it. Rendered in seconds, Prometheus' base unit.
+pub const LATENCY_BUCKETS_US: [u64; 18] = [
+    25, 50, 100, 200, 300, 500, 750, 1_000, 2_000, 3_000, 5_000, 10_000, 25_000, 50_000, 100_000,
+    250_000, 1_000_000, 5_000_000,
+];
+
+/// Bytes written per flush (group commit size).
+pub const FLUSH_BYTES_BUCKETS: [u64; 12] = [
+    512,
+    4 << 10,
+    16 << 10,
+    64 << 10,
+    128 << 10,
+    256 << 10,
+    512 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+    64 << 20,
+    256 << 20,
+];
+
+/// A histogram with fixed bucket bounds, for one shard.
+pub struct LocalHistogram<const N: usize> {
+    bounds: &'static [u64; N],
+    /// Per bucket (not cumulative), plus one for values above the last bound.
+    counts: RefCell<Vec<u64>>,
+    sum: Cell<u64>,
+}
+
+impl<const N: usize> LocalHistogram<N> {
+    pub fn new(bounds: &'static [u64; N]) -> Self {
+        LocalHistogram {
+            bounds,
+            counts: RefCell::new(vec![0; N + 1]),
+            sum: Cell::new(0),
+        }
+    }
+
+    pub fn record(&self, value: u64) {
+        let bucket = self.bounds.partition_point(|bound| *bound < value);
+        self.counts.borrow_mut()[bucket] += 1;
+        self.sum.set(self.sum.get().saturating_add(value));
+    }
+
+    /// Values divided by `divisor` (1e6 turns microseconds into seconds; division keeps bounds
+    /// such as 25 us exact as 0.000025).
+    fn snapshot(&self, divisor: f64) -> HistogramSnapshot {
+        let counts = self.counts.borrow();
+        let buckets = counts
+            .iter()
+            .enumerate()
+            .map(|(index, count)| {
+                let bound = self
+                    .bounds
+                    .get(index)
+                    .map_or(f64::INFINITY, |bound| *bound as f64 / divisor);
+                (bound, *count)
+            })
+            .collect();
+        HistogramSnapshot {
+            sum: self.sum.get() as f64 / divisor,
+            count: counts.iter().sum(),
+            buckets,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HistogramSnapshot {
+    pub sum: f64,
+    pub count: u64,
+    /// (upper bound, count in this bucket alone), ending with +Inf; the encoder accumulates.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct ApiCounters {
+    requests: u64,
+    errors: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+}
+
+/// One shard's metrics. Lives on its shard; recorded with no synchronisation at all.
+pub struct ShardMetrics {
+    apis: RefCell<BTreeMap<&'static str, ApiCounters>>,
+    latency: RefCell<BTreeMap<&'static str, LocalHistogram<18>>>,
+    fsync: LocalHistogram<18>,
+    flush_bytes: LocalHistogram<12>,
+    connections: Cell<i64>,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics {
+            apis: RefCell::new(BTreeMap::new()),
+            latency: RefCell::new(BTreeMap::new()),
+            fsync: LocalHistogram::new(&LATENCY_BUCKETS_US),
+            flush_bytes: LocalHistogram::new(&FLUSH_BYTES_BUCKETS),
+            connections: Cell::new(0),
+        }
+    }
+}
+
+impl ShardMetrics {
+    pub fn request(&self, api: &'static str, request_bytes: usize) {
+        let mut apis = self.apis.borrow_mut();
+        let counters = apis.entry(api).or_default();
+        counters.requests += 1;
+        counters.request_bytes += request_bytes as u64;
+    }
+
+    pub fn response(&self, api: &'static str, response_bytes: usize, latency: Duration) {
+        self.apis
+            .borrow_mut()
+            .entry(api)
+            .or_default()
+            .response_bytes += response_bytes as u64;
+        self.latency
+            .borrow_mut()
+            .entry(api)
+            .or_insert_with(|| LocalHistogram::new(&LATENCY_BUCKETS_US))
+            .record(latency.as_micros().min(u128::from(u64::MAX)) as u64);
+    }
+
+    pub fn error(&self, api: &'static str) {
+        self.apis.borrow_mut().entry(api).or_default().errors += 1;
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.set(self.connections.get() + 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.set(self.connections.get() - 1);
+    }
+
+    pub fn flushed(&self, bytes: u64, sync_latency: Duration) {
+        self.fsync
+            .record(sync_latency.as_micros().min(u128::from(u64::MAX)) as u64);
+        self.flush_bytes.record(bytes);
+    }
+
+    /// A copy to send to the scraping shard. `partitions` and `partition_bytes` are read from
+    /// the shard's logs by the caller.
+    pub fn snapshot(&self, shard: u16, partitions: u64, partition_bytes: u64) -> MetricsSnapshot {
+        const MICROS_PER_SECOND: f64 = 1e6;
+        MetricsSnapshot {
+            shard,
+            apis: self
+                .apis
+                .borrow()
+                .iter()
+                .map(|(api, counters)| ApiSnapshot {
+                    api,
+                    requests: counters.requests,
+                    errors: counters.errors,
+                    request_bytes: counters.request_bytes,
+                    response_bytes: counters.response_bytes,
+                    latency: self
+                        .latency
+                        .borrow()
+                        .get(api)
+                        .map(|histogram| histogram.snapshot(MICROS_PER_SECOND))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            fsync_seconds: self.fsync.snapshot(MICROS_PER_SECOND),
+            flush_bytes: self.flush_bytes.snapshot(1.0),
+            connections: self.connections.get(),
+            partitions,
+            partition_bytes,
+        }
+    }
+}
+
+impl storage::FlushObserver for ShardMetrics {
+    fn flushed(&self, bytes: u64, _batches: usize, sync_latency: Duration) {
+        ShardMetrics::flushed(self, bytes, sync_latency);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSnapshot {
+    pub api: &'static str,
+    pub requests: u64,
+    pub errors: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub latency: HistogramSnapshot,
+}
+
+/// One shard's metrics at scrape time; plain data, sent across cores.
+#[derive(Debug, Clone)]
+pub struct MetricsSnapshot {
+    pub shard: u16,
+    pub apis: Vec<ApiSnapshot>,
+    pub fsync_seconds: HistogramSnapshot,
+    pub flush_bytes: HistogramSnapshot,
+    pub connections: i64,
+    pub partitions: u64,
+    pub partition_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Snapshots(Vec<MetricsSnapshot>);
+
+/// A metric family read out of every shard's snapshot: name, help, and the field.
+type Family<T> = (&'static str, &'static str, T);
+type ApiField = fn(&ApiSnapshot) -> u64;
+type HistogramField = fn(&MetricsSnapshot) -> &HistogramSnapshot;
+type GaugeField = fn(&MetricsSnapshot) -> i64;
+
+fn shard_label(shard: u16) -> [(&'static str, String); 1] {
+    [("shard", shard.to_string())]
+}
+
+fn api_labels(shard: u16, api: &str) -> [(&'static str, String); 2] {
+    [("shard", shard.to_string()), ("api", api.to_string())]
+}
+
+impl Collector for Snapshots {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters: [Family<ApiField>; 4] = [
+            ("broker_requests", "Requests received, by API.", |a| {
+                a.requests
+            }),
+            (
+                "broker_request_errors",
+                "Partition errors and refused requests, by API.",
+                |a| a.errors,
+            ),
+            (
+                "broker_request_bytes",
+                "Bytes of request frames, by API.",
+                |a| a.request_bytes,
+            ),
+            (
+                "broker_response_bytes",
+                "Bytes of response frames, by API.",
+                |a| a.response_bytes,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for snapshot in &self.0 {
+                for api in &snapshot.apis {
+                    let labels = api_labels(snapshot.shard, api.api);
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                            &field(api),
+                            None,
+                        )?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "broker_request_latency_seconds",
+            "Time from reading a request to its response being ready, by API.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for snapshot in &self.0 {
+            for api in &snapshot.apis {
+                let labels = api_labels(snapshot.shard, api.api);
+                let latency = &api.latency;
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        latency.sum,
+                        latency.count,
+                        &latency.buckets,
+                        None,
+                    )?;
+            }
+        }
+        let histograms: [Family<HistogramField>; 2] = [
+            (
+                "broker_fsync_latency_seconds",
+                "fdatasync latency of log flushes.",
+                |s| &s.fsync_seconds,
+            ),
+            (
+                "broker_flush_bytes",
+                "Bytes written per log flush (group commit size).",
+                |s| &s.flush_bytes,
+            ),
+        ];
+        for (name, help, field) in histograms {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for snapshot in &self.0 {
+                let histogram = field(snapshot);
+                let labels = shard_label(snapshot.shard);
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        histogram.sum,
+                        histogram.count,
+                        &histogram.buckets,
+                        None,
+                    )?;
+            }
+        }
+        let gauges: [Family<GaugeField>; 4] = [
+            ("broker_connections", "Open client connections.", |s| {
+                s.connections
+            }),
+            ("broker_partitions", "Partitions owned by the shard.", |s| {
+                s.partitions as i64
+            }),
+            (
+                "broker_partition_bytes",
+                "Bytes stored in the shard's partition logs.",
+                |s| s.partition_bytes as i64,
+            ),
+            (
+                "broker_under_replicated_partitions",
+                "Partitions with fewer in-sync replicas than replicas (0 on a single node).",
+                |_| 0,
+            ),
+        ];
+        for (name, help, field) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for snapshot in &self.0 {
+                let labels = shard_label(snapshot.shard);
+                family
+                    .encode_family(&labels)?
+                    .encode_gauge(&field(snapshot))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders every shard's snapshot in the Prometheus text format.
+pub fn render(snapshots: Vec<MetricsSnapshot>) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshots(snapshots)));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_render_as_labelled_prometheus_families() {
+        let first = ShardMetrics::default();
+        first.request("produce", 100);
+        first.response("produce", 40, Duration::from_micros(180));
+        first.response("produce", 40, Duration::from_millis(7));
+        first.flushed(8192, Duration::from_micros(90));
+        let second = ShardMetrics::default();
+        second.request("fetch", 60);
+        second.error("fetch");
+        let text = render(vec![first.snapshot(0, 3, 1000), second.snapshot(1, 2, 500)]).unwrap();
+        assert!(
+            text.contains("broker_requests_total{shard=\"0\",api=\"produce\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("broker_request_errors_total{shard=\"1\",api=\"fetch\"} 1"),
+            "{text}"
+        );
+        for (bound, cumulative) in [("0.0001", 0), ("0.0002", 1), ("0.005", 1), ("0.01", 2)] {
+            let line = format!(
+                "broker_request_latency_seconds_bucket{{le=\"{bound}\",shard=\"0\",api=\"produce\"}} {cumulative}"
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("le=\"0.000025\""), "{text}");
+        assert!(
+            text.contains("broker_request_latency_seconds_count{shard=\"0\",api=\"produce\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("broker_fsync_latency_seconds_count{shard=\"0\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("broker_partitions{shard=\"1\"} 2"), "{text}");
+        assert!(
+            text.contains("broker_under_replicated_partitions{shard=\"0\"} 0"),
+            "{text}"
+        );
+    }
+}

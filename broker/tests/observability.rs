@@ -1,0 +1,99 @@
+//! The admin HTTP listener: health endpoints and Prometheus metrics merged from every shard.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// (status code, body) of one HTTP request to the admin listener.
+fn http(address: &str, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_string();
+    (status, body)
+}
+
+/// Sum of a metric's samples over shards whose line contains `labels`.
+fn sum(metrics: &str, name: &str, labels: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+        .filter(|line| line.contains(labels))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn health_turns_ready_and_metrics_count_the_produce_requests() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), &[]);
+    assert_eq!(http(&broker.admin_address, "GET", "/v1/status/live").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(&broker.admin_address, "GET", "/v1/status/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http(&broker.admin_address, "GET", "/nowhere").0, 404);
+    assert_eq!(http(&broker.admin_address, "POST", "/metrics").0, 405);
+
+    create_topic(&broker, "observed", 2, &[]);
+    let (producer, deliveries) = producer(&broker, &[("acks", "all"), ("linger.ms", "0")]);
+    for round in 0..20 {
+        send_records(
+            &producer,
+            "observed",
+            2,
+            round * 10..round * 10 + 10,
+            now_ms(),
+        );
+        flush(&producer, &deliveries);
+    }
+
+    let (status, metrics) = http(&broker.admin_address, "GET", "/metrics");
+    assert_eq!(status, 200);
+    let produce_requests = sum(&metrics, "broker_requests_total", "api=\"produce\"");
+    let produce_latencies = sum(
+        &metrics,
+        "broker_request_latency_seconds_count",
+        "api=\"produce\"",
+    );
+    assert!(
+        produce_requests >= 20.0,
+        "{produce_requests} produce requests\n{metrics}"
+    );
+    assert_eq!(
+        produce_latencies, produce_requests,
+        "every produce was timed"
+    );
+    assert!(sum(&metrics, "broker_fsync_latency_seconds_count", "shard=") >= 1.0);
+    assert_eq!(sum(&metrics, "broker_partitions", "shard="), 2.0);
+    assert!(sum(&metrics, "broker_partition_bytes", "shard=") > 0.0);
+    assert!(sum(&metrics, "broker_connections", "shard=") >= 1.0);
+    assert_eq!(
+        sum(&metrics, "broker_under_replicated_partitions", "shard="),
+        0.0
+    );
+    for shard in 0..broker.shard_addresses.len() {
+        assert!(
+            metrics.contains(&format!("broker_partitions{{shard=\"{shard}\"}}")),
+            "shard {shard} missing from the scrape"
+        );
+    }
+}
