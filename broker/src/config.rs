@@ -171,6 +171,7 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         Kind::Long { min: 1 },
     ),
     ("admin.listen", "127.0.0.1:9644", Kind::Text),
+    ("tuning.profile", "", Kind::Text),
 ];
 
 fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
@@ -330,6 +331,11 @@ impl BrokerConfig {
 
     pub fn advertised_host(&self) -> Option<String> {
         Some(self.get("advertised.host.name").to_string()).filter(|host| !host.is_empty())
+    }
+
+    /// The tuning profile (built-in name or file) whose cores and preflight policy apply.
+    pub fn tuning_profile(&self) -> Option<String> {
+        Some(self.get("tuning.profile").to_string()).filter(|profile| !profile.is_empty())
     }
 
     pub fn cores(&self) -> Option<String> {

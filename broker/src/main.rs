@@ -45,6 +45,11 @@ struct StartArgs {
     /// This node's id (Kafka: node.id); shard s is advertised as broker id NODE*1000+s [default: 0]
     #[arg(long, value_name = "N")]
     node_id: Option<u32>,
+    /// Tuning profile (dev, production, low-latency, or a profile file): its cores unless
+    /// --cores is given, and whether failed preflight checks refuse the start or warn
+    /// [default: none; preflight failures warn]
+    #[arg(long, value_name = "PROFILE")]
+    profile: Option<String>,
     /// Address of the admin HTTP listener: /metrics (Prometheus), /v1/status/ready,
     /// /v1/status/live; an empty value disables it [default: 127.0.0.1:9644]
     #[arg(long, value_name = "HOST:PORT")]
@@ -85,6 +90,7 @@ fn build_config(args: StartArgs) -> Result<BrokerConfig, String> {
         ("advertised.host.name", args.advertised_host),
         ("node.id", args.node_id.map(|id| id.to_string())),
         ("admin.listen", args.admin_listen),
+        ("tuning.profile", args.profile),
     ];
     for (name, value) in flags {
         if let Some(value) = value {

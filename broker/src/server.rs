@@ -45,6 +45,10 @@ pub enum StartError {
     Sharding(#[from] shards::ShardingError),
     #[error("{0}")]
     LockedMemory(String),
+    #[error("{0}")]
+    Profile(#[from] tuning::profile::ProfileError),
+    #[error("preflight checks failed and profile {profile} refuses to start: {failures}")]
+    Preflight { profile: String, failures: String },
     #[error(
         "the broker did not stop cleanly (a shard failed to start, or a log could not be \
          closed or was offline); see the log above. The next start runs recovery"
@@ -142,6 +146,44 @@ fn bind_listener(address: SocketAddr) -> std::io::Result<BoundListener> {
     }
 }
 
+/// The host checks of `tuning::preflight`: failures are logged, and refuse the start when the
+/// profile says so (with no profile they only warn).
+fn run_preflight(
+    profile: Option<&tuning::profile::Profile>,
+    data_dir: &Path,
+) -> Result<(), StartError> {
+    use tuning::profile::OnPreflightFailure;
+    let failing: Vec<tuning::knobs::Row> =
+        tuning::preflight::preflight(Path::new("/"), Some(data_dir))
+            .into_iter()
+            .filter(|row| row.status != tuning::knobs::Status::Ok)
+            .collect();
+    for row in &failing {
+        warn!(
+            check = %row.knob,
+            current = %row.current,
+            wanted = %row.wanted,
+            note = %row.note,
+            "preflight check failed"
+        );
+    }
+    let refuse = profile.is_some_and(|profile| profile.preflight == OnPreflightFailure::Refuse);
+    let fatal: Vec<String> = failing
+        .iter()
+        .filter(|row| row.is_fatal_failure())
+        .map(|row| format!("{} is {} (wanted {})", row.knob, row.current, row.wanted))
+        .collect();
+    if refuse && !fatal.is_empty() {
+        return Err(StartError::Preflight {
+            profile: profile
+                .map(|profile| profile.name.clone())
+                .unwrap_or_default(),
+            failures: fatal.join("; "),
+        });
+    }
+    Ok(())
+}
+
 /// Runs a broker node until SIGTERM or SIGINT. Prints one line per shard with its address.
 pub fn run(config: BrokerConfig) -> Result<(), StartError> {
     let configured_dir = config.data_dir();
@@ -156,7 +198,15 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         reason: error.to_string(),
     })?;
     let _lock = lock_data_dir(&data_dir)?;
-    let cores = shards::cpu::plan_cores(config.cores().as_deref())?;
+    let profile = config
+        .tuning_profile()
+        .map(|name| tuning::profile::load(&name))
+        .transpose()?;
+    run_preflight(profile.as_ref(), &data_dir)?;
+    let cores_wanted = config
+        .cores()
+        .or_else(|| profile.as_ref().and_then(|profile| profile.cores.clone()));
+    let cores = shards::cpu::plan_cores(cores_wanted.as_deref())?;
     let locked =
         storage::dma::ensure_locked_memory(LOCKED_MEMORY_PER_SHARD_BYTES * cores.len() as u64)
             .map_err(StartError::LockedMemory)?;

@@ -226,3 +226,35 @@ fn a_relative_data_directory_works_and_sigint_stops_cleanly() {
     );
     assert!(scratch.path().join("data/.clean_shutdown").exists());
 }
+
+/// `--profile` takes the broker's cores from a tuning profile and runs its preflight checks;
+/// an unknown profile is refused with a readable message.
+#[test]
+fn a_tuning_profile_chooses_the_cores_and_unknown_profiles_are_refused() {
+    let scratch = scratch_dir();
+    let profile = scratch.path().join("one-core.toml");
+    std::fs::write(&profile, "include = \"dev\"\ncores = \"0\"\n").unwrap();
+    let broker = Broker::start(
+        &scratch.path().join("data"),
+        &["--profile", profile.to_str().unwrap()],
+    );
+    assert_eq!(broker.shard_addresses.len(), 1, "the profile's one core");
+    create_topic(&broker, "profiled", 2, &[]);
+    assert_eq!(leaders(&broker, "profiled"), vec![0, 0]);
+
+    let production = Broker::start(
+        &scratch.path().join("production"),
+        &["--profile", "production"],
+    );
+    assert!(!production.shard_addresses.is_empty());
+
+    let unknown = run_broker(&[
+        "start",
+        "--profile",
+        "turbo",
+        "--data-dir",
+        scratch.path().join("unknown").to_str().unwrap(),
+    ]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no profile \"turbo\""));
+}
