@@ -12,6 +12,7 @@
 //! Latencies go into HdrHistograms (microseconds) kept per worker and merged, never averaged.
 
 pub mod client;
+pub mod consume;
 pub mod produce;
 pub mod report;
 

@@ -31,7 +31,7 @@ struct Args {
     /// Producer workers, each with its own connections.
     #[arg(long, default_value_t = 1)]
     producers: usize,
-    /// End-to-end consumers (not implemented yet; must be 0).
+    /// Consumers measuring end-to-end latency (the partitions are split between them).
     #[arg(long, default_value_t = 0)]
     consumers: usize,
     /// 0, 1 or all.
@@ -59,6 +59,12 @@ struct Args {
     /// Write the summary as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Write the latency percentile distributions (HdrHistogram text format) to this file.
+    #[arg(long)]
+    hdr: Option<std::path::PathBuf>,
+    /// Draw the latency percentile curves (produce, end-to-end) as SVG to this file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
 }
 
 fn parse(args: &Args) -> Result<(i16, Compression, Option<f64>, KeyDistribution), String> {
@@ -71,9 +77,6 @@ fn parse(args: &Args) -> Result<(i16, Compression, Option<f64>, KeyDistribution)
         return Err(
             "--producers, --partitions, --batch-bytes and --duration must be positive".into(),
         );
-    }
-    if args.consumers > 0 {
-        return Err("--consumers (end-to-end latency) is not implemented yet".into());
     }
     let acks = match args.acks.as_str() {
         "0" => 0,
@@ -140,6 +143,35 @@ fn run(args: Args) -> Result<(), String> {
     let shared = Shared::new();
     let partitions: Vec<(i32, String)> = layout.leaders.into_iter().collect();
     let mut workers = Vec::new();
+    if args.consumers > 0 {
+        // Consumers measure against the wall clock the producers stamp records with.
+        let epoch_ns = |at: Instant| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos() as i64);
+            now + at.saturating_duration_since(Instant::now()).as_nanos() as i64
+        };
+        let settings = Arc::new(loadgen::consume::ConsumeSettings {
+            topic: args.topic.clone(),
+            measure_from_ns: epoch_ns(measure_from),
+            end_ns: epoch_ns(end + Duration::from_secs(2)),
+        });
+        for consumer in 0..args.consumers {
+            let mut by_leader: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+            for (partition, leader) in partitions.iter().skip(consumer).step_by(args.consumers) {
+                by_leader
+                    .entry(leader.clone())
+                    .or_default()
+                    .push(*partition);
+            }
+            for (leader, owned) in by_leader {
+                let (settings, shared) = (settings.clone(), shared.clone());
+                workers.push(std::thread::spawn(move || {
+                    loadgen::consume::run_consumer(leader, owned, settings, shared)
+                }));
+            }
+        }
+    }
     for worker in 0..args.producers {
         let mine: Vec<(i32, String)> = partitions
             .iter()
@@ -218,6 +250,18 @@ fn run(args: Args) -> Result<(), String> {
         facts,
     );
     println!("{}", summary_text(&report));
+    let curves = [
+        ("produce", &measured.latency),
+        ("end-to-end", &measured.end_to_end),
+    ];
+    if let Some(path) = &args.hdr {
+        std::fs::write(path, loadgen::report::percentile_distribution(&curves))
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, loadgen::report::percentile_plot(&curves))
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|error| error.to_string())?;
         std::fs::write(path, text).map_err(|error| format!("{}: {error}", path.display()))?;

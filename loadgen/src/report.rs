@@ -20,6 +20,8 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// How late records left compared with their intended send time (open loop only).
     pub send_lag: Histogram<u64>,
+    /// From the producer's send stamp to a consumer receiving the record.
+    pub end_to_end: Histogram<u64>,
     pub records: u64,
     pub bytes: u64,
     pub errors: u64,
@@ -31,6 +33,7 @@ impl Stats {
         Stats {
             latency: histogram(),
             send_lag: histogram(),
+            end_to_end: histogram(),
             records: 0,
             bytes: 0,
             errors: 0,
@@ -42,6 +45,7 @@ impl Stats {
         // Same bounds everywhere, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.send_lag.add(&other.send_lag);
+        let _ = self.end_to_end.add(&other.end_to_end);
         self.records += other.records;
         self.bytes += other.bytes;
         self.errors += other.errors;
@@ -81,7 +85,7 @@ pub fn interval_line(second: u64, stats: &Stats) -> String {
             stats.records, stats.errors
         );
     }
-    format!(
+    let mut line = format!(
         "{second:>4}s {:>9} rec/s {mb:>8.1} MB/s errors {} | p50 {} us p99 {} us p99.9 {} us max {} us",
         stats.records,
         stats.errors,
@@ -89,7 +93,15 @@ pub fn interval_line(second: u64, stats: &Stats) -> String {
         stats.latency.value_at_quantile(0.99),
         stats.latency.value_at_quantile(0.999),
         stats.latency.max(),
-    )
+    );
+    if !stats.end_to_end.is_empty() {
+        line.push_str(&format!(
+            " | e2e p50 {} us p99 {} us",
+            stats.end_to_end.value_at_quantile(0.5),
+            stats.end_to_end.value_at_quantile(0.99)
+        ));
+    }
+    line
 }
 
 fn percentiles(histogram: &Histogram<u64>) -> serde_json::Value {
@@ -123,6 +135,7 @@ pub fn summary(
         "mode": if open_loop { "open-loop" } else { "closed-loop" },
         "produce_latency": percentiles(&stats.latency),
         "send_lag": if open_loop { percentiles(&stats.send_lag) } else { serde_json::Value::Null },
+        "end_to_end_latency": if stats.end_to_end.is_empty() { serde_json::Value::Null } else { percentiles(&stats.end_to_end) },
         "facts": facts,
     })
 }
@@ -137,6 +150,13 @@ pub fn summary_text(summary: &serde_json::Value) -> String {
         summary["errors"], summary["mode"].as_str().unwrap_or(""),
         latency["p50_us"], latency["p90_us"], latency["p99_us"], latency["p99_9_us"], latency["p99_99_us"], latency["max_us"],
     );
+    let e2e = &summary["end_to_end_latency"];
+    if !e2e.is_null() {
+        text.push_str(&format!(
+            "\nend-to-end latency: p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us",
+            e2e["p50_us"], e2e["p90_us"], e2e["p99_us"], e2e["p99_9_us"], e2e["max_us"]
+        ));
+    }
     let lag = &summary["send_lag"];
     if !lag.is_null() {
         text.push_str(&format!(
@@ -145,4 +165,134 @@ pub fn summary_text(summary: &serde_json::Value) -> String {
         ));
     }
     text
+}
+
+/// The percentile distribution in HdrHistogram's text format, one section per histogram.
+pub fn percentile_distribution(sections: &[(&str, &Histogram<u64>)]) -> String {
+    let mut text = String::new();
+    for (name, histogram) in sections
+        .iter()
+        .filter(|(_, histogram)| !histogram.is_empty())
+    {
+        text.push_str(&format!("# {name} latency, microseconds\n"));
+        text.push_str(&format!(
+            "{:>12} {:>14} {:>10} {:>16}\n",
+            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+        ));
+        let mut total = 0u64;
+        for step in histogram.iter_quantiles(2) {
+            total += step.count_since_last_iteration();
+            let quantile = step.quantile_iterated_to();
+            let inverse = if quantile < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - quantile))
+            } else {
+                "inf".into()
+            };
+            text.push_str(&format!(
+                "{:>12} {:>14.12} {:>10} {:>16}\n",
+                step.value_iterated_to(),
+                quantile,
+                total,
+                inverse
+            ));
+        }
+        text.push_str(&format!(
+            "#[Mean = {:.2}, StdDeviation = {:.2}]\n#[Max = {}, Total count = {}]\n\n",
+            histogram.mean(),
+            histogram.stdev(),
+            histogram.max(),
+            histogram.len()
+        ));
+    }
+    text
+}
+
+/// An SVG of latency by percentile, both axes logarithmic (the percentile axis in nines: 90%,
+/// 99%, 99.9%, ...), one curve per histogram, so the tail shows at a glance.
+pub fn percentile_plot(curves: &[(&str, &Histogram<u64>)]) -> String {
+    const WIDTH: f64 = 800.0;
+    const HEIGHT: f64 = 480.0;
+    const LEFT: f64 = 80.0;
+    const BOTTOM: f64 = 60.0;
+    const TOP: f64 = 30.0;
+    const RIGHT: f64 = 30.0;
+    const NINES: f64 = 5.0;
+    const LABELS: [&str; 6] = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"];
+    let colours = ["#1f77b4", "#d62728", "#2ca02c"];
+    let present: Vec<&(&str, &Histogram<u64>)> = curves
+        .iter()
+        .filter(|(_, histogram)| !histogram.is_empty())
+        .collect();
+    let max_value = present
+        .iter()
+        .map(|(_, histogram)| histogram.max())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let min_value = present
+        .iter()
+        .map(|(_, histogram)| histogram.min())
+        .min()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let low = min_value.log10().floor();
+    let high = max_value.log10().ceil().max(low + 1.0);
+    let x = |nines: f64| LEFT + nines / NINES * (WIDTH - LEFT - RIGHT);
+    let y = |micros: f64| {
+        HEIGHT - BOTTOM - (micros.max(1.0).log10() - low) / (high - low) * (HEIGHT - BOTTOM - TOP)
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (nines, label) in LABELS.iter().enumerate() {
+        let position = x(nines as f64);
+        svg.push_str(&format!(
+            "<line x1=\"{position}\" y1=\"{TOP}\" x2=\"{position}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{position}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+            HEIGHT - BOTTOM,
+            HEIGHT - BOTTOM + 18.0
+        ));
+    }
+    for decade in low as i32..=high as i32 {
+        let micros = 10f64.powi(decade);
+        let label = if micros >= 1000.0 {
+            format!("{} ms", micros / 1000.0)
+        } else {
+            format!("{micros} us")
+        };
+        let position = y(micros);
+        svg.push_str(&format!(
+            "<line x1=\"{LEFT}\" y1=\"{position}\" x2=\"{}\" y2=\"{position}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>\n",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            position + 4.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">percentile</text>\n",
+        (LEFT + WIDTH - RIGHT) / 2.0,
+        HEIGHT - 12.0
+    ));
+    for (index, (name, histogram)) in present.iter().enumerate() {
+        let colour = colours[index % colours.len()];
+        let points: Vec<String> = histogram
+            .iter_quantiles(4)
+            .map(|step| {
+                let quantile = step.quantile_iterated_to().min(1.0 - 10f64.powf(-NINES));
+                let nines = -(1.0 - quantile).log10();
+                format!(
+                    "{:.1},{:.1}",
+                    x(nines.clamp(0.0, NINES)),
+                    y(step.value_iterated_to() as f64)
+                )
+            })
+            .collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}</text>\n",
+            points.join(" "),
+            LEFT + 10.0,
+            TOP + 16.0 * (index as f64 + 1.0)
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
 }

@@ -23,7 +23,6 @@ fn bad_arguments_and_a_missing_broker_get_clear_errors() {
         (&["--acks", "2"][..], "--acks \"2\""),
         (&["--compression", "brotli"][..], "--compression \"brotli\""),
         (&["--keys", "zipf"][..], "--keys \"zipf\""),
-        (&["--consumers", "1"][..], "not implemented"),
     ] {
         let (code, text) = loadgen(args);
         assert_eq!(code, 2, "{args:?}: {text}");
@@ -35,7 +34,7 @@ fn bad_arguments_and_a_missing_broker_get_clear_errors() {
 }
 
 /// An open-loop run at 2,000 records/s for 2 s after a 1 s warm-up measures exactly the 4,000
-/// records scheduled in that window, all acknowledged.
+/// records scheduled in that window, all acknowledged, and consumers see them end to end.
 #[test]
 fn a_fixed_rate_run_against_the_broker_measures_the_scheduled_records() {
     let broker_binary =
@@ -66,6 +65,8 @@ fn a_fixed_rate_run_against_the_broker_measures_the_scheduled_records() {
         .find_map(|line| line.strip_prefix("bootstrap ").map(str::to_string))
         .expect("broker prints its bootstrap address");
     let json = scratch.path().join("summary.json");
+    let hdr = scratch.path().join("latency.hdr");
+    let plot = scratch.path().join("latency.svg");
     let (code, text) = loadgen(&[
         "--bootstrap",
         &bootstrap,
@@ -85,6 +86,12 @@ fn a_fixed_rate_run_against_the_broker_measures_the_scheduled_records() {
         "uniform:100",
         "--json",
         json.to_str().unwrap(),
+        "--consumers",
+        "2",
+        "--hdr",
+        hdr.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
     ]);
     broker.kill().ok();
     broker.wait().ok();
@@ -100,4 +107,22 @@ fn a_fixed_rate_run_against_the_broker_measures_the_scheduled_records() {
     assert!(summary["facts"]["kernel"]
         .as_str()
         .is_some_and(|kernel| !kernel.is_empty()));
+    // Consumers saw the measured records (stamped at creation, so a record or two either side).
+    let seen = summary["end_to_end_latency"]["count"].as_u64().unwrap_or(0);
+    assert!(
+        (3980..=4020).contains(&seen),
+        "end-to-end count {seen}: {summary}"
+    );
+    let distribution = std::fs::read_to_string(&hdr).unwrap();
+    assert!(distribution.contains("# produce latency"), "{distribution}");
+    assert!(
+        distribution.contains("# end-to-end latency"),
+        "{distribution}"
+    );
+    assert!(distribution.contains("1/(1-Percentile)"));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 2,
+        "{svg}"
+    );
 }
