@@ -6,54 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::*;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-fn connect(address: &str) -> TcpStream {
-    let stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
-
-/// Frames a request with kafka-protocol's encoder (the test's independent codec).
-fn request_frame<R: Encodable>(
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &R,
-) -> Vec<u8> {
-    let mut buffer = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("bad-input-test")))
-        .encode(&mut buffer, api_key.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buffer, version).unwrap();
-    let mut frame = (buffer.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&buffer);
-    frame
-}
-
-/// Reads one response frame; `None` if the broker closed the connection.
-fn read_response(stream: &mut TcpStream) -> Option<Bytes> {
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).ok()?;
-    Some(Bytes::from(body))
-}
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 fn assert_closed(stream: &mut TcpStream, what: &str) {
     let mut byte = [0u8; 1];
@@ -75,7 +35,7 @@ fn assert_serving(broker: &Broker) {
             &ApiVersionsRequest::default(),
         ))
         .unwrap();
-    let mut response = read_response(&mut stream).expect("ApiVersions answered");
+    let mut response = read_frame(&mut stream).expect("ApiVersions answered");
     let _header = kafka_protocol::messages::ResponseHeader::decode(&mut response, 0).unwrap();
     let versions = ApiVersionsResponse::decode(&mut response, 3).unwrap();
     assert_eq!(versions.error_code, 0);
@@ -184,7 +144,7 @@ fn an_unsupported_api_versions_version_gets_the_table_in_v0() {
     frame.put_i32(42);
     frame.put_i16(-1);
     stream.write_all(&frame).unwrap();
-    let mut response = read_response(&mut stream).expect("answered");
+    let mut response = read_frame(&mut stream).expect("answered");
     let header = kafka_protocol::messages::ResponseHeader::decode(&mut response, 0).unwrap();
     assert_eq!(header.correlation_id, 42);
     let versions = ApiVersionsResponse::decode(&mut response, 0).unwrap();
@@ -213,7 +173,7 @@ fn produce_error(stream: &mut TcpStream, topic: &str, partition: i32, records: B
     stream
         .write_all(&produce_frame(topic, partition, records, 5))
         .unwrap();
-    let mut response = read_response(stream).expect("produce answered");
+    let mut response = read_frame(stream).expect("produce answered");
     let _header = kafka_protocol::messages::ResponseHeader::decode(&mut response, 1).unwrap();
     let response = ProduceResponse::decode(&mut response, 9).unwrap();
     response.responses[0].partition_responses[0].error_code

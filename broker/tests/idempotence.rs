@@ -4,22 +4,21 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::proxy::ChaosProxy;
 use common::*;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader,
-    ResponseHeader, TopicName, TransactionalId,
+    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    TransactionalId,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::Producer;
 
 const IDEMPOTENT: &[(&str, &str)] = &[
@@ -162,33 +161,6 @@ fn retries_after_a_sigkill_restart_are_recognised_as_duplicates() {
     }
 }
 
-fn exchange<Q: Encodable, R: Decodable>(
-    stream: &mut TcpStream,
-    api_key: ApiKey,
-    version: i16,
-    request: &Q,
-) -> R {
-    let mut body = BytesMut::new();
-    let header_version = api_key.request_header_version(version);
-    RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .encode(&mut body, header_version)
-        .unwrap();
-    request.encode(&mut body, version).unwrap();
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).unwrap();
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).unwrap();
-    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut response).unwrap();
-    let mut response = Bytes::from(response);
-    ResponseHeader::decode(&mut response, api_key.response_header_version(version)).unwrap();
-    R::decode(&mut response, version).unwrap()
-}
-
 /// (error code, base offset) of producing one batch from `producer_id` at `epoch`/`sequence`.
 fn produce(
     stream: &mut TcpStream,
@@ -207,7 +179,7 @@ fn produce(
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(Bytes::from(batch)))])]);
-    let response: ProduceResponse = exchange(stream, ApiKey::Produce, 9, &request);
+    let response: ProduceResponse = kafka_call(stream, ApiKey::Produce, 9, &request);
     let partition = &response.responses[0].partition_responses[0];
     (partition.error_code, partition.base_offset)
 }
@@ -227,7 +199,7 @@ fn sequence_errors_get_kafkas_codes_and_producer_ids_stay_unique() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
 
-    let init: InitProducerIdResponse = exchange(
+    let init: InitProducerIdResponse = kafka_call(
         &mut stream,
         ApiKey::InitProducerId,
         4,
@@ -275,7 +247,7 @@ fn sequence_errors_get_kafkas_codes_and_producer_ids_stay_unique() {
     );
 
     // KIP-360 bump: same id, next epoch; the old epoch is fenced afterwards.
-    let bumped: InitProducerIdResponse = exchange(
+    let bumped: InitProducerIdResponse = kafka_call(
         &mut stream,
         ApiKey::InitProducerId,
         4,
@@ -292,7 +264,7 @@ fn sequence_errors_get_kafkas_codes_and_producer_ids_stay_unique() {
         "INVALID_PRODUCER_EPOCH"
     );
 
-    let transactional: InitProducerIdResponse = exchange(
+    let transactional: InitProducerIdResponse = kafka_call(
         &mut stream,
         ApiKey::InitProducerId,
         4,
@@ -306,7 +278,7 @@ fn sequence_errors_get_kafkas_codes_and_producer_ids_stay_unique() {
         "transactions are refused for now"
     );
 
-    let described: DescribeProducersResponse = exchange(
+    let described: DescribeProducersResponse = kafka_call(
         &mut stream,
         ApiKey::DescribeProducers,
         0,
@@ -330,7 +302,7 @@ fn sequence_errors_get_kafkas_codes_and_producer_ids_stay_unique() {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let again: InitProducerIdResponse = exchange(
+    let again: InitProducerIdResponse = kafka_call(
         &mut stream,
         ApiKey::InitProducerId,
         0,

@@ -225,16 +225,23 @@ pub fn format_core_list(cores: &[usize]) -> String {
     parts.join(",")
 }
 
-fn parse_core_list(text: &str) -> Option<Vec<usize>> {
+/// Parses a kernel core list (`0-3,6`), sorted and without repeats; `None` if malformed.
+pub fn parse_core_list(text: &str) -> Option<Vec<usize>> {
     let mut cores = Vec::new();
-    for part in text.trim().split(',').filter(|part| !part.is_empty()) {
+    for part in text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+    {
         match part.split_once('-') {
-            Some((first, last)) => {
-                cores.extend(first.parse::<usize>().ok()?..=last.parse::<usize>().ok()?)
-            }
+            Some((first, last)) => cores
+                .extend(first.trim().parse::<usize>().ok()?..=last.trim().parse::<usize>().ok()?),
             None => cores.push(part.parse().ok()?),
         }
     }
+    cores.sort_unstable();
+    cores.dedup();
     Some(cores)
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tuning::knobs::{format_core_list, HostContext, Row};
+use tuning::knobs::{format_core_list, parse_core_list, HostContext, Row};
 use tuning::profile::{self, Profile};
 
 #[derive(Parser)]
@@ -68,36 +68,25 @@ struct Common {
     cores: Option<String>,
 }
 
-fn allowed_cores() -> Vec<usize> {
-    let count = std::thread::available_parallelism().map_or(1, |count| count.get());
-    (0..count).collect()
-}
-
-fn parse_cores(text: &str) -> Result<Vec<usize>, String> {
-    let mut cores = Vec::new();
-    for part in text
-        .split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-    {
-        let bad = || format!("invalid core list {text:?}");
-        match part.split_once('-') {
-            Some((first, last)) => cores.extend(
-                first.parse::<usize>().map_err(|_| bad())?
-                    ..=last.parse::<usize>().map_err(|_| bad())?,
-            ),
-            None => cores.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    cores.sort_unstable();
-    cores.dedup();
-    Ok(cores)
+/// The host's online CPUs, from the root's sysfs (the fake one in tests); IRQs may go to any
+/// of them that runs no shard.
+fn online_cores(root: &std::path::Path) -> Vec<usize> {
+    std::fs::read_to_string(root.join("sys/devices/system/cpu/online"))
+        .ok()
+        .and_then(|text| parse_core_list(&text))
+        .filter(|cores| !cores.is_empty())
+        .unwrap_or_else(|| {
+            let count = std::thread::available_parallelism().map_or(1, |count| count.get());
+            (0..count).collect()
+        })
 }
 
 fn host(common: &Common, profile: &Profile) -> Result<HostContext, String> {
-    let all_cores = allowed_cores();
+    let all_cores = online_cores(&common.root);
     let broker_cores = match common.cores.as_deref().or(profile.cores.as_deref()) {
-        Some(list) => parse_cores(list)?,
+        Some(list) => parse_core_list(list)
+            .filter(|cores| !cores.is_empty())
+            .ok_or_else(|| format!("invalid core list {list:?}: expected something like 0-3,6"))?,
         None => all_cores.clone(),
     };
     Ok(HostContext {

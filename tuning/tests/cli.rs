@@ -101,6 +101,7 @@ const FAKE_HOST: &[(&str, &str)] = &[
     ("proc/irq/24/smp_affinity_list", "0-3"),
     ("proc/irq/25/smp_affinity_list", "0"),
     ("proc/cmdline", "BOOT_IMAGE=/vmlinuz root=/dev/vda quiet"),
+    ("sys/devices/system/cpu/online", "0-3"),
 ];
 
 fn build_fake_host(root: &Path) {

@@ -517,3 +517,65 @@ pub fn leaders(broker: &Broker, topic: &str) -> Vec<i32> {
     partitions.sort();
     partitions.into_iter().map(|(_, leader)| leader).collect()
 }
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// A raw connection for protocol-level tests, with a read timeout so a silent broker fails the
+/// test instead of hanging it.
+pub fn connect(address: &str) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+/// Frames a request with kafka-protocol's encoder: the tests' codec, independent of the broker's.
+pub fn request_frame<R: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Vec<u8> {
+    let mut buffer = BytesMut::new();
+    buffer.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("broker-test")))
+        .encode(&mut buffer, api_key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buffer, version).unwrap();
+    let size = (buffer.len() - 4) as i32;
+    buffer[..4].copy_from_slice(&size.to_be_bytes());
+    buffer.to_vec()
+}
+
+/// Reads one response frame (without its size); `None` if the broker closed the connection.
+pub fn read_frame(stream: &mut std::net::TcpStream) -> Option<Bytes> {
+    use std::io::Read;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(Bytes::from(body))
+}
+
+/// Sends one request and decodes its response.
+pub fn kafka_call<Q: Encodable, R: Decodable>(
+    stream: &mut std::net::TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    request: &Q,
+) -> R {
+    use std::io::Write;
+    stream
+        .write_all(&request_frame(api_key, version, 1, request))
+        .unwrap();
+    let mut response = read_frame(stream).expect("a response");
+    ResponseHeader::decode(&mut response, api_key.response_header_version(version)).unwrap();
+    R::decode(&mut response, version).unwrap()
+}
