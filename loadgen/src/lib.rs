@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use client::{ClientError, Connection};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse, TopicName,
@@ -42,11 +42,12 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-/// Looks the topic up; creates it with `partitions` partitions when it is missing.
+/// Looks the topic up; creates it with `partitions` partitions and `configs` when it is missing.
 pub fn prepare_topic(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
+    configs: &[(String, String)],
 ) -> Result<TopicLayout, ClientError> {
     let mut connection = Connection::connect(bootstrap, REQUEST_TIMEOUT)?;
     let current = fetch_metadata(&mut connection, topic)?;
@@ -67,7 +68,17 @@ pub fn prepare_topic(
             .with_topics(vec![CreatableTopic::default()
                 .with_name(topic_name(topic))
                 .with_num_partitions(partitions)
-                .with_replication_factor(-1)]);
+                .with_replication_factor(-1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(name, value)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_string(name.clone()))
+                                .with_value(Some(StrBytes::from_string(value.clone())))
+                        })
+                        .collect(),
+                )]);
         let response: CreateTopicsResponse = controller.call(ApiKey::CreateTopics, 4, &request)?;
         let code = response
             .topics

@@ -25,6 +25,9 @@ struct Args {
     /// Partitions to create the topic with if it does not exist.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// A topic config for when the topic is created, e.g. flush.ms=100; repeatable.
+    #[arg(long = "topic-config", value_name = "NAME=VALUE")]
+    topic_configs: Vec<String>,
     /// Bytes per record value (at least 8: the send time is stamped in the first 8).
     #[arg(long, default_value_t = 1024)]
     record_size: usize,
@@ -132,7 +135,16 @@ fn kernel() -> String {
 
 fn run(args: Args) -> Result<(), String> {
     let (acks, compression, rate, keys) = parse(&args)?;
-    let layout = loadgen::prepare_topic(&args.bootstrap, &args.topic, args.partitions)
+    let configs = args
+        .topic_configs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .ok_or_else(|| format!("--topic-config {pair:?}: expected NAME=VALUE"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let layout = loadgen::prepare_topic(&args.bootstrap, &args.topic, args.partitions, &configs)
         .map_err(|error| error.to_string())?;
     if rate.is_none() {
         eprintln!("warning: --rate max is a closed loop: the generator waits for the broker, so its latency tail understates what a fixed-rate load would see");
