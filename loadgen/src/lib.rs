@@ -137,3 +137,44 @@ fn fetch_metadata(
         .with_allow_auto_topic_creation(false);
     connection.call(ApiKey::Metadata, 4, &request)
 }
+
+/// The topic's flush settings as the broker reports them (DescribeConfigs), and what they mean
+/// for this broker: durable unless flush.messages or flush.ms is set. On Kafka and Redpanda the
+/// same settings mean something else, so the raw values are reported too.
+pub fn durability_facts(bootstrap: &str, topic: &str) -> serde_json::Value {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    const RESOURCE_TOPIC: i8 = 2;
+    const NEVER: &str = "9223372036854775807";
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(Some(vec![
+                StrBytes::from_static_str("flush.messages"),
+                StrBytes::from_static_str("flush.ms"),
+            ]))]);
+    let response: Result<DescribeConfigsResponse, ClientError> =
+        Connection::connect(bootstrap, REQUEST_TIMEOUT)
+            .and_then(|mut connection| connection.call(ApiKey::DescribeConfigs, 1, &request));
+    let Ok(response) = response else {
+        return serde_json::json!({ "mode": "unknown (DescribeConfigs failed)" });
+    };
+    let value = |name: &str| {
+        response
+            .results
+            .iter()
+            .flat_map(|result| result.configs.iter())
+            .find(|config| config.name.as_str() == name)
+            .and_then(|config| config.value.as_ref().map(|value| value.to_string()))
+    };
+    let messages = value("flush.messages");
+    let ms = value("flush.ms");
+    let durable =
+        messages.as_deref().is_none_or(|v| v == NEVER) && ms.as_deref().is_none_or(|v| v == NEVER);
+    serde_json::json!({
+        "mode": if durable { "durable (this broker: every acknowledgement waits for fdatasync)" } else { "relaxed (acknowledged before the flush)" },
+        "flush.messages": messages,
+        "flush.ms": ms,
+    })
+}

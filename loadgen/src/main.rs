@@ -254,6 +254,7 @@ fn run(args: Args) -> Result<(), String> {
         "batch_bytes": args.batch_bytes,
         "compression": args.compression,
         "rate": args.rate,
+        "durability": loadgen::durability_facts(&args.bootstrap, &args.topic),
     });
     let report = summary(
         &measured,

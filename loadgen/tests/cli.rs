@@ -107,6 +107,12 @@ fn a_fixed_rate_run_against_the_broker_measures_the_scheduled_records() {
     assert!(summary["facts"]["kernel"]
         .as_str()
         .is_some_and(|kernel| !kernel.is_empty()));
+    assert!(
+        summary["facts"]["durability"]["mode"]
+            .as_str()
+            .is_some_and(|mode| mode.starts_with("durable")),
+        "{summary}"
+    );
     // Consumers saw the measured records (stamped at creation, so a record or two either side).
     let seen = summary["end_to_end_latency"]["count"].as_u64().unwrap_or(0);
     assert!(
