@@ -112,9 +112,7 @@ fn cross_shard_round_trip() {
             return None;
         };
         let receivers = mesh.take_receivers();
-        let Some((peer, receiver)) = receivers.into_iter().next() else {
-            return None;
-        };
+        let (peer, receiver) = receivers.into_iter().next()?;
         if context.shard == shards::ShardId(0) {
             let started = Instant::now();
             for round in 0..ROUND_TRIPS {
