@@ -267,7 +267,16 @@ pub fn run_worker(
     let partition_count = partitions.len().max(1);
     loop {
         let now = Instant::now();
-        if now >= settings.end {
+        // Open loop ends when the schedule does: every record intended before the end is sent,
+        // however late, or a stall at the end of a run would go unmeasured. Closed loop ends on
+        // the clock.
+        let finished = match settings.rate {
+            Some(rate) => {
+                settings.start + Duration::from_secs_f64(sequence as f64 / rate) >= settings.end
+            }
+            None => now >= settings.end,
+        };
+        if finished {
             break;
         }
         // Add every record whose intended time has come (closed loop: one batch's worth).
