@@ -11,6 +11,7 @@
 //! Only `dma` names the runtime (glommio); everything else sees its small wrappers.
 
 pub mod dma;
+mod envelope;
 pub mod limits;
 pub mod partition_log;
 pub mod producer_state;

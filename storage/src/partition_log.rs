@@ -190,6 +190,20 @@ impl State {
         }
     }
 
+    fn is_active(&self, segment: &Segment) -> bool {
+        segment.base_offset == self.active().base_offset
+    }
+
+    /// How far a segment's file holds written bytes: all of a sealed segment; for the active
+    /// one, up to the end of the last flush (the rest is only in the recent-batch cache).
+    fn readable_end(&self, segment: &Segment) -> u64 {
+        if self.is_active(segment) {
+            self.flush_position + self.tail_block.len() as u64
+        } else {
+            segment.size
+        }
+    }
+
     fn evict_recent(&mut self) {
         while self.recent_bytes > RECENT_CACHE_BYTES {
             match self.recent.front() {
@@ -913,16 +927,10 @@ impl PartitionLog {
             let Some(segment) = segment else {
                 return Ok(Vec::new());
             };
-            let is_active = segment.base_offset == state.active().base_offset;
-            let disk_end = if is_active {
-                state.flush_position + state.tail_block.len() as u64
-            } else {
-                segment.size
-            };
             (
                 segment.file.clone(),
                 segment.position_for_offset(from),
-                disk_end,
+                state.readable_end(segment),
             )
         };
         let (file, start, disk_end) = disk_plan;
@@ -944,17 +952,11 @@ impl PartitionLog {
             else {
                 return Ok(None);
             };
-            let is_active = segment.base_offset == state.active().base_offset;
-            let disk_end = if is_active {
-                state.flush_position + state.tail_block.len() as u64
-            } else {
-                segment.size
-            };
             (
                 segment.file.clone(),
                 segment.position_for_timestamp(target_ms),
-                disk_end,
-                is_active,
+                state.readable_end(segment),
+                state.is_active(segment),
             )
         };
         let (file, mut position, disk_end, is_active) = plan;

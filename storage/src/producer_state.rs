@@ -111,7 +111,6 @@ pub struct ProducerStateTable {
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KPSN";
 const SNAPSHOT_VERSION: u16 = 1;
-const SNAPSHOT_HEADER_BYTES: usize = 16;
 
 impl ProducerStateTable {
     pub fn len(&self) -> usize {
@@ -261,28 +260,12 @@ impl ProducerStateTable {
             Ok(payload) => payload,
             Err(_) => unreachable!("plain integers and vectors always serialize"),
         };
-        let mut file = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + payload.len());
-        file.extend_from_slice(SNAPSHOT_MAGIC);
-        file.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
-        file.extend_from_slice(&0u16.to_be_bytes());
-        file.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        file.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-        file.extend_from_slice(&payload);
-        file
+        crate::envelope::seal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &payload)
     }
 
     /// Reads a snapshot file; `None` unless magic, version, length and CRC all check out.
     pub fn from_snapshot(bytes: &[u8]) -> Option<(Offset, ProducerStateTable)> {
-        let header = bytes.get(..SNAPSHOT_HEADER_BYTES)?;
-        if &header[..4] != SNAPSHOT_MAGIC || header[4..6] != SNAPSHOT_VERSION.to_be_bytes() {
-            return None;
-        }
-        let length = u32::from_be_bytes(header[8..12].try_into().ok()?) as usize;
-        let crc = u32::from_be_bytes(header[12..16].try_into().ok()?);
-        let payload = bytes.get(SNAPSHOT_HEADER_BYTES..SNAPSHOT_HEADER_BYTES + length)?;
-        if crc32c::crc32c(payload) != crc {
-            return None;
-        }
+        let payload = crate::envelope::open(bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
         // rkyv reads from aligned memory; the file's bytes carry no alignment guarantee.
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);

@@ -33,7 +33,6 @@ pub(crate) fn index_file_name(base_offset: Offset) -> String {
 
 const INDEX_MAGIC: &[u8; 4] = b"KIDX";
 const INDEX_VERSION: u16 = 1;
-const INDEX_HEADER_BYTES: usize = 16;
 
 pub(crate) struct Segment {
     pub base_offset: Offset,
@@ -106,14 +105,7 @@ impl Segment {
             payload.extend_from_slice(&timestamp.to_be_bytes());
             payload.extend_from_slice(&offset.0.to_be_bytes());
         }
-        let mut file = Vec::with_capacity(INDEX_HEADER_BYTES + payload.len());
-        file.extend_from_slice(INDEX_MAGIC);
-        file.extend_from_slice(&INDEX_VERSION.to_be_bytes());
-        file.extend_from_slice(&0u16.to_be_bytes());
-        file.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        file.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-        file.extend_from_slice(&payload);
-        file
+        crate::envelope::seal(INDEX_MAGIC, INDEX_VERSION, &payload)
     }
 
     /// Restores a sealed segment from its index file, or `None` if the file is not a valid index
@@ -124,16 +116,7 @@ impl Segment {
         file_size: u64,
         index: &[u8],
     ) -> Option<Segment> {
-        let header = index.get(..INDEX_HEADER_BYTES)?;
-        if &header[..4] != INDEX_MAGIC || header[4..6] != INDEX_VERSION.to_be_bytes() {
-            return None;
-        }
-        let length = u32::from_be_bytes(header[8..12].try_into().ok()?) as usize;
-        let crc = u32::from_be_bytes(header[12..16].try_into().ok()?);
-        let payload = index.get(INDEX_HEADER_BYTES..INDEX_HEADER_BYTES + length)?;
-        if crc32c::crc32c(payload) != crc {
-            return None;
-        }
+        let payload = crate::envelope::open(index, INDEX_MAGIC, INDEX_VERSION)?;
         let mut at = 0usize;
         let mut take = |width: usize| -> Option<&[u8]> {
             let field = payload.get(at..at + width)?;
@@ -151,7 +134,7 @@ impl Segment {
             return None;
         }
         let offset_count = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        let mut offset_index = Vec::with_capacity(offset_count.min(length / 16));
+        let mut offset_index = Vec::with_capacity(offset_count.min(payload.len() / 16));
         for _ in 0..offset_count {
             let offset = read_i64(take(8))?;
             let position = read_i64(take(8))? as u64;
@@ -161,7 +144,7 @@ impl Segment {
             offset_index.push((Offset(offset), position));
         }
         let time_count = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        let mut time_index = Vec::with_capacity(time_count.min(length / 16));
+        let mut time_index = Vec::with_capacity(time_count.min(payload.len() / 16));
         for _ in 0..time_count {
             let timestamp = read_i64(take(8))?;
             let offset = read_i64(take(8))?;
