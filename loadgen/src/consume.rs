@@ -3,7 +3,7 @@
 //! its arrival here. Producers and consumers run on the same host and read the same clock.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Buf;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -17,7 +17,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::client::{ClientError, Connection};
 use crate::report::Shared;
-use crate::REQUEST_TIMEOUT;
+use crate::{now_ns, REQUEST_TIMEOUT};
 
 pub struct ConsumeSettings {
     pub topic: String,
@@ -25,12 +25,6 @@ pub struct ConsumeSettings {
     pub measure_from_ns: i64,
     /// Fetching stops this long after the producers' end, once their last records arrived.
     pub end_ns: i64,
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
 }
 
 fn topic_name(name: &str) -> TopicName {

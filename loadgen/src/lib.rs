@@ -27,6 +27,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+/// Wall-clock nanoseconds since the epoch: the send stamp producers write into each record and
+/// consumers compare against (both run on this host, on this clock).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
+}
+
 /// Kafka's TOPIC_ALREADY_EXISTS.
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 /// How long a request may wait for its response before the broker counts as gone.

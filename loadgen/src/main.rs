@@ -158,10 +158,7 @@ fn run(args: Args) -> Result<(), String> {
     if args.consumers > 0 {
         // Consumers measure against the wall clock the producers stamp records with.
         let epoch_ns = |at: Instant| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_nanos() as i64);
-            now + at.saturating_duration_since(Instant::now()).as_nanos() as i64
+            loadgen::now_ns() + at.saturating_duration_since(Instant::now()).as_nanos() as i64
         };
         let settings = Arc::new(loadgen::consume::ConsumeSettings {
             topic: args.topic.clone(),

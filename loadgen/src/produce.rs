@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -17,7 +17,7 @@ use kafka_protocol::records::{
 
 use crate::client::{ClientError, Connection};
 use crate::report::Shared;
-use crate::REQUEST_TIMEOUT;
+use crate::{now_ns, REQUEST_TIMEOUT};
 
 /// Produce requests in flight per connection, as Kafka clients allow by default.
 pub const IN_FLIGHT_PER_CONNECTION: usize = 5;
@@ -65,12 +65,6 @@ struct Leader {
     connection: Connection,
     pending: SyncSender<Pending>,
     reader: std::thread::JoinHandle<Result<(), ClientError>>,
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as i64)
 }
 
 /// Records latencies for acknowledged requests, in order, until the sender hangs up.
@@ -294,8 +288,9 @@ pub fn run_worker(
                 break;
             }
             let index = (sequence % partition_count as u64) as usize;
+            let sent_ns = now_ns();
             let mut value = Vec::with_capacity(settings.record_bytes.max(8));
-            value.extend_from_slice(&now_ns().to_be_bytes());
+            value.extend_from_slice(&sent_ns.to_be_bytes());
             value.extend_from_slice(&filler);
             let batch = &mut batches[index];
             batch.records.push(Record {
@@ -311,7 +306,7 @@ pub fn run_worker(
                 // offset - 1 makes the batch's base sequence -1 (none), as for any producer
                 // without idempotence.
                 sequence: batch.records.len() as i32 - 1,
-                timestamp: now_ns() / 1_000_000,
+                timestamp: sent_ns / 1_000_000,
                 key: next_key(settings.keys, sequence, &mut random),
                 value: Some(Bytes::from(value)),
                 headers: Default::default(),
