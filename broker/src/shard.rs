@@ -146,7 +146,9 @@ impl Shard {
 
     /// Finds a partition's log, or why it cannot be served here.
     pub fn lookup(&self, topic: &str, partition: i32) -> Lookup {
-        let Some(slots) = self.partitions.borrow().get(topic).cloned() else {
+        // Borrowed, not cloned: this runs for every partition of every Produce and Fetch.
+        let partitions = self.partitions.borrow();
+        let Some(slots) = partitions.get(topic) else {
             return Lookup::UnknownTopic;
         };
         match usize::try_from(partition)

@@ -7,14 +7,10 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::{str_bytes, topic_name};
+use super::{str_bytes, topic_config_source, topic_name};
 use crate::controller::{ControllerRequest, NewTopic};
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
-
-/// Kafka's ConfigSource values.
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
 
 pub async fn handle(
     shard: Rc<Shard>,
@@ -67,11 +63,7 @@ pub async fn handle(
                             CreatableTopicConfigs::default()
                                 .with_name(str_bytes(&config.name))
                                 .with_value(Some(str_bytes(&config.value)))
-                                .with_config_source(if config.is_override {
-                                    SOURCE_DYNAMIC_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                })
+                                .with_config_source(topic_config_source(config.is_override))
                         })
                         .collect();
                     result = result

@@ -8,15 +8,13 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::str_bytes;
+use super::{str_bytes, topic_config_source};
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
 
 /// One config entry as reported: name, value, Kafka's ConfigSource and ConfigType.
 struct Entry {
@@ -47,11 +45,7 @@ pub fn handle(
                         .topic_configs(&topic.configs)
                         .into_iter()
                         .map(|config| {
-                            let source = if config.is_override {
-                                SOURCE_DYNAMIC_TOPIC
-                            } else {
-                                SOURCE_DEFAULT
-                            };
+                            let source = topic_config_source(config.is_override);
                             Entry {
                                 name: config.name,
                                 value: config.value,

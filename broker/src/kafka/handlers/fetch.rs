@@ -76,9 +76,9 @@ async fn read_once(
     topics: &[WantedTopic],
     max_bytes: usize,
     read_committed: bool,
-) -> (Vec<FetchedTopic>, usize, bool) {
+) -> (Vec<FetchedTopic>, usize, usize) {
     let mut total = 0usize;
-    let mut any_error = false;
+    let mut errors = 0usize;
     let mut fetched = Vec::with_capacity(topics.len());
     for topic in topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -94,7 +94,7 @@ async fn read_once(
             match &wanted.log {
                 Err(code) => {
                     partition.error_code = code.code();
-                    any_error = true;
+                    errors += 1;
                 }
                 Ok(log) => {
                     partition.high_watermark = log.high_watermark().0;
@@ -116,7 +116,7 @@ async fn read_once(
                             }
                             Err(error) => {
                                 partition.error_code = log_error_code(&error).code();
-                                any_error = true;
+                                errors += 1;
                             }
                         }
                     }
@@ -130,7 +130,7 @@ async fn read_once(
             partitions,
         });
     }
-    (fetched, total, any_error)
+    (fetched, total, errors)
 }
 
 /// Resolves when any of the listeners fires.
@@ -172,14 +172,9 @@ pub async fn handle(
             .iter()
             .map(|log| Box::pin(log.high_watermark_listener()))
             .collect();
-        let (fetched, bytes, any_error) = read_once(&topics, max_bytes, read_committed).await;
+        let (fetched, bytes, errors) = read_once(&topics, max_bytes, read_committed).await;
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || any_error || now >= deadline || logs.is_empty() {
-            let errors = fetched
-                .iter()
-                .flat_map(|topic| topic.partitions.iter())
-                .filter(|partition| partition.error_code != 0)
-                .count();
+        if bytes >= min_bytes.max(1) || errors > 0 || now >= deadline || logs.is_empty() {
             for _ in 0..errors {
                 shard.metrics.error("fetch");
             }

@@ -29,6 +29,17 @@ pub fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
+/// Kafka's ConfigSource of a topic config: set on the topic, or the broker's default.
+pub fn topic_config_source(is_override: bool) -> i8 {
+    const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    const DEFAULT_CONFIG: i8 = 5;
+    if is_override {
+        DYNAMIC_TOPIC_CONFIG
+    } else {
+        DEFAULT_CONFIG
+    }
+}
+
 /// The single leader epoch of a single-node log (see `storage::partition_log::LEADER_EPOCH`).
 pub const LEADER_EPOCH: i32 = storage::partition_log::LEADER_EPOCH;
 
