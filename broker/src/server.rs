@@ -126,7 +126,17 @@ fn advertised_host(config: &BrokerConfig, listen: &SocketAddr) -> String {
 const BUSY_PORT_RETRY_FOR: Duration = Duration::from_secs(3);
 const BUSY_PORT_RETRY_EVERY: Duration = Duration::from_millis(50);
 
-fn bind_listener(address: SocketAddr) -> std::io::Result<BoundListener> {
+/// Binds `address` (retrying a busy port for `BUSY_PORT_RETRY_FOR`) and returns the listener
+/// with the address it got, which differs from `address` when the port was 0.
+fn bind_listener(address: SocketAddr) -> Result<(BoundListener, SocketAddr), StartError> {
+    let failed = |error: std::io::Error| StartError::Listen {
+        address,
+        reason: if error.kind() == std::io::ErrorKind::AddrInUse {
+            "address already in use (another broker or program is listening there)".into()
+        } else {
+            error.to_string()
+        },
+    };
     let deadline = std::time::Instant::now() + BUSY_PORT_RETRY_FOR;
     let mut warned = false;
     loop {
@@ -141,7 +151,11 @@ fn bind_listener(address: SocketAddr) -> std::io::Result<BoundListener> {
                 }
                 std::thread::sleep(BUSY_PORT_RETRY_EVERY);
             }
-            result => return result,
+            Err(error) => return Err(failed(error)),
+            Ok(listener) => {
+                let bound = listener.local_addr().map_err(failed)?;
+                return Ok((listener, bound));
+            }
         }
     }
 }
@@ -230,31 +244,13 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
                 })?
         };
         let address = SocketAddr::new(listen.ip(), port);
-        let listener = bind_listener(address).map_err(|error| StartError::Listen {
-            address,
-            reason: if error.kind() == std::io::ErrorKind::AddrInUse {
-                "address already in use (another broker or program is listening there)".into()
-            } else {
-                error.to_string()
-            },
-        })?;
-        let bound = listener.local_addr().map_err(|error| StartError::Listen {
-            address,
-            reason: error.to_string(),
-        })?;
+        let (listener, bound) = bind_listener(address)?;
         advertised.push((host.clone(), bound.port()));
         listeners.push(Some(listener));
     }
     let admin = match config.admin_listen_address()? {
         Some(address) => {
-            let listener = bind_listener(address).map_err(|error| StartError::Listen {
-                address,
-                reason: error.to_string(),
-            })?;
-            let bound = listener.local_addr().map_err(|error| StartError::Listen {
-                address,
-                reason: error.to_string(),
-            })?;
+            let (listener, bound) = bind_listener(address)?;
             println!("admin listening on {bound}");
             Some(listener)
         }
