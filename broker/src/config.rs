@@ -171,6 +171,33 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         Kind::Long { min: 1 },
     ),
     ("admin.listen", "127.0.0.1:9644", Kind::Text),
+    // Consumer groups (Kafka's names). Kafka makes 50 offsets partitions; each costs a
+    // directory and a flusher task on its shard, so we start with 16 (Redpanda's choice).
+    ("offsets.topic.num.partitions", "16", Kind::Long { min: 1 }),
+    (
+        "offsets.topic.segment.bytes",
+        "104857600",
+        Kind::Long { min: 4096 },
+    ),
+    ("offset.metadata.max.bytes", "4096", Kind::Long { min: 0 }),
+    (
+        "group.min.session.timeout.ms",
+        "6000",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "1800000",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "3000",
+        Kind::Long { min: 0 },
+    ),
+    // Kafka's default is unbounded; every member holds its protocol metadata in memory, so
+    // a group is capped (members plus ids handed out by MEMBER_ID_REQUIRED).
+    ("group.max.size", "1000", Kind::Long { min: 1 }),
     ("tuning.profile", "", Kind::Text),
 ];
 
@@ -224,6 +251,18 @@ pub struct TopicConfigEntry {
     pub is_override: bool,
     /// Kafka's ConfigType: 1 boolean, 2 string, 5 long.
     pub config_type: i8,
+}
+
+/// The consumer-group properties, typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSettings {
+    pub offsets_partitions: i32,
+    pub offsets_segment_bytes: i64,
+    pub offset_metadata_max_bytes: usize,
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    pub initial_rebalance_delay: Duration,
+    pub max_size: usize,
 }
 
 /// The broker's configuration: every known property with its value.
@@ -348,6 +387,23 @@ impl BrokerConfig {
 
     pub fn num_partitions(&self) -> i32 {
         self.long("num.partitions").clamp(1, i32::MAX as i64) as i32
+    }
+
+    /// Consumer-group settings, read once per use (they are plain numbers).
+    pub fn group_settings(&self) -> GroupSettings {
+        let millis = |name: &str| Duration::from_millis(self.long(name).max(0) as u64);
+        GroupSettings {
+            offsets_partitions: self
+                .long("offsets.topic.num.partitions")
+                .clamp(1, crate::controller::PARTITIONS_PER_TOPIC_MAX as i64)
+                as i32,
+            offsets_segment_bytes: self.long("offsets.topic.segment.bytes"),
+            offset_metadata_max_bytes: self.long("offset.metadata.max.bytes").max(0) as usize,
+            min_session_timeout: millis("group.min.session.timeout.ms"),
+            max_session_timeout: millis("group.max.session.timeout.ms"),
+            initial_rebalance_delay: millis("group.initial.rebalance.delay.ms"),
+            max_size: self.long("group.max.size").clamp(1, i32::MAX as i64) as usize,
+        }
     }
 
     pub fn socket_request_max_bytes(&self) -> usize {

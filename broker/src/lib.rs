@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod groups;
 pub mod kafka;
 pub mod limits;
 pub mod observability;

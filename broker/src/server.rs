@@ -379,9 +379,19 @@ async fn shard_main(
     futures_lite::future::or(shard.wait_ready(), wait_for_shutdown(&shutdown)).await;
     let listener = listener.into_listener();
     let accepting = shards::task::spawn(accept_loop(shard.clone(), listener));
+    let group_clock = shards::task::spawn({
+        let shard = shard.clone();
+        async move {
+            loop {
+                shards::task::sleep(crate::groups::GROUP_TICK).await;
+                shard.groups.tick(std::time::Instant::now());
+            }
+        }
+    });
     info!(shard = %id, "shard ready");
     wait_for_shutdown(&shutdown).await;
     drop(accepting);
+    drop(group_clock);
     let clean = shard.close_logs().await;
     info!(shard = %id, clean, "shard stopped");
     clean

@@ -15,6 +15,8 @@ use tracing::{error, info, warn};
 use crate::config::BrokerConfig;
 use crate::controller::metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
+use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::kafka::errors::ErrorCode;
 use crate::limits::{MemoryBudget, REQUEST_MEMORY_PER_SHARD_BYTES};
 use crate::observability::metrics::{MetricsSnapshot, ShardMetrics};
 
@@ -111,6 +113,8 @@ pub struct Shard {
     metrics_pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<MetricsSnapshot>>>,
     /// Shard 0 only: every shard has applied the first metadata snapshot (logs recovered).
     node_ready: Cell<bool>,
+    /// The consumer groups whose offsets partitions this shard owns.
+    pub groups: GroupCoordinator,
 }
 
 impl Shard {
@@ -119,7 +123,6 @@ impl Shard {
         Rc::new(Shard {
             id,
             controller: (id == ShardId(0)).then(Controller::new),
-            node,
             metadata: RefCell::new(ClusterMetadata::new()),
             topic_ids: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
@@ -133,6 +136,8 @@ impl Shard {
             metrics: Rc::new(ShardMetrics::default()),
             metrics_pending: RefCell::new(HashMap::new()),
             node_ready: Cell::new(false),
+            groups: GroupCoordinator::new(node.config.group_settings()),
+            node,
         })
     }
 
@@ -160,6 +165,51 @@ impl Shard {
             Some(Some(PartitionSlot::Online(log))) => Lookup::Owned(log.clone()),
             Some(Some(PartitionSlot::Offline(reason))) => Lookup::Offline(reason.clone()),
         }
+    }
+
+    /// The offsets log of the group's coordinator partition if this shard is its coordinator,
+    /// or the error a group request gets: COORDINATOR_NOT_AVAILABLE before the offsets topic
+    /// exists or while its partition is offline, NOT_COORDINATOR if another shard owns it.
+    pub fn coordinator_log(&self, group_id: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
+        let partition = {
+            let metadata = self.metadata.borrow();
+            let Some(topic) = metadata.topics.get(OFFSETS_TOPIC) else {
+                return Err(ErrorCode::CoordinatorNotAvailable);
+            };
+            let partition = crate::groups::partition_for(group_id, topic.partitions.len() as i32);
+            match topic.partitions.get(partition as usize) {
+                Some(owner) if ShardId(*owner) == self.id => partition,
+                Some(_) => return Err(ErrorCode::NotCoordinator),
+                None => return Err(ErrorCode::CoordinatorNotAvailable),
+            }
+        };
+        self.groups
+            .log(partition)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)
+    }
+
+    /// The shard coordinating `group_id`, creating the offsets topic first if it does not exist
+    /// yet (as Kafka does on the first FindCoordinator).
+    pub async fn find_coordinator(self: &Rc<Self>, group_id: &str) -> Result<ShardId, String> {
+        if !self.metadata.borrow().topics.contains_key(OFFSETS_TOPIC) {
+            if let ControllerReply::Failed(reason) = self
+                .controller_request(ControllerRequest::CreateOffsetsTopic)
+                .await
+            {
+                return Err(reason);
+            }
+        }
+        let metadata = self.metadata.borrow();
+        let topic = metadata
+            .topics
+            .get(OFFSETS_TOPIC)
+            .ok_or_else(|| "the offsets topic could not be created".to_string())?;
+        let partition = crate::groups::partition_for(group_id, topic.partitions.len() as i32);
+        topic
+            .partitions
+            .get(partition as usize)
+            .map(|owner| ShardId(*owner))
+            .ok_or_else(|| "the offsets topic has no partitions".to_string())
     }
 
     /// Every log this shard owns.
@@ -267,6 +317,9 @@ impl Shard {
                 Ok(log) => {
                     log.set_flush_observer(self.metrics.clone());
                     shards::task::spawn(log.clone().run_flusher()).detach();
+                    if topic.name == OFFSETS_TOPIC {
+                        self.groups.load(index as i32, log.clone()).await;
+                    }
                     PartitionSlot::Online(log)
                 }
                 Err(error) => {

@@ -15,6 +15,7 @@ use event_listener::Event;
 use tracing::info;
 
 use crate::config::check_topic_config;
+use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
 use metadata::{MetadataChange, TopicMetadata};
@@ -50,6 +51,9 @@ pub enum ControllerRequest {
     DeleteTopics {
         names: Vec<String>,
     },
+    /// Creates `__consumer_offsets` (if it does not exist yet) with the broker's
+    /// `offsets.topic.*` settings.
+    CreateOffsetsTopic,
     /// A block of producer ids for a shard to hand out (InitProducerId) without asking again.
     AllocateProducerIds {
         count: i64,
@@ -177,6 +181,9 @@ impl Controller {
             ControllerRequest::AllocateProducerIds { count } => {
                 self.allocate_producer_ids(shard, count)
             }
+            ControllerRequest::CreateOffsetsTopic => {
+                ControllerReply::Topics(self.create_offsets_topic(shard).await)
+            }
         }
     }
 
@@ -196,6 +203,52 @@ impl Controller {
         ControllerReply::ProducerIds {
             first,
             count: end - first,
+        }
+    }
+
+    /// The offsets topic: compacted (Kafka's setting; compaction itself is not implemented yet),
+    /// durable like every topic, placed across shards like any other.
+    async fn create_offsets_topic(&self, shard: &Rc<Shard>) -> Vec<TopicOutcome> {
+        if shard.metadata().topics.contains_key(OFFSETS_TOPIC) {
+            return Vec::new();
+        }
+        let settings = shard.node.config.group_settings();
+        let placement = shard.metadata().place(
+            settings.offsets_partitions as usize,
+            shard.node.shard_count,
+            &mut vec![0; shard.node.shard_count],
+        );
+        let topic = TopicMetadata {
+            name: OFFSETS_TOPIC.to_string(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: placement,
+            configs: BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                (
+                    "segment.bytes".to_string(),
+                    settings.offsets_segment_bytes.to_string(),
+                ),
+            ]),
+        };
+        info!(
+            partitions = topic.partitions.len(),
+            "creating {OFFSETS_TOPIC}"
+        );
+        match self
+            .publish(shard, MetadataChange::TopicsCreated(vec![topic.clone()]))
+            .await
+        {
+            Ok(()) => vec![TopicOutcome {
+                name: OFFSETS_TOPIC.to_string(),
+                error: ErrorCode::None,
+                message: None,
+                topic: Some(topic),
+            }],
+            Err(reason) => vec![TopicOutcome::failed(
+                OFFSETS_TOPIC,
+                ErrorCode::KafkaStorageError,
+                reason,
+            )],
         }
     }
 
@@ -263,6 +316,12 @@ impl Controller {
     ) -> Result<i32, (ErrorCode, String)> {
         let name = &topic.name;
         validate_topic_name(name).map_err(|reason| (ErrorCode::InvalidTopicException, reason))?;
+        if name == OFFSETS_TOPIC && !metadata.topics.contains_key(name) {
+            return Err((
+                ErrorCode::InvalidTopicException,
+                format!("{OFFSETS_TOPIC} is internal; the broker creates it for consumer groups"),
+            ));
+        }
         if metadata.topics.contains_key(name) || created.iter().any(|t| &t.name == name) {
             return Err((
                 ErrorCode::TopicAlreadyExists,
@@ -309,6 +368,14 @@ impl Controller {
         {
             let metadata = shard.metadata();
             for name in &names {
+                if name == OFFSETS_TOPIC {
+                    outcomes.push(TopicOutcome::failed(
+                        name,
+                        ErrorCode::InvalidTopicException,
+                        format!("{OFFSETS_TOPIC} is internal and cannot be deleted"),
+                    ));
+                    continue;
+                }
                 match metadata.topics.get(name) {
                     Some(topic) if !deleted.contains(name) => {
                         deleted.push(name.clone());

@@ -33,12 +33,29 @@ pub fn api_name(api_key: i16) -> &'static str {
         Ok(ApiKey::DescribeConfigs) => "describe_configs",
         Ok(ApiKey::InitProducerId) => "init_producer_id",
         Ok(ApiKey::DescribeProducers) => "describe_producers",
+        Ok(ApiKey::FindCoordinator) => "find_coordinator",
+        Ok(ApiKey::JoinGroup) => "join_group",
+        Ok(ApiKey::SyncGroup) => "sync_group",
+        Ok(ApiKey::Heartbeat) => "heartbeat",
+        Ok(ApiKey::LeaveGroup) => "leave_group",
+        Ok(ApiKey::OffsetCommit) => "offset_commit",
+        Ok(ApiKey::OffsetFetch) => "offset_fetch",
+        Ok(ApiKey::ListGroups) => "list_groups",
+        Ok(ApiKey::DescribeGroups) => "describe_groups",
+        Ok(ApiKey::DeleteGroups) => "delete_groups",
+        Ok(ApiKey::OffsetDelete) => "offset_delete",
         _ => "unsupported",
     }
 }
 
 pub async fn serve(shard: Rc<Shard>, connection: Connection) {
     let peer = connection.peer_addr();
+    let client_host: std::rc::Rc<str> = peer
+        .map_or_else(
+            || "/unknown".to_string(),
+            |address| format!("/{}", address.ip()),
+        )
+        .into();
     let (reader, mut writer) = connection.split();
     let mut frames = FrameReader::new(
         reader,
@@ -82,7 +99,7 @@ pub async fn serve(shard: Rc<Shard>, connection: Connection) {
         let api =
             RequestStart::parse(&frame.bytes).map_or("unknown", |start| api_name(start.api_key));
         shard.metrics.request(api, frame.bytes.len() + 4);
-        match dispatch(&shard, frame.bytes).await {
+        match dispatch(&shard, frame.bytes, &client_host).await {
             Dispatch::Respond(response) => {
                 if queue
                     .send((response, frame.grant, api, started))

@@ -23,6 +23,14 @@ use wire::shape::check_request_body;
 /// A response being prepared: the framed bytes, or why the connection must close.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Vec<Bytes>, String>>>>;
 
+/// Who sent a request: what group membership records about a member.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub client_id: String,
+    /// The peer's address as Kafka reports it (`/127.0.0.1`).
+    pub client_host: Rc<str>,
+}
+
 pub enum Dispatch {
     Respond(ResponseFuture),
     /// `acks=0` produce: nothing is sent back.
@@ -40,7 +48,7 @@ fn ready(response: Result<Bytes, String>) -> Dispatch {
 
 /// Decodes one request frame and starts handling it. Runs on the connection's reader, in request
 /// order; anything that waits is returned as a future for the writer to await in order.
-pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Dispatch {
+pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) -> Dispatch {
     let Some(start) = RequestStart::parse(&frame) else {
         return Dispatch::Close("frame shorter than a request header".into());
     };
@@ -67,9 +75,12 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Dispatch {
     }
     let header_version = api_key.request_header_version(version);
     let mut body = frame;
-    if let Err(error) = RequestHeader::decode(&mut body, header_version) {
-        return Dispatch::Close(format!("malformed {api_key:?} request header: {error}"));
-    }
+    let header = match RequestHeader::decode(&mut body, header_version) {
+        Ok(header) => header,
+        Err(error) => {
+            return Dispatch::Close(format!("malformed {api_key:?} request header: {error}"))
+        }
+    };
     if let Err(error) = check_request_body(api_key, version, header_version >= 2, &body) {
         return Dispatch::Close(format!("{api_key:?} v{version}: {error}"));
     }
@@ -152,6 +163,62 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes) -> Dispatch {
             let request = decode!(DescribeProducersRequest);
             let body = describe_producers::handle(shard, request);
             ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        ApiKey::FindCoordinator => {
+            let request = decode!(FindCoordinatorRequest);
+            later!(find_coordinator::handle(shard, request, version))
+        }
+        ApiKey::JoinGroup => {
+            let request = decode!(JoinGroupRequest);
+            let context = RequestContext {
+                client_id: header
+                    .client_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                client_host: client_host.clone(),
+            };
+            later!(join_group::handle(shard, request, version, context))
+        }
+        ApiKey::SyncGroup => {
+            let request = decode!(SyncGroupRequest);
+            later!(sync_group::handle(shard, request, version))
+        }
+        ApiKey::Heartbeat => {
+            let request = decode!(HeartbeatRequest);
+            let body = heartbeat::handle(shard, request);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode!(LeaveGroupRequest);
+            let body = leave_group::handle(shard, request, version);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode!(OffsetCommitRequest);
+            later!(offset_commit::handle(shard, request, version))
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode!(OffsetFetchRequest);
+            let body = offset_fetch::handle(shard, request, version);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        ApiKey::ListGroups => {
+            let request = decode!(ListGroupsRequest);
+            let body = list_groups::handle(shard, request, version);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        ApiKey::DescribeGroups => {
+            let request = decode!(DescribeGroupsRequest);
+            let body = describe_groups::handle(shard, request, version);
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }
+        ApiKey::DeleteGroups => {
+            let request = decode!(DeleteGroupsRequest);
+            later!(delete_groups::handle(shard, request))
+        }
+        ApiKey::OffsetDelete => {
+            let request = decode!(OffsetDeleteRequest);
+            later!(offset_delete::handle(shard, request))
         }
         other => Dispatch::Close(format!("{other:?} has no handler")),
     }

@@ -130,7 +130,9 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                         .with_isr_nodes(vec![leader])
                 })
                 .collect();
-            let response = response.with_partitions(partitions);
+            let response = response
+                .with_partitions(partitions)
+                .with_is_internal(version >= 1 && name == crate::groups::OFFSETS_TOPIC);
             if version >= 10 {
                 response.with_topic_id(topic.topic_id)
             } else {

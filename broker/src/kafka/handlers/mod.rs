@@ -3,15 +3,26 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_producers;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
@@ -20,6 +31,26 @@ use storage::PartitionLog;
 
 use crate::kafka::errors::ErrorCode;
 use crate::shard::{Lookup, Shard};
+
+/// The error a group request gets for its group id: none for a usable id. Any string is a valid
+/// group id on Kafka except the empty one (for groups that coordinate), but its key in the
+/// offsets log has an i16 length.
+pub fn group_id_error(group_id: &str) -> Option<ErrorCode> {
+    (group_id.is_empty() || group_id.len() > crate::groups::records::GROUP_ID_BYTES_MAX)
+        .then_some(ErrorCode::InvalidGroupId)
+}
+
+/// A timeout in milliseconds from the wire; negative ones count as zero.
+pub fn millis(value: i32) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(value).unwrap_or(0))
+}
+
+/// Milliseconds since the Unix epoch, by the broker's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
 
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

@@ -69,6 +69,12 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
                         "transactions are not supported yet".to_string(),
                     ));
                 }
+                if name == crate::groups::OFFSETS_TOPIC {
+                    return Err((
+                        ErrorCode::InvalidTopicException,
+                        format!("{name} is internal; only the group coordinator writes to it"),
+                    ));
+                }
                 let log = owned_log(shard, &name, partition.index).map_err(|code| {
                     (
                         code,

@@ -23,6 +23,20 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     // librdkafka enables idempotence only when InitProducerId v0 is in range.
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeProducers, 0, 0),
+    // Consumer groups, classic protocol. The new protocol (ConsumerGroupHeartbeat, KIP-848)
+    // is not advertised: clients such as franz-go switch to it as soon as it is.
+    // librdkafka looks for FindCoordinator v0 and JoinGroup v0.
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Versions the broker decodes and answers. Differs from the advertised range only where an old

@@ -171,6 +171,75 @@ const INIT_PRODUCER_ID: &[Field] = &[
 
 const DESCRIBE_PRODUCERS: &[Field] = &[all(Structs(&[all(Str), all(I32s)]))];
 
+const FIND_COORDINATOR: &[Field] = &[range(0, 3, Str), from(1, I8), from(4, Strs)];
+
+const JOIN_GROUP: &[Field] = &[
+    all(Str),
+    all(I32),
+    from(1, I32),
+    all(Str),
+    from(5, Str),
+    all(Str),
+    all(Structs(&[all(Str), all(Bytes)])),
+    from(8, Str),
+];
+
+const SYNC_GROUP: &[Field] = &[
+    all(Str),
+    all(I32),
+    all(Str),
+    from(3, Str),
+    from(5, Str),
+    from(5, Str),
+    all(Structs(&[all(Str), all(Bytes)])),
+];
+
+const HEARTBEAT: &[Field] = &[all(Str), all(I32), all(Str), from(3, Str)];
+
+const LEAVE_GROUP: &[Field] = &[
+    all(Str),
+    range(0, 2, Str),
+    from(3, Structs(&[all(Str), all(Str), from(5, Str)])),
+];
+
+const OFFSET_COMMIT: &[Field] = &[
+    all(Str),
+    all(I32),
+    all(Str),
+    from(7, Str),
+    range(0, 4, I64),
+    all(Structs(&[
+        all(Str),
+        all(Structs(&[all(I32), all(I64), from(6, I32), all(Str)])),
+    ])),
+];
+
+const OFFSET_FETCH: &[Field] = &[
+    range(0, 7, Str),
+    range(0, 7, Structs(&[all(Str), all(I32s)])),
+    from(
+        8,
+        Structs(&[
+            all(Str),
+            from(9, Str),
+            from(9, I32),
+            all(Structs(&[all(Str), all(I32s)])),
+        ]),
+    ),
+    from(7, I8),
+];
+
+const LIST_GROUPS: &[Field] = &[from(4, Strs), from(5, Strs)];
+
+const DESCRIBE_GROUPS: &[Field] = &[all(Strs), from(3, I8)];
+
+const DELETE_GROUPS: &[Field] = &[all(Strs)];
+
+const OFFSET_DELETE: &[Field] = &[
+    all(Str),
+    all(Structs(&[all(Str), all(Structs(&[all(I32)]))])),
+];
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -185,6 +254,17 @@ fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
         ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
         ApiKey::InitProducerId => INIT_PRODUCER_ID,
         ApiKey::DescribeProducers => DESCRIBE_PRODUCERS,
+        ApiKey::FindCoordinator => FIND_COORDINATOR,
+        ApiKey::JoinGroup => JOIN_GROUP,
+        ApiKey::SyncGroup => SYNC_GROUP,
+        ApiKey::Heartbeat => HEARTBEAT,
+        ApiKey::LeaveGroup => LEAVE_GROUP,
+        ApiKey::OffsetCommit => OFFSET_COMMIT,
+        ApiKey::OffsetFetch => OFFSET_FETCH,
+        ApiKey::ListGroups => LIST_GROUPS,
+        ApiKey::DescribeGroups => DESCRIBE_GROUPS,
+        ApiKey::DeleteGroups => DELETE_GROUPS,
+        ApiKey::OffsetDelete => OFFSET_DELETE,
         _ => return None,
     })
 }
@@ -475,9 +555,133 @@ mod tests {
             .with_topics(vec![describe_producers_request::TopicRequest::default()
                 .with_partition_indexes(vec![0, 1])]);
         walk_exactly(ApiKey::DescribeProducers, &describe_producers, 0);
+        group_layouts_match_the_encoder();
         for version in supported_range(ApiKey::ApiVersions).unwrap() {
             walk_exactly(ApiKey::ApiVersions, &ApiVersionsRequest::default(), version);
         }
+    }
+
+    fn group_layouts_match_the_encoder() {
+        use crate::kafka::wire::api_versions::supported_range;
+        use kafka_protocol::protocol::StrBytes;
+        let text = || StrBytes::from_static_str("x");
+        let some = || Some(text());
+        for version in supported_range(ApiKey::FindCoordinator).unwrap() {
+            let request = if version >= 4 {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![text(), text()])
+            } else {
+                FindCoordinatorRequest::default().with_key(text())
+            };
+            walk_exactly(ApiKey::FindCoordinator, &request, version);
+        }
+        for version in supported_range(ApiKey::JoinGroup).unwrap() {
+            let mut request = JoinGroupRequest::default()
+                .with_member_id(text())
+                .with_protocol_type(text())
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(text())
+                .with_metadata(bytes::Bytes::from_static(b"meta"))]);
+            if version >= 5 {
+                request = request.with_group_instance_id(some());
+            }
+            if version >= 8 {
+                request = request.with_reason(some());
+            }
+            walk_exactly(ApiKey::JoinGroup, &request, version);
+        }
+        for version in supported_range(ApiKey::SyncGroup).unwrap() {
+            let mut request = SyncGroupRequest::default().with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(text())
+                    .with_assignment(bytes::Bytes::from_static(b"a")),
+            ]);
+            if version >= 3 {
+                request = request.with_group_instance_id(some());
+            }
+            if version >= 5 {
+                request = request
+                    .with_protocol_type(some())
+                    .with_protocol_name(some());
+            }
+            walk_exactly(ApiKey::SyncGroup, &request, version);
+        }
+        for version in supported_range(ApiKey::Heartbeat).unwrap() {
+            let mut request = HeartbeatRequest::default().with_member_id(text());
+            if version >= 3 {
+                request = request.with_group_instance_id(some());
+            }
+            walk_exactly(ApiKey::Heartbeat, &request, version);
+        }
+        for version in supported_range(ApiKey::LeaveGroup).unwrap() {
+            let request = if version >= 3 {
+                let mut member = leave_group_request::MemberIdentity::default()
+                    .with_member_id(text())
+                    .with_group_instance_id(some());
+                if version >= 5 {
+                    member = member.with_reason(some());
+                }
+                LeaveGroupRequest::default().with_members(vec![member.clone(), member])
+            } else {
+                LeaveGroupRequest::default().with_member_id(text())
+            };
+            walk_exactly(ApiKey::LeaveGroup, &request, version);
+        }
+        for version in supported_range(ApiKey::OffsetCommit).unwrap() {
+            let mut request = OffsetCommitRequest::default().with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default().with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_committed_metadata(some()),
+                ]),
+            ]);
+            if version >= 7 {
+                request = request.with_group_instance_id(some());
+            }
+            walk_exactly(ApiKey::OffsetCommit, &request, version);
+        }
+        for version in supported_range(ApiKey::OffsetFetch).unwrap() {
+            let request = if version >= 8 {
+                OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_partition_indexes(vec![0, 1]),
+                        ]))
+                        .with_member_id(if version >= 9 { some() } else { None }),
+                ])
+            } else {
+                OffsetFetchRequest::default().with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_partition_indexes(vec![3]),
+                ]))
+            };
+            walk_exactly(ApiKey::OffsetFetch, &request, version);
+        }
+        for version in supported_range(ApiKey::ListGroups).unwrap() {
+            let mut request = ListGroupsRequest::default();
+            if version >= 4 {
+                request = request.with_states_filter(vec![text()]);
+            }
+            if version >= 5 {
+                request = request.with_types_filter(vec![text()]);
+            }
+            walk_exactly(ApiKey::ListGroups, &request, version);
+        }
+        for version in supported_range(ApiKey::DescribeGroups).unwrap() {
+            let request = DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(text()), GroupId(text())]);
+            walk_exactly(ApiKey::DescribeGroups, &request, version);
+        }
+        for version in supported_range(ApiKey::DeleteGroups).unwrap() {
+            let request = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(text())]);
+            walk_exactly(ApiKey::DeleteGroups, &request, version);
+        }
+        let request = OffsetDeleteRequest::default().with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default().with_partitions(vec![
+                offset_delete_request::OffsetDeleteRequestPartition::default(),
+            ]),
+        ]);
+        walk_exactly(ApiKey::OffsetDelete, &request, 0);
     }
 
     /// The regression frame of the issue: Metadata v0 whose topic array claims 0x03000003

@@ -1,0 +1,714 @@
+//! Consumer groups against the real broker with real clients: librdkafka (the rdkafka crate),
+//! and kcat as a member that can be SIGKILLed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Broker settings for group tests: short session bounds so a killed member is noticed in
+/// seconds, and an initial rebalance delay that gathers consumers started together.
+const GROUP_BROKER_ARGS: &[&str] = &[
+    "--set",
+    "group.min.session.timeout.ms=500",
+    "--set",
+    "group.initial.rebalance.delay.ms=1000",
+    "--set",
+    "offsets.topic.num.partitions=4",
+];
+
+fn group_consumer(broker: &Broker, group: &str, settings: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = broker.client_config();
+    config
+        .set("group.id", group)
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    config.create().unwrap()
+}
+
+fn assigned(consumer: &BaseConsumer) -> BTreeSet<i32> {
+    consumer
+        .assignment()
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|element| element.partition())
+        .collect()
+}
+
+/// Polls every consumer (so each keeps its membership alive) until `done` holds; panics after
+/// `limit`. Records polled meanwhile are returned per consumer.
+fn poll_until(
+    consumers: &[&BaseConsumer],
+    limit: Duration,
+    mut done: impl FnMut(&[&BaseConsumer], &[Vec<Seen>]) -> bool,
+    what: &str,
+) -> Vec<Vec<Seen>> {
+    let deadline = Instant::now() + limit;
+    let mut seen = vec![Vec::new(); consumers.len()];
+    loop {
+        for (index, consumer) in consumers.iter().enumerate() {
+            if let Some(result) = consumer.poll(Duration::from_millis(20)) {
+                let message = result.unwrap_or_else(|error| panic!("consumer error: {error}"));
+                seen[index].push(Seen::from_message(&message));
+            }
+        }
+        if done(consumers, &seen) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+/// Whether the consumers' assignments are disjoint and together cover `0..partitions`, each
+/// consumer holding at least one.
+fn balanced(consumers: &[&BaseConsumer], partitions: i32) -> bool {
+    let mut all = BTreeSet::new();
+    for consumer in consumers {
+        let mine = assigned(consumer);
+        if mine.is_empty() || mine.iter().any(|partition| !all.insert(*partition)) {
+            return false;
+        }
+    }
+    all == (0..partitions).collect()
+}
+
+fn produce(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    range: std::ops::Range<usize>,
+    base: i64,
+) {
+    let (producer, deliveries) = producer(broker, &[("acks", "all")]);
+    send_records(&producer, topic, partitions, range.clone(), base);
+    let reports = flush(&producer, &deliveries);
+    assert_eq!(reports.len(), range.len());
+    assert!(reports.iter().all(|report| report.error.is_none()));
+}
+
+/// (partition, offset) -> how many times it was seen.
+fn tally(seen: &[Vec<Seen>]) -> BTreeMap<(i32, i64), usize> {
+    let mut counts = BTreeMap::new();
+    for record in seen.iter().flatten() {
+        *counts.entry((record.partition, record.offset)).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn three_members_share_partitions_on_several_shards_exactly_once() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+    const PARTITIONS: i32 = 6;
+    const COUNT: usize = 3000;
+    create_topic(&broker, "shared", PARTITIONS, &[]);
+    let owners: BTreeSet<i32> = leaders(&broker, "shared").into_iter().collect();
+    assert!(
+        owners.len() >= 2 || broker.shard_addresses.len() == 1,
+        "{owners:?}"
+    );
+
+    let consumers: Vec<BaseConsumer> = (0..3)
+        .map(|_| group_consumer(&broker, "trio", &[]))
+        .collect();
+    let started = Instant::now();
+    for consumer in &consumers {
+        consumer.subscribe(&["shared"]).unwrap();
+    }
+    let members: Vec<&BaseConsumer> = consumers.iter().collect();
+    poll_until(
+        &members,
+        Duration::from_secs(60),
+        |members, _| balanced(members, PARTITIONS),
+        "three balanced members",
+    );
+    eprintln!(
+        "three members joined and were assigned in {} ms (initial delay 1000 ms)",
+        started.elapsed().as_millis()
+    );
+
+    let base = now_ms();
+    produce(&broker, "shared", PARTITIONS, 0..COUNT, base);
+    let seen = poll_until(
+        &members,
+        Duration::from_secs(60),
+        |_, seen| seen.iter().map(Vec::len).sum::<usize>() >= COUNT,
+        "every record",
+    );
+    // Every record exactly once between the three, and each member only read its partitions.
+    let counts = tally(&seen);
+    assert_eq!(counts.len(), COUNT);
+    assert!(counts.values().all(|&count| count == 1), "duplicates");
+    for (member, records) in members.iter().zip(&seen) {
+        let mine = assigned(member);
+        assert!(records
+            .iter()
+            .all(|record| mine.contains(&record.partition)));
+    }
+    let mut all: Vec<Seen> = seen.into_iter().flatten().collect();
+    all.sort_by_key(|record| (record.partition, record.offset));
+    assert_exactly_the_sent_records(&all, PARTITIONS, COUNT, base);
+}
+
+/// Consumes until `count` more records arrived, committing synchronously after each one, so a
+/// partition that moves resumes exactly after the last record its previous owner read.
+fn consume_committing(
+    consumers: &[&BaseConsumer],
+    seen_so_far: &mut [Vec<Seen>],
+    count: usize,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = 0;
+    while got < count {
+        if Instant::now() >= deadline {
+            eprintln!("timed out: {what}");
+            return;
+        }
+        for (index, consumer) in consumers.iter().enumerate() {
+            if let Some(result) = consumer.poll(Duration::from_millis(20)) {
+                let message = result.unwrap();
+                seen_so_far[index].push(Seen::from_message(&message));
+                got += 1;
+                // A commit refused because the group is rebalancing only means the record
+                // may be read again; it can never make one be skipped.
+                let _ = consumer.commit_message(&message, CommitMode::Sync);
+            }
+        }
+    }
+}
+
+#[test]
+fn partitions_move_when_members_leave_and_join_without_skipping_records() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+    const PARTITIONS: i32 = 4;
+    create_topic(&broker, "moving", PARTITIONS, &[]);
+    let base = now_ms();
+    produce(&broker, "moving", PARTITIONS, 0..400, base);
+
+    let first = group_consumer(&broker, "movers", &[]);
+    let second = group_consumer(&broker, "movers", &[]);
+    first.subscribe(&["moving"]).unwrap();
+    second.subscribe(&["moving"]).unwrap();
+    let mut seen = poll_until(
+        &[&first, &second],
+        Duration::from_secs(60),
+        |members, _| balanced(members, PARTITIONS),
+        "two balanced members",
+    );
+    consume_committing(&[&first, &second], &mut seen, 200, "first half");
+
+    // The first member leaves (close sends LeaveGroup); a third joins.
+    let first_partitions = assigned(&first);
+    drop(first);
+    let third = group_consumer(&broker, "movers", &[]);
+    third.subscribe(&["moving"]).unwrap();
+    produce(&broker, "moving", PARTITIONS, 400..800, base);
+    // Records read while waiting count too (they are not committed, so may come again).
+    let mut after = poll_until(
+        &[&second, &third],
+        Duration::from_secs(60),
+        |members, _| balanced(members, PARTITIONS),
+        "second and third balanced",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = tally(&[
+            seen[0].clone(),
+            seen[1].clone(),
+            after[0].clone(),
+            after[1].clone(),
+        ]);
+        if counts.len() == 800 {
+            let duplicates = counts.values().filter(|&&count| count > 1).count();
+            eprintln!("{duplicates} records read twice across the moves");
+            break;
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<(i32, i64)> = (0..800usize)
+                .map(|index| ((index % 4) as i32, (index / 4) as i64))
+                .filter(|key| !counts.contains_key(key))
+                .collect();
+            panic!(
+                "missing {missing:?}; second {:?}, third {:?}; first had {first_partitions:?}",
+                assigned(&second),
+                assigned(&third)
+            );
+        }
+        consume_committing(&[&second, &third], &mut after, 1, "the rest");
+    }
+    // Not one record skipped (above), and the newcomer read from partitions that moved to it,
+    // some of them the leaver's.
+    let third_partitions: BTreeSet<i32> = after[1].iter().map(|record| record.partition).collect();
+    assert!(!third_partitions.is_empty(), "the newcomer read nothing");
+    assert!(!first_partitions.is_empty());
+    let mut all: Vec<Seen> = seen.into_iter().chain(after).flatten().collect();
+    all.sort_by_key(|record| (record.partition, record.offset));
+    all.dedup_by_key(|record| (record.partition, record.offset));
+    assert_exactly_the_sent_records(&all, PARTITIONS, 800, base);
+}
+
+/// kcat as a group member: a separate process that can be SIGKILLed, so it never says goodbye.
+fn kcat_member(broker: &Broker, group: &str, topic: &str) -> Child {
+    Command::new("kcat")
+        .args(["-b", &broker.bootstrap, "-G", group, topic])
+        .args([
+            "-X",
+            "session.timeout.ms=3000",
+            "-X",
+            "heartbeat.interval.ms=500",
+        ])
+        .args(["-X", "broker.address.family=v4", "-q", "-o", "end"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kcat runs (.ci/run installs it)")
+}
+
+#[test]
+fn a_killed_members_partitions_move_after_its_session_timeout() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+    const PARTITIONS: i32 = 4;
+    create_topic(&broker, "orphans", PARTITIONS, &[]);
+    let survivor = group_consumer(&broker, "crashers", &[]);
+    survivor.subscribe(&["orphans"]).unwrap();
+    let mut kcat = kcat_member(&broker, "crashers", "orphans");
+    poll_until(
+        &[&survivor],
+        Duration::from_secs(60),
+        |members, _| {
+            let mine = assigned(members[0]);
+            !mine.is_empty() && mine.len() < PARTITIONS as usize
+        },
+        "kcat and the survivor sharing the partitions",
+    );
+    let killed_at = Instant::now();
+    kcat.kill().unwrap();
+    kcat.wait().unwrap();
+    poll_until(
+        &[&survivor],
+        Duration::from_secs(60),
+        |members, _| assigned(members[0]).len() == PARTITIONS as usize,
+        "the survivor taking every partition",
+    );
+    let moved_after = killed_at.elapsed();
+    eprintln!(
+        "partitions moved {} ms after the kill",
+        moved_after.as_millis()
+    );
+    // A member that says nothing is given its whole session (3 s, less at most one heartbeat
+    // interval of 0.5 s already past when it was killed) before its partitions move.
+    assert!(
+        moved_after >= Duration::from_millis(2400),
+        "moved after only {moved_after:?}"
+    );
+    let base = now_ms();
+    produce(&broker, "orphans", PARTITIONS, 0..400, base);
+    let seen = poll_until(
+        &[&survivor],
+        Duration::from_secs(60),
+        |_, seen| seen[0].len() >= 400,
+        "every record on the survivor",
+    );
+    let mut all = seen.into_iter().next().unwrap();
+    all.sort_by_key(|record| (record.partition, record.offset));
+    assert_exactly_the_sent_records(&all, PARTITIONS, 400, base);
+}
+
+fn committed(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Vec<i64> {
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let offsets = consumer
+        .committed_offsets(wanted, Duration::from_secs(30))
+        .unwrap();
+    (0..partitions)
+        .map(
+            |partition| match offsets.find_partition(topic, partition).unwrap().offset() {
+                Offset::Offset(offset) => offset,
+                _ => -1,
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn committed_offsets_survive_sigterm_and_sigkill_and_consumers_resume_from_them() {
+    let scratch = scratch_dir();
+    let mut broker = Broker::start_on_fixed_ports(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+    const PARTITIONS: i32 = 4;
+    const COUNT: usize = 2000;
+    create_topic(&broker, "resume", PARTITIONS, &[]);
+    let base = now_ms();
+    produce(&broker, "resume", PARTITIONS, 0..COUNT, base);
+
+    // First run: read about half, commit, leave.
+    let first = group_consumer(&broker, "resumers", &[]);
+    first.subscribe(&["resume"]).unwrap();
+    let seen_first = poll_until(
+        &[&first],
+        Duration::from_secs(60),
+        |_, seen| seen[0].len() >= COUNT / 2,
+        "the first half",
+    );
+    first.commit_consumer_state(CommitMode::Sync).unwrap();
+    let after_first = committed(&first, "resume", PARTITIONS);
+    drop(first);
+    // A partition it read nothing from has no commit (-1).
+    let mut expected = vec![-1i64; PARTITIONS as usize];
+    for record in &seen_first[0] {
+        let next = &mut expected[record.partition as usize];
+        *next = (*next).max(record.offset + 1);
+    }
+    assert_eq!(after_first, expected, "commit covers exactly what was read");
+
+    // SIGTERM: a clean restart keeps them.
+    assert!(broker.stop());
+    broker.restart();
+    let second = group_consumer(&broker, "resumers", &[]);
+    assert_eq!(committed(&second, "resume", PARTITIONS), expected);
+    second.subscribe(&["resume"]).unwrap();
+    let remaining = COUNT - seen_first[0].len();
+    let seen_second = poll_until(
+        &[&second],
+        Duration::from_secs(60),
+        |_, seen| seen[0].len() >= remaining,
+        "the rest after a restart",
+    );
+    // It resumed exactly at the commits: together the two runs read every record once.
+    let counts = tally(&[seen_first[0].clone(), seen_second[0].clone()]);
+    assert_eq!(counts.len(), COUNT);
+    assert!(
+        counts.values().all(|&count| count == 1),
+        "records read twice"
+    );
+    second.commit_consumer_state(CommitMode::Sync).unwrap();
+    drop(second);
+
+    // SIGKILL right after an acknowledged commit: it is on disk.
+    broker.kill();
+    broker.restart();
+    let third = group_consumer(&broker, "resumers", &[]);
+    let ends: Vec<i64> = (0..PARTITIONS)
+        .map(|partition| {
+            (COUNT as i64 + i64::from(PARTITIONS) - 1 - i64::from(partition))
+                / i64::from(PARTITIONS)
+        })
+        .collect();
+    assert_eq!(committed(&third, "resume", PARTITIONS), ends);
+}
+
+#[test]
+fn cooperative_sticky_members_keep_their_partitions_when_one_joins() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+    const PARTITIONS: i32 = 4;
+    create_topic(&broker, "sticky", PARTITIONS, &[]);
+    let cooperative = [("partition.assignment.strategy", "cooperative-sticky")];
+    let first = group_consumer(&broker, "cooperators", &cooperative);
+    first.subscribe(&["sticky"]).unwrap();
+    poll_until(
+        &[&first],
+        Duration::from_secs(60),
+        |members, _| assigned(members[0]).len() == PARTITIONS as usize,
+        "the first member owning everything",
+    );
+    let second = group_consumer(&broker, "cooperators", &cooperative);
+    second.subscribe(&["sticky"]).unwrap();
+    // Incremental: the first member only ever gives partitions up, never gets a new set.
+    let mut shrank = false;
+    poll_until(
+        &[&first, &second],
+        Duration::from_secs(60),
+        |members, _| {
+            let mine = assigned(members[0]);
+            if mine.len() < PARTITIONS as usize {
+                shrank = true;
+            }
+            balanced(members, PARTITIONS)
+        },
+        "two cooperative members balanced",
+    );
+    assert!(shrank);
+    assert_eq!(assigned(&first).len(), 2);
+    assert_eq!(assigned(&second).len(), 2);
+    let base = now_ms();
+    produce(&broker, "sticky", PARTITIONS, 0..400, base);
+    let seen = poll_until(
+        &[&first, &second],
+        Duration::from_secs(60),
+        |_, seen| seen.iter().map(Vec::len).sum::<usize>() >= 400,
+        "every record",
+    );
+    let mut all: Vec<Seen> = seen.into_iter().flatten().collect();
+    all.sort_by_key(|record| (record.partition, record.offset));
+    assert_exactly_the_sent_records(&all, PARTITIONS, 400, base);
+}
+
+mod raw {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn text(value: &str) -> StrBytes {
+        StrBytes::from_string(value.to_string())
+    }
+
+    fn join(
+        group: &str,
+        member: &str,
+        metadata: bytes::Bytes,
+        session_ms: i32,
+    ) -> JoinGroupRequest {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_session_timeout_ms(session_ms)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(text(member))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(text("range"))
+            .with_metadata(metadata)])
+    }
+
+    /// Bad group requests get Kafka's error codes, never a panic or a closed connection, and a
+    /// second group on the same coordinator carries on untouched.
+    #[test]
+    fn bad_group_requests_get_kafkas_error_codes() {
+        let scratch = scratch_dir();
+        let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+        create_topic(&broker, "known", 2, &[]);
+        let odd = "odd group/ä\u{0}\u{7f} with spaces";
+        let mut bootstrap = connect(&broker.bootstrap);
+        let found: FindCoordinatorResponse = kafka_call(
+            &mut bootstrap,
+            ApiKey::FindCoordinator,
+            4,
+            &FindCoordinatorRequest::default().with_coordinator_keys(vec![text(odd), text("")]),
+        );
+        assert_eq!(found.coordinators.len(), 2);
+        let coordinator = &found.coordinators[0];
+        assert_eq!(coordinator.error_code, 0, "{coordinator:?}");
+        let address = format!("{}:{}", coordinator.host, coordinator.port);
+        let mut stream = connect(&address);
+
+        // A shard that does not coordinate the group says so.
+        if let Some(other) = broker.shard_addresses.iter().find(|a| **a != address) {
+            let mut elsewhere = connect(other);
+            let response: HeartbeatResponse = kafka_call(
+                &mut elsewhere,
+                ApiKey::Heartbeat,
+                4,
+                &HeartbeatRequest::default()
+                    .with_group_id(GroupId(text(odd)))
+                    .with_member_id(text("m")),
+            );
+            assert_eq!(response.error_code, 16, "NOT_COORDINATOR");
+        }
+
+        let meta = bytes::Bytes::from_static(b"\0\x01\0\0\0\x01\0\x05known\0\0\0\0");
+        let call_join = |stream: &mut std::net::TcpStream, request: &JoinGroupRequest| {
+            kafka_call::<_, JoinGroupResponse>(stream, ApiKey::JoinGroup, 7, request)
+        };
+        assert_eq!(
+            call_join(&mut stream, &join("", "", meta.clone(), 6000)).error_code,
+            24
+        );
+        assert_eq!(
+            call_join(&mut stream, &join(odd, "", meta.clone(), 10)).error_code,
+            26
+        );
+        let huge = bytes::Bytes::from(vec![7u8; 300 * 1024]);
+        assert_eq!(
+            call_join(&mut stream, &join(odd, "", huge, 6000)).error_code,
+            42
+        );
+        assert_eq!(
+            call_join(&mut stream, &join(odd, "made-up", meta.clone(), 6000)).error_code,
+            25
+        );
+        let first = call_join(&mut stream, &join(odd, "", meta.clone(), 6000));
+        assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+        let member = first.member_id.to_string();
+        let joined = call_join(&mut stream, &join(odd, &member, meta.clone(), 6000));
+        assert_eq!(joined.error_code, 0);
+        assert_eq!(joined.leader.to_string(), member);
+        let generation = joined.generation_id;
+
+        let sync = |stream: &mut std::net::TcpStream, generation: i32, assignment: bytes::Bytes| {
+            kafka_call::<_, SyncGroupResponse>(
+                stream,
+                ApiKey::SyncGroup,
+                5,
+                &SyncGroupRequest::default()
+                    .with_group_id(GroupId(text(odd)))
+                    .with_generation_id(generation)
+                    .with_member_id(text(&member))
+                    .with_assignments(vec![
+                        sync_group_request::SyncGroupRequestAssignment::default()
+                            .with_member_id(text(&member))
+                            .with_assignment(assignment),
+                    ]),
+            )
+            .error_code
+        };
+        assert_eq!(sync(&mut stream, generation + 5, bytes::Bytes::new()), 22);
+        assert_eq!(
+            sync(
+                &mut stream,
+                generation,
+                bytes::Bytes::from(vec![0u8; 2 << 20])
+            ),
+            42
+        );
+        assert_eq!(
+            sync(&mut stream, generation, bytes::Bytes::from_static(b"ok")),
+            0
+        );
+
+        let heartbeat = |stream: &mut std::net::TcpStream, member: &str, generation: i32| {
+            kafka_call::<_, HeartbeatResponse>(
+                stream,
+                ApiKey::Heartbeat,
+                4,
+                &HeartbeatRequest::default()
+                    .with_group_id(GroupId(text(odd)))
+                    .with_generation_id(generation)
+                    .with_member_id(text(member)),
+            )
+            .error_code
+        };
+        assert_eq!(heartbeat(&mut stream, &member, generation), 0);
+        assert_eq!(heartbeat(&mut stream, &member, generation - 1), 22);
+        assert_eq!(heartbeat(&mut stream, "stranger", generation), 25);
+
+        let commit = |stream: &mut std::net::TcpStream,
+                      group: &str,
+                      member: &str,
+                      generation: i32,
+                      topic: &str,
+                      metadata: &str| {
+            let response: OffsetCommitResponse = kafka_call(
+                stream,
+                ApiKey::OffsetCommit,
+                8,
+                &OffsetCommitRequest::default()
+                    .with_group_id(GroupId(text(group)))
+                    .with_generation_id_or_member_epoch(generation)
+                    .with_member_id(text(member))
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(text(topic)))
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(1)
+                                    .with_committed_offset(42)
+                                    .with_committed_metadata(Some(text(metadata))),
+                            ]),
+                    ]),
+            );
+            response.topics[0].partitions[0].error_code
+        };
+        assert_eq!(
+            commit(&mut stream, odd, &member, generation, "unknown-topic", ""),
+            3
+        );
+        assert_eq!(
+            commit(
+                &mut stream,
+                odd,
+                &member,
+                generation,
+                "known",
+                &"m".repeat(5000)
+            ),
+            12
+        );
+        assert_eq!(
+            commit(&mut stream, odd, &member, generation + 1, "known", ""),
+            22
+        );
+        assert_eq!(
+            commit(&mut stream, odd, "", -1, "known", ""),
+            25,
+            "not a member"
+        );
+        assert_eq!(
+            commit(&mut stream, odd, &member, generation, "known", "fine"),
+            0
+        );
+
+        // The group with members cannot be deleted; an unknown one is not found.
+        let deleted: DeleteGroupsResponse = kafka_call(
+            &mut stream,
+            ApiKey::DeleteGroups,
+            2,
+            &DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(text(odd)), GroupId(text("never-was"))]),
+        );
+        let codes: Vec<i16> = deleted.results.iter().map(|r| r.error_code).collect();
+        let never_was_here = broker.shard_addresses.len() == 1
+            || found.coordinators[0].node_id
+                == kafka_call::<_, FindCoordinatorResponse>(
+                    &mut bootstrap,
+                    ApiKey::FindCoordinator,
+                    4,
+                    &FindCoordinatorRequest::default()
+                        .with_coordinator_keys(vec![text("never-was")]),
+                )
+                .coordinators[0]
+                    .node_id;
+        assert_eq!(codes[0], 68, "NON_EMPTY_GROUP");
+        assert_eq!(codes[1], if never_was_here { 69 } else { 16 });
+
+        // After all that, the group still works and its commit reads back.
+        assert_eq!(heartbeat(&mut stream, &member, generation), 0);
+        let fetched: OffsetFetchResponse = kafka_call(
+            &mut stream,
+            ApiKey::OffsetFetch,
+            8,
+            &OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(text(odd)))
+                    .with_topics(None),
+            ]),
+        );
+        let group = &fetched.groups[0];
+        assert_eq!(group.error_code, 0);
+        let partition = &group.topics[0].partitions[0];
+        assert_eq!(
+            (partition.partition_index, partition.committed_offset),
+            (1, 42)
+        );
+        assert_eq!(partition.metadata.as_deref(), Some("fine"));
+        let described: DescribeGroupsResponse = kafka_call(
+            &mut stream,
+            ApiKey::DescribeGroups,
+            5,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(text(odd))]),
+        );
+        assert_eq!(described.groups[0].group_state.to_string(), "Stable");
+        assert_eq!(described.groups[0].members.len(), 1);
+        assert_eq!(
+            described.groups[0].members[0].member_assignment,
+            bytes::Bytes::from_static(b"ok")
+        );
+    }
+}
