@@ -214,6 +214,7 @@ fn partitions_move_when_members_leave_and_join_without_skipping_records() {
 
     // The first member leaves (close sends LeaveGroup); a third joins.
     let first_partitions = assigned(&first);
+    let rebalance_started = Instant::now();
     drop(first);
     let third = group_consumer(&broker, "movers", &[]);
     third.subscribe(&["moving"]).unwrap();
@@ -224,6 +225,10 @@ fn partitions_move_when_members_leave_and_join_without_skipping_records() {
         Duration::from_secs(60),
         |members, _| balanced(members, PARTITIONS),
         "second and third balanced",
+    );
+    eprintln!(
+        "one member left and one joined: balanced again in {} ms (heartbeat interval 500 ms)",
+        rebalance_started.elapsed().as_millis()
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

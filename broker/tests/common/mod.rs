@@ -288,7 +288,7 @@ pub fn consume_all(broker: &Broker, topic: &str, partitions: i32, expected: usiz
     let consumer: BaseConsumer = broker
         .client_config()
         .set("enable.partition.eof", "false")
-        // assign() needs a group id in rdkafka; nothing is committed, so no coordinator is used.
+        // assign() needs a group id in rdkafka; nothing is committed (the group is never joined).
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
