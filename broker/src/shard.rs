@@ -363,6 +363,9 @@ impl Shard {
                 }
             }
             MetadataChange::TopicsDeleted(names) => {
+                self.groups
+                    .forget_topics(names, |group_id| self.coordinator_log(group_id).ok())
+                    .await;
                 for name in names {
                     let removed = self.partitions.borrow_mut().remove(name);
                     for slot in removed.into_iter().flatten().flatten() {

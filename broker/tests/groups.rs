@@ -717,3 +717,305 @@ mod raw {
         );
     }
 }
+
+mod versions {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn text(value: &str) -> StrBytes {
+        StrBytes::from_string(value.to_string())
+    }
+
+    fn group(id: &str) -> GroupId {
+        GroupId(text(id))
+    }
+
+    /// The advertised range of an API, from the broker itself.
+    fn advertised(stream: &mut std::net::TcpStream, api: ApiKey) -> std::ops::RangeInclusive<i16> {
+        let versions: ApiVersionsResponse = kafka_call(
+            stream,
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default(),
+        );
+        let entry = versions
+            .api_keys
+            .iter()
+            .find(|entry| entry.api_key == api as i16)
+            .unwrap_or_else(|| panic!("{api:?} is not advertised"));
+        entry.min_version..=entry.max_version
+    }
+
+    /// Every group API answers every version it advertises with a response that decodes and
+    /// says something sensible: a simple (member-less) commit in each OffsetCommit version reads
+    /// back through each OffsetFetch version, and the group is listed, described and deleted.
+    #[test]
+    fn every_group_api_answers_every_advertised_version() {
+        let scratch = scratch_dir();
+        let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+        create_topic(&broker, "versions", 1, &[]);
+        let mut bootstrap = connect(&broker.bootstrap);
+        for version in advertised(&mut bootstrap, ApiKey::FindCoordinator) {
+            let request = if version >= 4 {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![text("v")])
+            } else {
+                FindCoordinatorRequest::default().with_key(text("v"))
+            };
+            let response: FindCoordinatorResponse =
+                kafka_call(&mut bootstrap, ApiKey::FindCoordinator, version, &request);
+            let port = if version >= 4 {
+                assert_eq!(response.coordinators[0].error_code, 0);
+                response.coordinators[0].port
+            } else {
+                assert_eq!(response.error_code, 0);
+                response.port
+            };
+            assert!(port > 0, "v{version}");
+        }
+        let found: FindCoordinatorResponse = kafka_call(
+            &mut bootstrap,
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(text("v")),
+        );
+        let mut stream = connect(&format!("{}:{}", found.host, found.port));
+
+        for version in advertised(&mut stream, ApiKey::OffsetCommit) {
+            let response: OffsetCommitResponse = kafka_call(
+                &mut stream,
+                ApiKey::OffsetCommit,
+                version,
+                &OffsetCommitRequest::default()
+                    .with_group_id(group("v"))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(text("versions")))
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(i64::from(version))
+                                    .with_committed_metadata(Some(text("m"))),
+                            ]),
+                    ]),
+            );
+            assert_eq!(response.topics[0].partitions[0].error_code, 0, "v{version}");
+        }
+        let last_commit = *advertised(&mut stream, ApiKey::OffsetCommit).end() as i64;
+        for version in advertised(&mut stream, ApiKey::OffsetFetch) {
+            let (offset, error) = if version >= 8 {
+                let response: OffsetFetchResponse = kafka_call(
+                    &mut stream,
+                    ApiKey::OffsetFetch,
+                    version,
+                    &OffsetFetchRequest::default().with_groups(vec![
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(group("v"))
+                            .with_topics(Some(vec![
+                                offset_fetch_request::OffsetFetchRequestTopics::default()
+                                    .with_name(TopicName(text("versions")))
+                                    .with_partition_indexes(vec![0]),
+                            ])),
+                    ]),
+                );
+                let group = &response.groups[0];
+                (
+                    group.topics[0].partitions[0].committed_offset,
+                    group.error_code,
+                )
+            } else {
+                let response: OffsetFetchResponse = kafka_call(
+                    &mut stream,
+                    ApiKey::OffsetFetch,
+                    version,
+                    &OffsetFetchRequest::default()
+                        .with_group_id(group("v"))
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopic::default()
+                                .with_name(TopicName(text("versions")))
+                                .with_partition_indexes(vec![0]),
+                        ])),
+                );
+                (
+                    response.topics[0].partitions[0].committed_offset,
+                    response.topics[0].partitions[0].error_code,
+                )
+            };
+            assert_eq!((offset, error), (last_commit, 0), "v{version}");
+        }
+        for version in advertised(&mut stream, ApiKey::ListGroups) {
+            let response: ListGroupsResponse = kafka_call(
+                &mut stream,
+                ApiKey::ListGroups,
+                version,
+                &ListGroupsRequest::default(),
+            );
+            assert!(
+                response
+                    .groups
+                    .iter()
+                    .any(|listed| listed.group_id.0 == text("v")),
+                "v{version}"
+            );
+        }
+        for version in advertised(&mut stream, ApiKey::DescribeGroups) {
+            let response: DescribeGroupsResponse = kafka_call(
+                &mut stream,
+                ApiKey::DescribeGroups,
+                version,
+                &DescribeGroupsRequest::default()
+                    .with_groups(vec![group("v")])
+                    .with_include_authorized_operations(version >= 3),
+            );
+            assert_eq!(
+                response.groups[0].group_state.to_string(),
+                "Empty",
+                "v{version}"
+            );
+        }
+        for version in advertised(&mut stream, ApiKey::Heartbeat) {
+            let response: HeartbeatResponse = kafka_call(
+                &mut stream,
+                ApiKey::Heartbeat,
+                version,
+                &HeartbeatRequest::default()
+                    .with_group_id(group("v"))
+                    .with_member_id(text("nobody")),
+            );
+            assert_eq!(response.error_code, 25, "v{version}");
+        }
+        for version in advertised(&mut stream, ApiKey::LeaveGroup) {
+            let request = if version >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group("v"))
+                    .with_members(vec![leave_group_request::MemberIdentity::default()
+                        .with_member_id(text("nobody"))])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group("v"))
+                    .with_member_id(text("nobody"))
+            };
+            let response: LeaveGroupResponse =
+                kafka_call(&mut stream, ApiKey::LeaveGroup, version, &request);
+            let error = if version >= 3 {
+                response.members[0].error_code
+            } else {
+                response.error_code
+            };
+            assert_eq!(error, 25, "v{version}");
+        }
+        for version in advertised(&mut stream, ApiKey::SyncGroup) {
+            let response: SyncGroupResponse = kafka_call(
+                &mut stream,
+                ApiKey::SyncGroup,
+                version,
+                &SyncGroupRequest::default()
+                    .with_group_id(group("v"))
+                    .with_member_id(text("nobody")),
+            );
+            assert_eq!(response.error_code, 25, "v{version}");
+        }
+        // JoinGroup: a member joins alone (v4+ after the member-id round trip) in each version.
+        for version in advertised(&mut stream, ApiKey::JoinGroup) {
+            let join = |member: &str| {
+                JoinGroupRequest::default()
+                    .with_group_id(group(&format!("join-v{version}")))
+                    .with_session_timeout_ms(6000)
+                    .with_rebalance_timeout_ms(6000)
+                    .with_member_id(text(member))
+                    .with_protocol_type(text("consumer"))
+                    .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                    )
+                    .with_name(text("range"))
+                    .with_metadata(bytes::Bytes::from_static(b"m"))])
+            };
+            let group_id = format!("join-v{version}");
+            let found: FindCoordinatorResponse = kafka_call(
+                &mut bootstrap,
+                ApiKey::FindCoordinator,
+                3,
+                &FindCoordinatorRequest::default().with_key(text(&group_id)),
+            );
+            let mut coordinator = connect(&format!("{}:{}", found.host, found.port));
+            let mut response: JoinGroupResponse =
+                kafka_call(&mut coordinator, ApiKey::JoinGroup, version, &join(""));
+            if version >= 4 {
+                assert_eq!(response.error_code, 79, "v{version}");
+                let member = response.member_id.to_string();
+                response = kafka_call(&mut coordinator, ApiKey::JoinGroup, version, &join(&member));
+            }
+            assert_eq!(response.error_code, 0, "v{version}");
+            assert_eq!(response.generation_id, 1, "v{version}");
+            assert_eq!(
+                response.members.len(),
+                1,
+                "v{version}: the leader gets the members"
+            );
+        }
+        for version in advertised(&mut stream, ApiKey::OffsetDelete) {
+            let response: OffsetDeleteResponse = kafka_call(
+                &mut stream,
+                ApiKey::OffsetDelete,
+                version,
+                &OffsetDeleteRequest::default()
+                    .with_group_id(group("v"))
+                    .with_topics(vec![
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(text("versions")))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default(),
+                            ]),
+                    ]),
+            );
+            assert_eq!(response.error_code, 0);
+            assert_eq!(response.topics[0].partitions[0].error_code, 0);
+        }
+        for version in advertised(&mut stream, ApiKey::DeleteGroups) {
+            let response: DeleteGroupsResponse = kafka_call(
+                &mut stream,
+                ApiKey::DeleteGroups,
+                version,
+                &DeleteGroupsRequest::default().with_groups_names(vec![group("v")]),
+            );
+            // The first deletion removes it; later versions find nothing left.
+            let expected = if version == 0 { 0 } else { 69 };
+            assert_eq!(response.results[0].error_code, expected, "v{version}");
+        }
+    }
+
+    /// Offsets of a deleted topic go with it, also after a restart, so a topic created again
+    /// under that name does not inherit them.
+    #[test]
+    fn deleting_a_topic_deletes_its_committed_offsets() {
+        let scratch = scratch_dir();
+        let mut broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+        create_topic(&broker, "doomed", 1, &[]);
+        create_topic(&broker, "kept", 1, &[]);
+        let consumer = group_consumer(&broker, "keeper", &[]);
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("doomed", 0, Offset::Offset(7))
+            .unwrap();
+        offsets
+            .add_partition_offset("kept", 0, Offset::Offset(9))
+            .unwrap();
+        consumer.commit(&offsets, CommitMode::Sync).unwrap();
+        assert_eq!(committed(&consumer, "doomed", 1), vec![7]);
+        drop(consumer);
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            broker.client_config().create().unwrap();
+        let deleted = futures_lite::future::block_on(
+            admin.delete_topics(&["doomed"], &rdkafka::admin::AdminOptions::new()),
+        )
+        .unwrap();
+        assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+        drop(admin);
+        assert!(broker.stop());
+        broker.restart();
+        create_topic(&broker, "doomed", 1, &[]);
+        let consumer = group_consumer(&broker, "keeper", &[]);
+        assert_eq!(committed(&consumer, "doomed", 1), vec![-1]);
+        assert_eq!(committed(&consumer, "kept", 1), vec![9]);
+    }
+}

@@ -192,6 +192,36 @@ impl GroupCoordinator {
         }
     }
 
+    /// Deletes every committed offset of topics that were deleted, as Kafka does, with
+    /// tombstones so a topic created again under the same name starts without them.
+    /// `log_for` finds a group's offsets log.
+    pub async fn forget_topics(
+        &self,
+        topics: &[String],
+        log_for: impl Fn(&str) -> Option<Rc<PartitionLog>>,
+    ) {
+        let mut doomed: Vec<(String, Vec<(String, i32, Option<CommittedOffset>)>)> = Vec::new();
+        for (group_id, group) in self.groups.borrow().iter() {
+            let entries: Vec<_> = group
+                .offsets
+                .keys()
+                .filter(|(topic, _)| topics.contains(topic))
+                .map(|(topic, partition)| (topic.clone(), *partition, None))
+                .collect();
+            if !entries.is_empty() {
+                doomed.push((group_id.clone(), entries));
+            }
+        }
+        for (group_id, entries) in doomed {
+            let Some(log) = log_for(&group_id) else {
+                continue;
+            };
+            if let Err(error) = self.write(&log, &group_id, entries).await {
+                warn!(group = %group_id, ?error, "cannot delete the offsets of deleted topics");
+            }
+        }
+    }
+
     /// Writes records (commits or tombstones) of `group_id` to its offsets partition, waits
     /// until they are durable, then applies them. Returns the error for all of them on failure.
     pub async fn write(
