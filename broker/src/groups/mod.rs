@@ -51,13 +51,9 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     positive % partitions.max(1)
 }
 
-/// One partition's commit as the handler passes it in.
-#[derive(Debug, Clone)]
-pub struct CommitEntry {
-    pub topic: String,
-    pub partition: i32,
-    pub committed: CommittedOffset,
-}
+/// One record for the offsets log: a topic partition's new committed offset, or `None` to
+/// delete it.
+pub type OffsetWrite = (String, i32, Option<CommittedOffset>);
 
 /// This shard's groups and the offsets partitions it owns.
 pub struct GroupCoordinator {
@@ -200,7 +196,7 @@ impl GroupCoordinator {
         topics: &[String],
         log_for: impl Fn(&str) -> Option<Rc<PartitionLog>>,
     ) {
-        let mut doomed: Vec<(String, Vec<(String, i32, Option<CommittedOffset>)>)> = Vec::new();
+        let mut doomed: Vec<(String, Vec<OffsetWrite>)> = Vec::new();
         for (group_id, group) in self.groups.borrow().iter() {
             let entries: Vec<_> = group
                 .offsets
@@ -228,7 +224,7 @@ impl GroupCoordinator {
         &self,
         log: &PartitionLog,
         group_id: &str,
-        entries: Vec<(String, i32, Option<CommittedOffset>)>,
+        entries: Vec<OffsetWrite>,
     ) -> Result<(), ErrorCode> {
         let now_ms = crate::kafka::handlers::now_ms();
         let mut written = Vec::with_capacity(entries.len());
