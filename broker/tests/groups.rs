@@ -1019,3 +1019,104 @@ mod versions {
         assert_eq!(committed(&consumer, "kept", 1), vec![9]);
     }
 }
+
+mod static_membership {
+    use super::*;
+    use rdkafka::consumer::{ConsumerContext, Rebalance};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Counts the assignments a consumer receives: a rebalance shows up as one more.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl rdkafka::client::ClientContext for Counting {}
+
+    impl ConsumerContext for Counting {
+        fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+            if matches!(rebalance, Rebalance::Assign(_)) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn static_member(broker: &Broker, instance: &str, context: Counting) -> BaseConsumer<Counting> {
+        let mut config = broker.client_config();
+        config
+            .set("group.id", "statics")
+            .set("group.instance.id", instance)
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "30000")
+            .set("heartbeat.interval.ms", "500");
+        let consumer: BaseConsumer<Counting> = config.create_with_context(context).unwrap();
+        consumer.subscribe(&["statics"]).unwrap();
+        consumer
+    }
+
+    fn partitions_of(consumer: &BaseConsumer<Counting>) -> BTreeSet<i32> {
+        consumer
+            .assignment()
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|element| element.partition())
+            .collect()
+    }
+
+    fn poll_until(consumers: &[&BaseConsumer<Counting>], what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            for consumer in consumers {
+                if let Some(result) = consumer.poll(Duration::from_millis(20)) {
+                    result.unwrap();
+                }
+            }
+        }
+    }
+
+    /// KIP-345: a static member that restarts within its session comes back under a new member
+    /// id to the same partitions, and the other members do not rebalance.
+    #[test]
+    fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
+        let scratch = scratch_dir();
+        let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+        create_topic(&broker, "statics", 4, &[]);
+        // The leader starts first and alone, so the member that restarts is a follower.
+        let leader_rebalances = Counting::default();
+        let leader = static_member(&broker, "leader", leader_rebalances.clone());
+        poll_until(&[&leader], "the leader owning everything", || {
+            partitions_of(&leader).len() == 4
+        });
+        let follower = static_member(&broker, "follower", Counting::default());
+        poll_until(&[&leader, &follower], "two static members balanced", || {
+            let (mine, theirs) = (partitions_of(&leader), partitions_of(&follower));
+            mine.len() == 2 && theirs.len() == 2 && mine.is_disjoint(&theirs)
+        });
+        let before = partitions_of(&follower);
+        let leader_assignments = leader_rebalances.0.load(Ordering::SeqCst);
+
+        // A static member's close sends no LeaveGroup: the group keeps its place.
+        drop(follower);
+        let restarted_at = Instant::now();
+        let follower = static_member(&broker, "follower", Counting::default());
+        poll_until(
+            &[&leader, &follower],
+            "the restarted follower's partitions",
+            || !partitions_of(&follower).is_empty(),
+        );
+        eprintln!(
+            "static member back with its partitions after {} ms",
+            restarted_at.elapsed().as_millis()
+        );
+        assert_eq!(partitions_of(&follower), before);
+        assert_eq!(
+            leader_rebalances.0.load(Ordering::SeqCst),
+            leader_assignments,
+            "the other member rebalanced"
+        );
+        assert_eq!(partitions_of(&leader).len(), 2);
+    }
+}
