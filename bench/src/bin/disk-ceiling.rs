@@ -1,6 +1,9 @@
 //! The disk's direct-I/O ceiling, through the broker's own I/O path: sequential write bandwidth
 //! (large aligned writes, one `fdatasync` at the end) and the latency of `fdatasync` after a
-//! small write, as the broker's group commit pays it.
+//! small write, in two forms: overwriting blocks already written (the device's own sync cost) and
+//! appending into freshly preallocated space, which is what a log's group commit pays: the
+//! filesystem must also record that the preallocated (unwritten) blocks now hold data, so each
+//! such `fdatasync` carries a journal commit.
 
 use std::time::{Duration, Instant};
 
@@ -69,6 +72,25 @@ fn main() -> Result<(), String> {
             position = (position + 4096) % args.bytes;
         }
         println!("fdatasync after a 4 KiB write: {}", bench::percentiles_line(&histogram));
+        std::fs::remove_file(&path).map_err(|error| error.to_string())?;
+
+        // The log's pattern: each sync covers a 4 KiB append into space preallocated by
+        // fallocate (unwritten extents), as segments are.
+        let path = args.dir.join("disk-ceiling-append.scratch");
+        let file = SegmentFile::open_or_create(&path).await.map_err(|e| e.to_string())?;
+        file.preallocate(args.syncs * 4096).await.map_err(|e| e.to_string())?;
+        let mut histogram = bench::latency_histogram();
+        for index in 0..args.syncs {
+            file.write_blocks_gathered(index * 4096, &[&small]).await.map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            file.fdatasync().await.map_err(|e| e.to_string())?;
+            let micros = started.elapsed().max(Duration::from_micros(1)).as_micros() as u64;
+            histogram.saturating_record(micros);
+        }
+        println!(
+            "fdatasync after a 4 KiB append into preallocated space: {}",
+            bench::percentiles_line(&histogram)
+        );
         std::fs::remove_file(&path).map_err(|error| error.to_string())?;
         Ok::<(), String>(())
     })
