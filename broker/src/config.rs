@@ -398,7 +398,10 @@ impl BrokerConfig {
                 .clamp(1, crate::controller::PARTITIONS_PER_TOPIC_MAX as i64)
                 as i32,
             offsets_segment_bytes: self.long("offsets.topic.segment.bytes"),
-            offset_metadata_max_bytes: self.long("offset.metadata.max.bytes").max(0) as usize,
+            // The stored record's metadata string has an i16 length.
+            offset_metadata_max_bytes: self
+                .long("offset.metadata.max.bytes")
+                .clamp(0, i64::from(i16::MAX)) as usize,
             min_session_timeout: millis("group.min.session.timeout.ms"),
             max_session_timeout: millis("group.max.session.timeout.ms"),
             initial_rebalance_delay: millis("group.initial.rebalance.delay.ms"),
@@ -503,6 +506,18 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_settings_stay_within_what_the_offsets_records_can_hold() {
+        let mut config = BrokerConfig::default();
+        let defaults = config.group_settings();
+        assert_eq!(defaults.offsets_partitions, 16);
+        assert_eq!(defaults.offset_metadata_max_bytes, 4096);
+        assert_eq!(defaults.min_session_timeout, Duration::from_secs(6));
+        config.set("offset.metadata.max.bytes", "100000").unwrap();
+        assert_eq!(config.group_settings().offset_metadata_max_bytes, 32767);
+        assert!(config.set("group.max.size", "0").is_err());
+    }
 
     #[test]
     fn toml_dotted_keys_are_kafka_property_names() {
