@@ -984,6 +984,99 @@ mod versions {
         }
     }
 
+    /// OffsetFetch v8+ asks for several groups at once: each coordinated group gets its own
+    /// offsets, and a group another shard coordinates gets NOT_COORDINATOR, as clients expect
+    /// when they batch by coordinator.
+    #[test]
+    fn one_offset_fetch_reads_several_groups() {
+        let scratch = scratch_dir();
+        let broker = Broker::start(&scratch.path().join("data"), GROUP_BROKER_ARGS);
+        create_topic(&broker, "batched", 1, &[]);
+        let mut bootstrap = connect(&broker.bootstrap);
+        let names: Vec<String> = (0..12).map(|index| format!("batch-{index}")).collect();
+        let found: FindCoordinatorResponse = kafka_call(
+            &mut bootstrap,
+            ApiKey::FindCoordinator,
+            4,
+            &FindCoordinatorRequest::default()
+                .with_coordinator_keys(names.iter().map(|name| text(name)).collect()),
+        );
+        // Two groups on the busiest coordinator, and one elsewhere if there is one.
+        let home = found
+            .coordinators
+            .iter()
+            .max_by_key(|candidate| {
+                found
+                    .coordinators
+                    .iter()
+                    .filter(|other| other.node_id == candidate.node_id)
+                    .count()
+            })
+            .unwrap();
+        let same: Vec<&str> = found
+            .coordinators
+            .iter()
+            .filter(|coordinator| coordinator.node_id == home.node_id)
+            .map(|coordinator| coordinator.key.as_str())
+            .take(2)
+            .collect();
+        assert_eq!(same.len(), 2, "twelve groups on four offsets partitions");
+        let elsewhere = found
+            .coordinators
+            .iter()
+            .find(|coordinator| coordinator.node_id != home.node_id)
+            .map(|coordinator| coordinator.key.to_string());
+        let mut stream = connect(&format!("{}:{}", home.host, home.port));
+        for (index, name) in same.iter().enumerate() {
+            let response: OffsetCommitResponse = kafka_call(
+                &mut stream,
+                ApiKey::OffsetCommit,
+                9,
+                &OffsetCommitRequest::default()
+                    .with_group_id(group(name))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(text("batched")))
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_committed_offset(100 + index as i64),
+                            ]),
+                    ]),
+            );
+            assert_eq!(response.topics[0].partitions[0].error_code, 0);
+        }
+        let mut asked: Vec<String> = same.iter().map(|name| name.to_string()).collect();
+        asked.extend(elsewhere.clone());
+        let response: OffsetFetchResponse = kafka_call(
+            &mut stream,
+            ApiKey::OffsetFetch,
+            9,
+            &OffsetFetchRequest::default().with_groups(
+                asked
+                    .iter()
+                    .map(|name| {
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(group(name))
+                            .with_topics(None)
+                    })
+                    .collect(),
+            ),
+        );
+        assert_eq!(response.groups.len(), asked.len());
+        for (index, answer) in response.groups.iter().take(2).enumerate() {
+            assert_eq!(answer.group_id.as_str(), same[index]);
+            assert_eq!(answer.error_code, 0);
+            assert_eq!(
+                answer.topics[0].partitions[0].committed_offset,
+                100 + index as i64
+            );
+        }
+        if elsewhere.is_some() {
+            assert_eq!(response.groups[2].error_code, 16, "NOT_COORDINATOR");
+        }
+    }
+
     /// Offsets of a deleted topic go with it, also after a restart, so a topic created again
     /// under that name does not inherit them.
     #[test]
