@@ -19,12 +19,38 @@ struct Args {
     /// Bytes to write for the bandwidth figure.
     #[arg(long, default_value_t = 1 << 30)]
     bytes: u64,
+    /// Logs appending and syncing at once for the concurrent figure.
+    #[arg(long, default_value_t = 4)]
+    files: u64,
     /// Size of each direct write.
     #[arg(long, default_value_t = 1 << 20)]
     write_bytes: usize,
     /// How many small-write + fdatasync rounds to time.
     #[arg(long, default_value_t = 2000)]
     syncs: u64,
+}
+
+/// Appends 4 KiB at a time to a new preallocated file at `path`, each append followed by an
+/// `fdatasync`; returns each sync's latency in microseconds and removes the file.
+async fn append_syncs(path: std::path::PathBuf, count: u64) -> Result<Vec<u64>, String> {
+    let file = SegmentFile::open_or_create(&path)
+        .await
+        .map_err(|e| e.to_string())?;
+    file.preallocate(count.max(1) * 4096)
+        .await
+        .map_err(|e| e.to_string())?;
+    let block = vec![0x44u8; 4096];
+    let mut latencies = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        file.write_blocks_gathered(index * 4096, &[&block])
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        file.fdatasync().await.map_err(|e| e.to_string())?;
+        latencies.push(started.elapsed().max(Duration::from_micros(1)).as_micros() as u64);
+    }
+    std::fs::remove_file(&path).map_err(|error| error.to_string())?;
+    Ok(latencies)
 }
 
 fn main() -> Result<(), String> {
@@ -75,23 +101,34 @@ fn main() -> Result<(), String> {
         std::fs::remove_file(&path).map_err(|error| error.to_string())?;
 
         // The log's pattern: each sync covers a 4 KiB append into space preallocated by
-        // fallocate (unwritten extents), as segments are.
-        let path = args.dir.join("disk-ceiling-append.scratch");
-        let file = SegmentFile::open_or_create(&path).await.map_err(|e| e.to_string())?;
-        file.preallocate(args.syncs * 4096).await.map_err(|e| e.to_string())?;
+        // fallocate (unwritten extents), as segments are. First one log alone, then several
+        // at once, as a shard with several partitions (or several shards) flush them: their
+        // syncs share the filesystem's journal.
         let mut histogram = bench::latency_histogram();
-        for index in 0..args.syncs {
-            file.write_blocks_gathered(index * 4096, &[&small]).await.map_err(|e| e.to_string())?;
-            let started = Instant::now();
-            file.fdatasync().await.map_err(|e| e.to_string())?;
-            let micros = started.elapsed().max(Duration::from_micros(1)).as_micros() as u64;
+        for micros in append_syncs(args.dir.join("disk-ceiling-append-0.scratch"), args.syncs).await? {
             histogram.saturating_record(micros);
         }
         println!(
             "fdatasync after a 4 KiB append into preallocated space: {}",
             bench::percentiles_line(&histogram)
         );
-        std::fs::remove_file(&path).map_err(|error| error.to_string())?;
+        let tasks: Vec<_> = (0..args.files)
+            .map(|index| {
+                let path = args.dir.join(format!("disk-ceiling-append-{index}.scratch"));
+                glommio::spawn_local(append_syncs(path, args.syncs / args.files.max(1)))
+            })
+            .collect();
+        let mut histogram = bench::latency_histogram();
+        for task in tasks {
+            for micros in task.await? {
+                histogram.saturating_record(micros);
+            }
+        }
+        println!(
+            "fdatasync after a 4 KiB append, {} logs at once: {}",
+            args.files,
+            bench::percentiles_line(&histogram)
+        );
         Ok::<(), String>(())
     })
 }
