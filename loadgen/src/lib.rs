@@ -11,6 +11,7 @@
 //!
 //! Latencies go into HdrHistograms (microseconds) kept per worker and merged, never averaged.
 
+pub mod batch;
 pub mod client;
 pub mod consume;
 pub mod produce;

@@ -15,6 +15,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+use crate::batch::BatchBuilder;
 use crate::client::{ClientError, Connection};
 use crate::report::Shared;
 use crate::{now_ns, REQUEST_TIMEOUT};
@@ -56,7 +57,10 @@ struct Pending {
 }
 
 struct Batch {
+    /// Compressed batches: the records for kafka-protocol's encoder.
     records: Vec<Record>,
+    /// Uncompressed batches: encoded in place as records arrive.
+    raw: BatchBuilder,
     intended: Vec<Instant>,
     bytes: usize,
 }
@@ -172,6 +176,7 @@ pub fn run_worker(
         .iter()
         .map(|_| Batch {
             records: Vec::new(),
+            raw: BatchBuilder::default(),
             intended: Vec::new(),
             bytes: 0,
         })
@@ -184,27 +189,32 @@ pub fn run_worker(
                 batch: &mut Batch,
                 leaders: &mut BTreeMap<String, Leader>|
      -> Result<(), ClientError> {
-        if batch.records.is_empty() {
+        if batch.intended.is_empty() {
             return Ok(());
         }
         let (partition, address) = &partitions[index];
-        let mut encoded = BytesMut::with_capacity(batch.bytes + 128);
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: settings.compression,
-        };
         let leader = leaders
             .get_mut(address)
             .ok_or_else(|| ClientError::Protocol {
                 address: address.clone(),
                 reason: "no connection".into(),
             })?;
-        RecordBatchEncoder::encode(&mut encoded, batch.records.iter(), &options).map_err(
-            |error| ClientError::Protocol {
-                address: address.clone(),
-                reason: error.to_string(),
-            },
-        )?;
+        let encoded = if settings.compression == Compression::None {
+            batch.raw.finish()
+        } else {
+            let mut encoded = BytesMut::with_capacity(batch.bytes + 128);
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: settings.compression,
+            };
+            RecordBatchEncoder::encode(&mut encoded, batch.records.iter(), &options).map_err(
+                |error| ClientError::Protocol {
+                    address: address.clone(),
+                    reason: error.to_string(),
+                },
+            )?;
+            encoded.freeze()
+        };
         let request = ProduceRequest::default()
             .with_acks(settings.acks)
             .with_timeout_ms(30_000)
@@ -212,7 +222,7 @@ pub fn run_worker(
                 .with_name(TopicName(StrBytes::from_string(settings.topic.clone())))
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(*partition)
-                    .with_records(Some(encoded.freeze()))])]);
+                    .with_records(Some(encoded))])]);
         let sent_at = Instant::now();
         let correlation_id = leader.connection.send(ApiKey::Produce, 7, &request)?;
         if settings.rate.is_some() {
@@ -289,28 +299,38 @@ pub fn run_worker(
             }
             let index = (sequence % partition_count as u64) as usize;
             let sent_ns = now_ns();
-            let mut value = Vec::with_capacity(settings.record_bytes.max(8));
-            value.extend_from_slice(&sent_ns.to_be_bytes());
-            value.extend_from_slice(&filler);
             let batch = &mut batches[index];
-            batch.records.push(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: batch.records.len() as i64,
-                // kafka-protocol keeps records in one batch while offset - sequence is constant;
-                // offset - 1 makes the batch's base sequence -1 (none), as for any producer
-                // without idempotence.
-                sequence: batch.records.len() as i32 - 1,
-                timestamp: sent_ns / 1_000_000,
-                key: next_key(settings.keys, sequence, &mut random),
-                value: Some(Bytes::from(value)),
-                headers: Default::default(),
-            });
+            let key = next_key(settings.keys, sequence, &mut random);
+            if settings.compression == Compression::None {
+                batch.raw.push(
+                    sent_ns / 1_000_000,
+                    key.as_deref(),
+                    sent_ns.to_be_bytes(),
+                    &filler,
+                );
+            } else {
+                let mut value = Vec::with_capacity(settings.record_bytes.max(8));
+                value.extend_from_slice(&sent_ns.to_be_bytes());
+                value.extend_from_slice(&filler);
+                batch.records.push(Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: batch.records.len() as i64,
+                    // kafka-protocol keeps records in one batch while offset - sequence is constant;
+                    // offset - 1 makes the batch's base sequence -1 (none), as for any producer
+                    // without idempotence.
+                    sequence: batch.records.len() as i32 - 1,
+                    timestamp: sent_ns / 1_000_000,
+                    key,
+                    value: Some(Bytes::from(value)),
+                    headers: Default::default(),
+                });
+            }
             batch.intended.push(intended);
             batch.bytes += settings.record_bytes;
             sequence += 1;
