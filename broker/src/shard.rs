@@ -489,7 +489,9 @@ impl Shard {
     fn metrics_snapshot(&self) -> MetricsSnapshot {
         let logs = self.owned_logs();
         let bytes = logs.iter().map(|log| log.size_bytes()).sum();
-        self.metrics.snapshot(self.id.0, logs.len() as u64, bytes)
+        let mut snapshot = self.metrics.snapshot(self.id.0, logs.len() as u64, bytes);
+        (snapshot.groups, snapshot.group_members) = self.groups.counts();
+        snapshot
     }
 
     /// Every shard's metrics, for a scrape: this shard's own, and each other's over the mesh. A

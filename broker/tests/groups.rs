@@ -139,6 +139,13 @@ fn three_members_share_partitions_on_several_shards_exactly_once() {
         "three members joined and were assigned in {} ms (initial delay 1000 ms)",
         started.elapsed().as_millis()
     );
+    let (status, metrics) = http(&broker.admin_address, "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(metric_sum(&metrics, "broker_group_members", "shard="), 3.0);
+    assert!(
+        metric_sum(&metrics, "broker_groups", "shard=") >= 1.0,
+        "{metrics}"
+    );
 
     let base = now_ms();
     produce(&broker, "shared", PARTITIONS, 0..COUNT, base);

@@ -3,42 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// (status code, body) of one HTTP request to the admin listener.
-fn http(address: &str, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .to_string();
-    (status, body)
-}
-
-/// Sum of a metric's samples over shards whose line contains `labels`.
-fn sum(metrics: &str, name: &str, labels: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
-        .filter(|line| line.contains(labels))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
 
 #[test]
 fn health_turns_ready_and_metrics_count_the_produce_requests() {
@@ -68,8 +35,8 @@ fn health_turns_ready_and_metrics_count_the_produce_requests() {
 
     let (status, metrics) = http(&broker.admin_address, "GET", "/metrics");
     assert_eq!(status, 200);
-    let produce_requests = sum(&metrics, "broker_requests_total", "api=\"produce\"");
-    let produce_latencies = sum(
+    let produce_requests = metric_sum(&metrics, "broker_requests_total", "api=\"produce\"");
+    let produce_latencies = metric_sum(
         &metrics,
         "broker_request_latency_seconds_count",
         "api=\"produce\"",
@@ -82,12 +49,12 @@ fn health_turns_ready_and_metrics_count_the_produce_requests() {
         produce_latencies, produce_requests,
         "every produce was timed"
     );
-    assert!(sum(&metrics, "broker_fsync_latency_seconds_count", "shard=") >= 1.0);
-    assert_eq!(sum(&metrics, "broker_partitions", "shard="), 2.0);
-    assert!(sum(&metrics, "broker_partition_bytes", "shard=") > 0.0);
-    assert!(sum(&metrics, "broker_connections", "shard=") >= 1.0);
+    assert!(metric_sum(&metrics, "broker_fsync_latency_seconds_count", "shard=") >= 1.0);
+    assert_eq!(metric_sum(&metrics, "broker_partitions", "shard="), 2.0);
+    assert!(metric_sum(&metrics, "broker_partition_bytes", "shard=") > 0.0);
+    assert!(metric_sum(&metrics, "broker_connections", "shard=") >= 1.0);
     assert_eq!(
-        sum(&metrics, "broker_under_replicated_partitions", "shard="),
+        metric_sum(&metrics, "broker_under_replicated_partitions", "shard="),
         0.0
     );
     for shard in 0..broker.shard_addresses.len() {

@@ -103,6 +103,16 @@ impl GroupCoordinator {
         listed
     }
 
+    /// (groups, members) this shard coordinates, for the metrics.
+    pub fn counts(&self) -> (u64, u64) {
+        let groups = self.groups.borrow();
+        let members = groups
+            .values()
+            .map(|group| group.member_count() as u64)
+            .sum();
+        (groups.len() as u64, members)
+    }
+
     /// The offsets log of partition `partition`, if this shard owns it and it is online.
     pub fn log(&self, partition: i32) -> Option<Rc<PartitionLog>> {
         self.logs.borrow().get(&partition).cloned()

@@ -185,6 +185,8 @@ impl ShardMetrics {
             connections: self.connections.get(),
             partitions,
             partition_bytes,
+            groups: 0,
+            group_members: 0,
         }
     }
 }
@@ -215,6 +217,9 @@ pub struct MetricsSnapshot {
     pub connections: i64,
     pub partitions: u64,
     pub partition_bytes: u64,
+    /// Consumer groups this shard coordinates, and their members.
+    pub groups: u64,
+    pub group_members: u64,
 }
 
 #[derive(Debug)]
@@ -317,7 +322,7 @@ impl Collector for Snapshots {
                     )?;
             }
         }
-        let gauges: [Family<GaugeField>; 4] = [
+        let gauges: [Family<GaugeField>; 6] = [
             ("broker_connections", "Open client connections.", |s| {
                 s.connections
             }),
@@ -328,6 +333,16 @@ impl Collector for Snapshots {
                 "broker_partition_bytes",
                 "Bytes stored in the shard's partition logs.",
                 |s| s.partition_bytes as i64,
+            ),
+            (
+                "broker_groups",
+                "Consumer groups the shard coordinates.",
+                |s| s.groups as i64,
+            ),
+            (
+                "broker_group_members",
+                "Members of the consumer groups the shard coordinates.",
+                |s| s.group_members as i64,
             ),
             (
                 "broker_under_replicated_partitions",
@@ -371,7 +386,12 @@ mod tests {
         let second = ShardMetrics::default();
         second.request("fetch", 60);
         second.error("fetch");
-        let text = render(vec![first.snapshot(0, 3, 1000), second.snapshot(1, 2, 500)]).unwrap();
+        let text = render(vec![first.snapshot(0, 3, 1000), {
+            let mut snapshot = second.snapshot(1, 2, 500);
+            snapshot.group_members = 4;
+            snapshot
+        }])
+        .unwrap();
         assert!(
             text.contains("broker_requests_total{shard=\"0\",api=\"produce\"} 1"),
             "{text}"
@@ -396,6 +416,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("broker_partitions{shard=\"1\"} 2"), "{text}");
+        assert!(
+            text.contains("broker_group_members{shard=\"1\"} 4"),
+            "{text}"
+        );
         assert!(
             text.contains("broker_under_replicated_partitions{shard=\"0\"} 0"),
             "{text}"
