@@ -1220,3 +1220,126 @@ mod static_membership {
         assert_eq!(partitions_of(&leader).len(), 2);
     }
 }
+
+mod damaged_offsets {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn text(value: &str) -> StrBytes {
+        StrBytes::from_string(value.to_string())
+    }
+
+    fn coordinator(broker: &Broker, group: &str) -> std::net::TcpStream {
+        let mut bootstrap = connect(&broker.bootstrap);
+        let found: FindCoordinatorResponse = kafka_call(
+            &mut bootstrap,
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(text(group)),
+        );
+        connect(&format!("{}:{}", found.host, found.port))
+    }
+
+    /// (group error, committed offset of partition 0) from OffsetFetch v8.
+    fn fetch(broker: &Broker, group: &str) -> (i16, i64) {
+        let response: OffsetFetchResponse = kafka_call(
+            &mut coordinator(broker, group),
+            ApiKey::OffsetFetch,
+            8,
+            &OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(text(group)))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(TopicName(text("t")))
+                            .with_partition_indexes(vec![0]),
+                    ])),
+            ]),
+        );
+        let group = &response.groups[0];
+        let offset = group
+            .topics
+            .first()
+            .map_or(-1, |topic| topic.partitions[0].committed_offset);
+        (group.error_code, offset)
+    }
+
+    /// A record in an offsets partition that cannot be read makes that partition's groups
+    /// unavailable (COORDINATOR_NOT_AVAILABLE) instead of served with commits missing; groups
+    /// in other partitions are untouched.
+    #[test]
+    fn an_unreadable_commit_record_makes_its_groups_unavailable_not_stale() {
+        let scratch = scratch_dir();
+        let data = scratch.path().join("data");
+        let mut broker = Broker::start_on_fixed_ports(&data, GROUP_BROKER_ARGS);
+        create_topic(&broker, "t", 1, &[]);
+        let damaged = "damaged-group";
+        let damaged_partition = broker::groups::partition_for(damaged, 4);
+        let healthy = (0..100)
+            .map(|index| format!("healthy-{index}"))
+            .find(|name| broker::groups::partition_for(name, 4) != damaged_partition)
+            .unwrap();
+        for group in [damaged, healthy.as_str()] {
+            let response: OffsetCommitResponse = kafka_call(
+                &mut coordinator(&broker, group),
+                ApiKey::OffsetCommit,
+                8,
+                &OffsetCommitRequest::default()
+                    .with_group_id(GroupId(text(group)))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(text("t")))
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_committed_offset(11),
+                            ]),
+                    ]),
+            );
+            assert_eq!(response.topics[0].partitions[0].error_code, 0);
+        }
+        assert!(broker.stop());
+
+        // Append a valid batch (good CRC, next offset) whose record key is no known format.
+        let segment = data
+            .join(format!("__consumer_offsets-{damaged_partition}"))
+            .join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let next = storage::record_batch::BatchWalk::new(&bytes)
+            .last()
+            .map(|(header, _)| header.next_offset().0)
+            .unwrap();
+        let record = kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: next,
+            sequence: next as i32,
+            timestamp: now_ms(),
+            key: Some(bytes::Bytes::from_static(b"\x00\x63not a key")),
+            value: None,
+            headers: Default::default(),
+        };
+        let mut batch = bytes::BytesMut::new();
+        kafka_protocol::records::RecordBatchEncoder::encode(
+            &mut batch,
+            [&record],
+            &kafka_protocol::records::RecordEncodeOptions {
+                version: 2,
+                compression: kafka_protocol::records::Compression::None,
+            },
+        )
+        .unwrap();
+        bytes.extend_from_slice(&batch);
+        std::fs::write(&segment, &bytes).unwrap();
+
+        broker.restart();
+        assert_eq!(fetch(&broker, &healthy), (0, 11));
+        assert_eq!(fetch(&broker, damaged).0, 15, "COORDINATOR_NOT_AVAILABLE");
+    }
+}

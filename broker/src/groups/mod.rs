@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use storage::{Offset, PartitionLog};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::GroupSettings;
 use crate::kafka::errors::ErrorCode;
@@ -133,41 +133,42 @@ impl GroupCoordinator {
         let mut from = log.log_start_offset();
         let end = log.log_end_offset();
         let mut records = 0usize;
-        'replay: while from < end {
+        // A partition whose commits cannot all be read is not served: its groups get
+        // COORDINATOR_NOT_AVAILABLE rather than offsets older than those acknowledged.
+        let unreadable = |reason: String| {
+            error!(
+                partition,
+                %reason,
+                "cannot replay committed offsets; this partition's groups stay unavailable"
+            );
+        };
+        while from < end {
             let runs = match log.read(from, REPLAY_READ_BYTES, end).await {
                 Ok(runs) => runs,
-                Err(error) => {
-                    warn!(partition, %error, "cannot replay committed offsets; partition skipped");
-                    break;
-                }
+                Err(error) => return unreadable(error.to_string()),
             };
-            if runs.is_empty() {
-                break;
-            }
+            let before = from;
             for run in runs {
+                for (header, _) in storage::record_batch::BatchWalk::new(&run) {
+                    from = from.max(header.next_offset());
+                }
                 let decoded = match records::read_batches(run) {
                     Ok(decoded) => decoded,
-                    Err(error) => {
-                        warn!(partition, %error, "unreadable offsets batch; replay stops here");
-                        break 'replay;
-                    }
+                    Err(reason) => return unreadable(reason),
                 };
                 for (offset, key, value) in decoded {
-                    from = Offset(from.0.max(offset + 1));
                     let Some(key) = key else { continue };
                     match records::decode(&key, value.as_deref()) {
                         Ok(record) => {
                             self.apply_record(record, offset);
                             records += 1;
                         }
-                        Err(reason) => {
-                            warn!(
-                                partition,
-                                offset, reason, "skipping an unreadable offsets record"
-                            )
-                        }
+                        Err(reason) => return unreadable(format!("offset {offset}: {reason}")),
                     }
                 }
+            }
+            if from == before {
+                return unreadable(format!("no progress at offset {from}"));
             }
         }
         self.logs.borrow_mut().insert(partition, log);
