@@ -1218,6 +1218,30 @@ mod static_membership {
             "the other member rebalanced"
         );
         assert_eq!(partitions_of(&leader).len(), 2);
+
+        // The leader restarts too: still no rebalance for the follower (Kafka's rule for a
+        // static leader whose protocol choice does not change).
+        let leader_partitions = partitions_of(&leader);
+        let follower_rebalances = Counting::default();
+        drop(follower);
+        let follower = static_member(&broker, "follower", follower_rebalances.clone());
+        poll_until(&[&leader, &follower], "the follower back again", || {
+            !partitions_of(&follower).is_empty()
+        });
+        let follower_assignments = follower_rebalances.0.load(Ordering::SeqCst);
+        drop(leader);
+        let leader = static_member(&broker, "leader", Counting::default());
+        poll_until(
+            &[&leader, &follower],
+            "the restarted leader's partitions",
+            || !partitions_of(&leader).is_empty(),
+        );
+        assert_eq!(partitions_of(&leader), leader_partitions);
+        assert_eq!(
+            follower_rebalances.0.load(Ordering::SeqCst),
+            follower_assignments,
+            "the follower rebalanced when the leader restarted"
+        );
     }
 }
 

@@ -68,6 +68,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// KIP-394: JoinGroup v4+ with no member id is answered MEMBER_ID_REQUIRED with a new id.
     pub require_known_member_id: bool,
+    /// KIP-814: JoinGroup v9+ can tell a rejoining static leader to skip the assignment.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,8 @@ pub struct JoinResult {
     pub member_id: String,
     /// Every member with its metadata, for the leader only.
     pub members: Vec<JoinedMember>,
+    /// The leader keeps the current assignment instead of computing one (KIP-814).
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -99,6 +103,7 @@ impl JoinResult {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -440,8 +445,8 @@ impl Group {
         if let Some(waiter) = member.sync_waiter.take() {
             let _ = waiter.send(SyncResult::failed(ErrorCode::FencedInstanceId));
         }
-        let unchanged = member.protocols == request.protocols;
-        let was_leader = self.leader.as_deref() == Some(old_id.as_str());
+        let previous_leader = self.leader.clone().unwrap_or_default();
+        let was_leader = previous_leader == old_id;
         self.members.insert(new_id.clone(), member);
         if let Some(instance) = &request.instance_id {
             self.static_members.insert(instance.clone(), new_id.clone());
@@ -449,20 +454,50 @@ impl Group {
         if was_leader {
             self.leader = Some(new_id.clone());
         }
-        if self.state == GroupState::Stable && unchanged && !was_leader {
-            if let Some(member) = self.members.get_mut(&new_id) {
-                member.last_heartbeat = now;
-                member.session_timeout = request.session_timeout;
-                member.rebalance_timeout = request.rebalance_timeout;
-            }
-            return Answer::Now(self.current_join_result(&new_id));
-        }
+        let supports_skip_assignment = request.supports_skip_assignment;
         let receiver = self.update_member(&new_id, request, now);
-        if self.state != GroupState::PreparingRebalance {
-            self.prepare_rebalance(settings, now);
+        match self.state {
+            // Kafka: a stable group whose chosen protocol stays the same keeps its generation
+            // and assignment. A leader that can skip the assignment (v9+) learns it leads; an
+            // older one is told the previous leader id, so it does not compute an assignment
+            // that a stable group would not hand out.
+            GroupState::Stable if self.select_protocol() == self.protocol => {
+                let is_leader = was_leader && supports_skip_assignment;
+                let members = if is_leader {
+                    self.member_list()
+                } else {
+                    Vec::new()
+                };
+                if let Some(member) = self.members.get_mut(&new_id) {
+                    member.join_waiter = None;
+                }
+                Answer::Now(JoinResult {
+                    error: ErrorCode::None,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: self.protocol.clone(),
+                    leader: if is_leader {
+                        new_id.clone()
+                    } else {
+                        previous_leader
+                    },
+                    member_id: new_id,
+                    members,
+                    skip_assignment: is_leader,
+                })
+            }
+            GroupState::PreparingRebalance => {
+                self.try_complete_join(now);
+                Answer::Later(receiver)
+            }
+            // Completing a rebalance, the leader may already be assigning to the old member id:
+            // start over, as Kafka does. (A group with a static member is never Empty.)
+            _ => {
+                self.prepare_rebalance(settings, now);
+                self.try_complete_join(now);
+                Answer::Later(receiver)
+            }
         }
-        self.try_complete_join(now);
-        Answer::Later(receiver)
     }
 
     fn add_member_and_rebalance(
@@ -555,6 +590,7 @@ impl Group {
             } else {
                 Vec::new()
             },
+            skip_assignment: false,
         }
     }
 
@@ -627,14 +663,23 @@ impl Group {
         if !complete {
             return;
         }
+        // Dynamic members that did not rejoin are gone; static ones keep their place until their
+        // session runs out, so a restarting instance finds its partitions waiting (Kafka's rule).
         let absent: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, member)| member.join_waiter.is_none())
+            .filter(|(_, member)| member.join_waiter.is_none() && member.instance_id.is_none())
             .map(|(id, _)| id.clone())
             .collect();
         for id in absent {
             self.remove_member(&id);
+        }
+        if !self.members.is_empty() && self.members.values().all(|m| m.join_waiter.is_none()) {
+            // Only absent static members remain: nobody could compute an assignment. Wait
+            // another rebalance timeout; their sessions expire meanwhile if they are gone.
+            self.rebalance_deadline = Some(now + self.max_rebalance_timeout());
+            self.initial_join = None;
+            return;
         }
         self.generation = self.generation.wrapping_add(1).max(1);
         self.rebalance_deadline = None;
@@ -650,12 +695,18 @@ impl Group {
             .ordered_members()
             .first()
             .map(|(_, member)| member.protocol_type.clone());
-        if !self
-            .leader
-            .as_ref()
-            .is_some_and(|leader| self.members.contains_key(leader))
-        {
-            self.leader = self.ordered_members().first().map(|(id, _)| (*id).clone());
+        // The leader must be a member that is waiting for this answer.
+        let joined = |id: &String| {
+            self.members
+                .get(id)
+                .is_some_and(|member| member.join_waiter.is_some())
+        };
+        if !self.leader.as_ref().is_some_and(joined) {
+            self.leader = self
+                .ordered_members()
+                .into_iter()
+                .find(|(_, member)| member.join_waiter.is_some())
+                .map(|(id, _)| id.clone());
         }
         self.state = GroupState::CompletingRebalance;
         self.sync_deadline = Some(now + self.max_rebalance_timeout());
@@ -677,6 +728,7 @@ impl Group {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 });
             }
         }
@@ -1059,6 +1111,7 @@ mod tests {
                 .map(|name| (name.to_string(), Bytes::from(name.to_string())))
                 .collect(),
             require_known_member_id: true,
+            supports_skip_assignment: false,
         }
     }
 
@@ -1296,6 +1349,102 @@ mod tests {
             now,
         ));
         assert_eq!(sync.assignment, Bytes::from_static(b"mine"));
+    }
+
+    /// A stable group of two static members (leader first), returned with the leader's id.
+    fn stable_static_pair(group: &mut Group, settings: &GroupSettings, now: Instant) -> String {
+        let mut leader = join_request("", &["range"]);
+        leader.instance_id = Some("leader".into());
+        let mut join = later(group.join(leader.clone(), settings, now));
+        let leader_id = answered(&mut join).member_id;
+        let mut follower = join_request("", &["range"]);
+        follower.instance_id = Some("follower".into());
+        follower.session_timeout = Duration::from_secs(60);
+        let mut join_f = later(group.join(follower, settings, now));
+        leader.member_id = leader_id.clone();
+        let mut join_l = later(group.join(leader, settings, now));
+        answered(&mut join_f);
+        let generation = answered(&mut join_l).generation;
+        let _sync = group.sync(
+            SyncRequest {
+                member_id: leader_id.clone(),
+                instance_id: Some("leader".into()),
+                generation,
+                protocol_type: None,
+                protocol_name: None,
+                assignments: vec![(leader_id.clone(), Bytes::from_static(b"lead"))],
+            },
+            now,
+        );
+        assert_eq!(group.state(), GroupState::Stable);
+        leader_id
+    }
+
+    #[test]
+    fn a_restarted_static_leader_keeps_the_generation() {
+        let settings = settings(0);
+        let now = Instant::now();
+        for supports_skip_assignment in [false, true] {
+            let mut group = Group::new();
+            let old_leader = stable_static_pair(&mut group, &settings, now);
+            let generation = group.generation();
+            let mut rejoin = join_request("", &["range"]);
+            rejoin.instance_id = Some("leader".into());
+            rejoin.supports_skip_assignment = supports_skip_assignment;
+            let result = now_value(group.join(rejoin, &settings, now));
+            assert_eq!(result.error, ErrorCode::None);
+            assert_eq!(result.generation, generation, "no rebalance");
+            assert_eq!(group.state(), GroupState::Stable);
+            assert_ne!(result.member_id, old_leader);
+            if supports_skip_assignment {
+                // v9+: told it leads, with the members, and to keep the assignment.
+                assert_eq!(result.leader, result.member_id);
+                assert!(result.skip_assignment);
+                assert_eq!(result.members.len(), 2);
+            } else {
+                // Older clients are given the previous leader id, so they do not assign.
+                assert_eq!(result.leader, old_leader);
+                assert!(!result.skip_assignment && result.members.is_empty());
+            }
+            let sync = now_value(group.sync(
+                SyncRequest {
+                    member_id: result.member_id.clone(),
+                    instance_id: Some("leader".into()),
+                    generation,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignments: vec![],
+                },
+                now,
+            ));
+            assert_eq!(sync.assignment, Bytes::from_static(b"lead"));
+        }
+    }
+
+    #[test]
+    fn a_static_member_that_has_not_rejoined_keeps_its_place_in_a_rebalance() {
+        let settings = settings(0);
+        let now = Instant::now();
+        let mut group = Group::new();
+        let leader = stable_static_pair(&mut group, &settings, now);
+        // A dynamic newcomer starts a rebalance; the static follower is restarting and silent.
+        let newcomer = member_id_for(&mut group, &settings, now);
+        let _join_n = group.join(join_request(&newcomer, &["range"]), &settings, now);
+        let mut rejoin = join_request(&leader, &["range"]);
+        rejoin.instance_id = Some("leader".into());
+        let mut join_l = later(group.join(rejoin, &settings, now));
+        // The rebalance timeout (30 s) passes without the follower, whose session (60 s) has
+        // not: it stays a member.
+        group.expire(&settings, now + Duration::from_secs(5));
+        assert!(join_l.try_recv().unwrap().is_none());
+        group.expire(&settings, now + Duration::from_secs(31));
+        let result = answered(&mut join_l);
+        assert_eq!(result.leader, leader);
+        assert_eq!(
+            result.members.len(),
+            3,
+            "the absent static member is still assigned"
+        );
     }
 
     #[test]

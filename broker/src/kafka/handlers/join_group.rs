@@ -46,6 +46,7 @@ fn response(result: JoinResult, version: i16) -> JoinGroupResponse {
         .with_leader(str_bytes(&result.leader))
         .with_member_id(str_bytes(&result.member_id))
         .with_members(members)
+        .with_skip_assignment(version >= 9 && result.skip_assignment)
 }
 
 pub async fn handle(
@@ -81,6 +82,7 @@ pub async fn handle(
             .map(|protocol| (protocol.name.to_string(), protocol.metadata))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let settings = shard.groups.settings;
     let answer = shard.groups.with_group(&group_id, true, |group| {
@@ -120,6 +122,7 @@ mod tests {
                 instance_id: Some("i-1".into()),
                 metadata: bytes::Bytes::from_static(b"meta"),
             }],
+            skip_assignment: false,
         };
         for version in supported_range(ApiKey::JoinGroup).unwrap() {
             for result in [
