@@ -171,21 +171,24 @@ impl Shard {
     /// or the error a group request gets: COORDINATOR_NOT_AVAILABLE before the offsets topic
     /// exists or while its partition is offline, NOT_COORDINATOR if another shard owns it.
     pub fn coordinator_log(&self, group_id: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
-        let partition = {
-            let metadata = self.metadata.borrow();
-            let Some(topic) = metadata.topics.get(OFFSETS_TOPIC) else {
-                return Err(ErrorCode::CoordinatorNotAvailable);
-            };
-            let partition = crate::groups::partition_for(group_id, topic.partitions.len() as i32);
-            match topic.partitions.get(partition as usize) {
-                Some(owner) if ShardId(*owner) == self.id => partition,
-                Some(_) => return Err(ErrorCode::NotCoordinator),
-                None => return Err(ErrorCode::CoordinatorNotAvailable),
-            }
-        };
-        self.groups
-            .log(partition)
-            .ok_or(ErrorCode::CoordinatorNotAvailable)
+        match self.offsets_partition(group_id) {
+            Some((partition, owner)) if owner == self.id => self
+                .groups
+                .log(partition)
+                .ok_or(ErrorCode::CoordinatorNotAvailable),
+            Some(_) => Err(ErrorCode::NotCoordinator),
+            None => Err(ErrorCode::CoordinatorNotAvailable),
+        }
+    }
+
+    /// The `__consumer_offsets` partition of `group_id` and the shard that owns it, if the topic
+    /// exists.
+    fn offsets_partition(&self, group_id: &str) -> Option<(i32, ShardId)> {
+        let metadata = self.metadata.borrow();
+        let topic = metadata.topics.get(OFFSETS_TOPIC)?;
+        let partition = crate::groups::partition_for(group_id, topic.partitions.len() as i32);
+        let owner = topic.partitions.get(usize::try_from(partition).ok()?)?;
+        Some((partition, ShardId(*owner)))
     }
 
     /// The shard coordinating `group_id`, creating the offsets topic first if it does not exist
@@ -199,17 +202,9 @@ impl Shard {
                 return Err(reason);
             }
         }
-        let metadata = self.metadata.borrow();
-        let topic = metadata
-            .topics
-            .get(OFFSETS_TOPIC)
-            .ok_or_else(|| "the offsets topic could not be created".to_string())?;
-        let partition = crate::groups::partition_for(group_id, topic.partitions.len() as i32);
-        topic
-            .partitions
-            .get(partition as usize)
-            .map(|owner| ShardId(*owner))
-            .ok_or_else(|| "the offsets topic has no partitions".to_string())
+        self.offsets_partition(group_id)
+            .map(|(_, owner)| owner)
+            .ok_or_else(|| "the offsets topic could not be created".to_string())
     }
 
     /// Every log this shard owns.

@@ -6,16 +6,13 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::group_id_error;
+use super::group_coordinator;
 use crate::groups::group::GroupState;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
 
 async fn delete(shard: &Shard, group_id: &str) -> ErrorCode {
-    if let Some(error) = group_id_error(group_id) {
-        return error;
-    }
-    let log = match shard.coordinator_log(group_id) {
+    let log = match group_coordinator(shard, group_id) {
         Ok(log) => log,
         Err(error) => return error,
     };

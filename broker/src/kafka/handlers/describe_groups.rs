@@ -5,7 +5,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{group_id_error, str_bytes};
+use super::{group_coordinator, str_bytes};
 use crate::groups::group::GroupState;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
@@ -27,8 +27,7 @@ pub fn handle(
             if version >= 3 && request.include_authorized_operations {
                 described = described.with_authorized_operations(GROUP_OPERATIONS);
             }
-            let error =
-                group_id_error(&group_id).or_else(|| shard.coordinator_log(&group_id).err());
+            let error = group_coordinator(&shard, &group_id).err();
             if let Some(error) = error {
                 return described
                     .with_error_code(error.code())

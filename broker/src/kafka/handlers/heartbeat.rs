@@ -5,14 +5,14 @@ use std::time::Instant;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::group_id_error;
+use super::group_coordinator;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
 
 pub fn handle(shard: Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
     let group_id = request.group_id.to_string();
-    let error = group_id_error(&group_id)
-        .or_else(|| shard.coordinator_log(&group_id).err())
+    let error = group_coordinator(&shard, &group_id)
+        .err()
         .unwrap_or_else(|| {
             shard
                 .groups

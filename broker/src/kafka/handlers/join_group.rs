@@ -6,7 +6,7 @@ use std::time::Instant;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::{group_id_error, millis, str_bytes};
+use super::{group_coordinator, millis, str_bytes};
 use crate::groups::group::{Answer, JoinRequest, JoinResult};
 use crate::kafka::errors::ErrorCode;
 use crate::kafka::RequestContext;
@@ -57,9 +57,7 @@ pub async fn handle(
 ) -> JoinGroupResponse {
     let group_id = request.group_id.to_string();
     let member_id = request.member_id.to_string();
-    if let Some(error) =
-        group_id_error(&group_id).or_else(|| shard.coordinator_log(&group_id).err())
-    {
+    if let Err(error) = group_coordinator(&shard, &group_id) {
         return response(JoinResult::failed(error, &member_id), version);
     }
     let session_timeout = millis(request.session_timeout_ms);

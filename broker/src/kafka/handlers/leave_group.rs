@@ -7,7 +7,7 @@ use std::time::Instant;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::{group_id_error, str_bytes};
+use super::{group_coordinator, str_bytes};
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
 
@@ -27,9 +27,7 @@ pub fn handle(shard: Rc<Shard>, request: LeaveGroupRequest, version: i16) -> Lea
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    if let Some(error) =
-        group_id_error(&group_id).or_else(|| shard.coordinator_log(&group_id).err())
-    {
+    if let Err(error) = group_coordinator(&shard, &group_id) {
         return LeaveGroupResponse::default().with_error_code(error.code());
     }
     let settings = shard.groups.settings;

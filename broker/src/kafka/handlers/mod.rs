@@ -32,12 +32,15 @@ use storage::PartitionLog;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::{Lookup, Shard};
 
-/// The error a group request gets for its group id: none for a usable id. Any string is a valid
-/// group id on Kafka except the empty one (for groups that coordinate), but its key in the
-/// offsets log has an i16 length.
-pub fn group_id_error(group_id: &str) -> Option<ErrorCode> {
-    (group_id.is_empty() || group_id.len() > crate::groups::records::GROUP_ID_BYTES_MAX)
-        .then_some(ErrorCode::InvalidGroupId)
+/// The offsets log of the group this shard coordinates, or the error a group request gets:
+/// INVALID_GROUP_ID for an unusable id (any string is a valid group id on Kafka except the
+/// empty one, but its key in the offsets log has an i16 length), else what
+/// `Shard::coordinator_log` says.
+pub fn group_coordinator(shard: &Shard, group_id: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
+    if group_id.is_empty() || group_id.len() > crate::groups::records::GROUP_ID_BYTES_MAX {
+        return Err(ErrorCode::InvalidGroupId);
+    }
+    shard.coordinator_log(group_id)
 }
 
 /// A timeout in milliseconds from the wire; negative ones count as zero.

@@ -8,7 +8,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::{group_id_error, now_ms};
+use super::{group_coordinator, now_ms};
 use crate::groups::records::CommittedOffset;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
@@ -23,27 +23,25 @@ pub async fn handle(
     let generation = request.generation_id_or_member_epoch;
     // The error for the whole request, if any: bad group id, wrong coordinator, or a commit the
     // group's membership does not allow.
-    let mut log = None;
-    let group_error =
-        group_id_error(&group_id).or_else(|| match shard.coordinator_log(&group_id) {
-            Ok(found) => {
-                log = Some(found);
-                shard
-                    .groups
-                    .with_group(&group_id, false, |group| {
-                        group
-                            .validate_commit(&request.member_id, instance_id.as_deref(), generation)
-                            .err()
-                    })
-                    .unwrap_or_else(|| {
-                        // No such group: only a commit from outside any membership may create it.
-                        let simple =
-                            generation < 0 && request.member_id.is_empty() && instance_id.is_none();
-                        (!simple).then_some(ErrorCode::IllegalGeneration)
-                    })
-            }
-            Err(error) => Some(error),
-        });
+    let (log, group_error) = match group_coordinator(&shard, &group_id) {
+        Ok(log) => {
+            let error = shard
+                .groups
+                .with_group(&group_id, false, |group| {
+                    group
+                        .validate_commit(&request.member_id, instance_id.as_deref(), generation)
+                        .err()
+                })
+                .unwrap_or_else(|| {
+                    // No such group: only a commit from outside any membership may create it.
+                    let simple =
+                        generation < 0 && request.member_id.is_empty() && instance_id.is_none();
+                    (!simple).then_some(ErrorCode::IllegalGeneration)
+                });
+            (Some(log), error)
+        }
+        Err(error) => (None, Some(error)),
+    };
     let metadata_max = shard.groups.settings.offset_metadata_max_bytes;
     let now = now_ms();
     let mut results: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, ErrorCode)>)> =

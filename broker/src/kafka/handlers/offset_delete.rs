@@ -8,7 +8,7 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::group_id_error;
+use super::group_coordinator;
 use crate::groups::group::GroupState;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
@@ -16,10 +16,7 @@ use crate::shard::Shard;
 pub async fn handle(shard: Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group_id = request.group_id.to_string();
     let failed = |error: ErrorCode| OffsetDeleteResponse::default().with_error_code(error.code());
-    if let Some(error) = group_id_error(&group_id) {
-        return failed(error);
-    }
-    let log = match shard.coordinator_log(&group_id) {
+    let log = match group_coordinator(&shard, &group_id) {
         Ok(log) => log,
         Err(error) => return failed(error),
     };

@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 
-use super::{group_id_error, str_bytes, topic_name};
+use super::{group_coordinator, str_bytes, topic_name};
 use crate::groups::records::CommittedOffset;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
@@ -24,10 +24,7 @@ fn fetch_group(
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Fetched, ErrorCode> {
-    if let Some(error) = group_id_error(group_id) {
-        return Err(error);
-    }
-    shard.coordinator_log(group_id)?;
+    group_coordinator(shard, group_id)?;
     let mut fetched = Fetched::new();
     if topics.is_none() {
         shard.groups.with_group(group_id, false, |group| {

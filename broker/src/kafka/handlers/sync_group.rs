@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::{group_id_error, str_bytes};
+use super::{group_coordinator, str_bytes};
 use crate::groups::group::{Answer, SyncRequest, SyncResult};
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
@@ -30,9 +30,7 @@ pub async fn handle(
     version: i16,
 ) -> SyncGroupResponse {
     let group_id = request.group_id.to_string();
-    if let Some(error) =
-        group_id_error(&group_id).or_else(|| shard.coordinator_log(&group_id).err())
-    {
+    if let Err(error) = group_coordinator(&shard, &group_id) {
         return response(SyncResult::failed(error), version);
     }
     let sync = SyncRequest {
