@@ -108,6 +108,22 @@ fn tally(seen: &[Vec<Seen>]) -> BTreeMap<(i32, i64), usize> {
     counts
 }
 
+fn text(value: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(value.to_string())
+}
+
+/// A raw connection to the shard that coordinates `group` (FindCoordinator v3 on the bootstrap).
+fn coordinator(broker: &Broker, group: &str) -> std::net::TcpStream {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    let found: FindCoordinatorResponse = kafka_call(
+        &mut connect(&broker.bootstrap),
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(text(group)),
+    );
+    connect(&format!("{}:{}", found.host, found.port))
+}
+
 #[test]
 fn three_members_share_partitions_on_several_shards_exactly_once() {
     let scratch = scratch_dir();
@@ -476,11 +492,6 @@ fn cooperative_sticky_members_keep_their_partitions_when_one_joins() {
 mod raw {
     use super::*;
     use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::StrBytes;
-
-    fn text(value: &str) -> StrBytes {
-        StrBytes::from_string(value.to_string())
-    }
 
     fn join(
         group: &str,
@@ -728,11 +739,6 @@ mod raw {
 mod versions {
     use super::*;
     use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::StrBytes;
-
-    fn text(value: &str) -> StrBytes {
-        StrBytes::from_string(value.to_string())
-    }
 
     fn group(id: &str) -> GroupId {
         GroupId(text(id))
@@ -780,13 +786,7 @@ mod versions {
             };
             assert!(port > 0, "v{version}");
         }
-        let found: FindCoordinatorResponse = kafka_call(
-            &mut bootstrap,
-            ApiKey::FindCoordinator,
-            3,
-            &FindCoordinatorRequest::default().with_key(text("v")),
-        );
-        let mut stream = connect(&format!("{}:{}", found.host, found.port));
+        let mut stream = coordinator(&broker, "v");
 
         for version in advertised(&mut stream, ApiKey::OffsetCommit) {
             let response: OffsetCommitResponse = kafka_call(
@@ -937,14 +937,7 @@ mod versions {
                     .with_name(text("range"))
                     .with_metadata(bytes::Bytes::from_static(b"m"))])
             };
-            let group_id = format!("join-v{version}");
-            let found: FindCoordinatorResponse = kafka_call(
-                &mut bootstrap,
-                ApiKey::FindCoordinator,
-                3,
-                &FindCoordinatorRequest::default().with_key(text(&group_id)),
-            );
-            let mut coordinator = connect(&format!("{}:{}", found.host, found.port));
+            let mut coordinator = coordinator(&broker, &format!("join-v{version}"));
             let mut response: JoinGroupResponse =
                 kafka_call(&mut coordinator, ApiKey::JoinGroup, version, &join(""));
             if version >= 4 {
@@ -1248,22 +1241,6 @@ mod static_membership {
 mod damaged_offsets {
     use super::*;
     use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::StrBytes;
-
-    fn text(value: &str) -> StrBytes {
-        StrBytes::from_string(value.to_string())
-    }
-
-    fn coordinator(broker: &Broker, group: &str) -> std::net::TcpStream {
-        let mut bootstrap = connect(&broker.bootstrap);
-        let found: FindCoordinatorResponse = kafka_call(
-            &mut bootstrap,
-            ApiKey::FindCoordinator,
-            3,
-            &FindCoordinatorRequest::default().with_key(text(group)),
-        );
-        connect(&format!("{}:{}", found.host, found.port))
-    }
 
     /// (group error, committed offset of partition 0) from OffsetFetch v8.
     fn fetch(broker: &Broker, group: &str) -> (i16, i64) {
@@ -1334,31 +1311,15 @@ mod damaged_offsets {
             .last()
             .map(|(header, _)| header.next_offset().0)
             .unwrap();
-        let record = kafka_protocol::records::Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: next,
-            sequence: next as i32,
-            timestamp: now_ms(),
-            key: Some(bytes::Bytes::from_static(b"\x00\x63not a key")),
-            value: None,
-            headers: Default::default(),
-        };
-        let mut batch = bytes::BytesMut::new();
-        kafka_protocol::records::RecordBatchEncoder::encode(
-            &mut batch,
-            [&record],
-            &kafka_protocol::records::RecordEncodeOptions {
-                version: 2,
-                compression: kafka_protocol::records::Compression::None,
-            },
-        )
-        .unwrap();
+        let mut batch = bytes::BytesMut::from(
+            &broker::groups::records::batch(
+                &[(bytes::Bytes::from_static(b"\x00\x63not a key"), None)],
+                now_ms(),
+            )
+            .unwrap()[..],
+        );
+        // The base offset sits outside the CRC: place the batch at the log's end.
+        batch[..8].copy_from_slice(&next.to_be_bytes());
         bytes.extend_from_slice(&batch);
         std::fs::write(&segment, &bytes).unwrap();
 

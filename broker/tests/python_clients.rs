@@ -7,25 +7,29 @@ use std::process::Command;
 
 use common::*;
 
+/// Runs `tests/python/<script>` against the broker and returns its stdout; fails the test with
+/// both outputs if the script fails.
+fn run_script(broker: &Broker, script: &str) -> String {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(path)
+        .arg(&broker.bootstrap)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed (is kafka-python installed? .ci/run installs it)\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
 #[test]
 fn kafka_python_round_trips_records_and_topic_configs() {
     let scratch = scratch_dir();
     let broker = Broker::start(&scratch.path().join("data"), &[]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/kafka_python_roundtrip.py"
-    );
-    let output = Command::new("python3")
-        .arg(script)
-        .arg(&broker.bootstrap)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "kafka-python failed (is it installed? .ci/run installs it)\n{stdout}\n{stderr}"
-    );
+    let stdout = run_script(&broker, "kafka_python_roundtrip.py");
     assert!(
         stdout.contains("gzip: 600 records round-tripped"),
         "{stdout}"
@@ -39,21 +43,7 @@ fn kafka_python_consumer_group_shares_commits_and_resumes() {
         &scratch.path().join("data"),
         &["--set", "group.initial.rebalance.delay.ms=1000"],
     );
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/kafka_python_groups.py"
-    );
-    let output = Command::new("python3")
-        .arg(script)
-        .arg(&broker.bootstrap)
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "kafka-python group scenario failed\n{stdout}\n{stderr}"
-    );
+    let stdout = run_script(&broker, "kafka_python_groups.py");
     assert!(
         stdout.contains("800 records read exactly once by three members")
             && stdout.contains("group resumed, described, listed and deleted"),

@@ -1115,6 +1115,23 @@ mod tests {
         }
     }
 
+    /// A SyncGroup without the v5 protocol fields.
+    fn sync_request(
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncRequest {
+        SyncRequest {
+            member_id: member_id.to_string(),
+            instance_id: instance_id.map(str::to_string),
+            generation,
+            protocol_type: None,
+            protocol_name: None,
+            assignments,
+        }
+    }
+
     fn now_value<T>(answer: Answer<T>) -> T {
         match answer {
             Answer::Now(value) => value,
@@ -1157,14 +1174,7 @@ mod tests {
         assert_eq!(result.leader, a);
         assert_eq!(result.members.len(), 1);
         let sync = later(group.sync(
-            SyncRequest {
-                member_id: a.clone(),
-                instance_id: None,
-                generation: 1,
-                protocol_type: None,
-                protocol_name: None,
-                assignments: vec![(a.clone(), Bytes::from_static(b"all"))],
-            },
+            sync_request(&a, None, 1, vec![(a.clone(), Bytes::from_static(b"all"))]),
             now,
         ));
         assert_eq!(group.state(), GroupState::Stable);
@@ -1199,17 +1209,15 @@ mod tests {
             now,
         ));
         let mut sync_a = later(group.sync(
-            SyncRequest {
-                member_id: a.clone(),
-                instance_id: None,
-                generation: 2,
-                protocol_type: None,
-                protocol_name: None,
-                assignments: vec![
+            sync_request(
+                &a,
+                None,
+                2,
+                vec![
                     (a.clone(), Bytes::from_static(b"p0")),
                     (b.clone(), Bytes::from_static(b"p1")),
                 ],
-            },
+            ),
             now,
         ));
         assert_eq!(answered(&mut sync_a).assignment, Bytes::from_static(b"p0"));
@@ -1233,17 +1241,7 @@ mod tests {
         let a = member_id_for(&mut group, &settings, start);
         let mut join = later(group.join(join_request(&a, &["range"]), &settings, start));
         answered(&mut join);
-        let _sync = group.sync(
-            SyncRequest {
-                member_id: a.clone(),
-                instance_id: None,
-                generation: 1,
-                protocol_type: None,
-                protocol_name: None,
-                assignments: vec![],
-            },
-            start,
-        );
+        let _sync = group.sync(sync_request(&a, None, 1, vec![]), start);
         group.expire(&settings, start + Duration::from_secs(9));
         assert_eq!(group.member_count(), 1);
         group.expire(&settings, start + Duration::from_secs(11));
@@ -1315,14 +1313,12 @@ mod tests {
         let follower_id = answered(&mut join_f).member_id;
         let generation = answered(&mut join_l).generation;
         let _sync = group.sync(
-            SyncRequest {
-                member_id: leader_id.clone(),
-                instance_id: Some("leader".into()),
+            sync_request(
+                &leader_id,
+                Some("leader"),
                 generation,
-                protocol_type: None,
-                protocol_name: None,
-                assignments: vec![(follower_id.clone(), Bytes::from_static(b"mine"))],
-            },
+                vec![(follower_id.clone(), Bytes::from_static(b"mine"))],
+            ),
             now,
         );
         assert_eq!(group.state(), GroupState::Stable);
@@ -1338,14 +1334,7 @@ mod tests {
             ErrorCode::FencedInstanceId
         );
         let sync = now_value(group.sync(
-            SyncRequest {
-                member_id: result.member_id.clone(),
-                instance_id: Some("follower".into()),
-                generation,
-                protocol_type: None,
-                protocol_name: None,
-                assignments: vec![],
-            },
+            sync_request(&result.member_id, Some("follower"), generation, vec![]),
             now,
         ));
         assert_eq!(sync.assignment, Bytes::from_static(b"mine"));
@@ -1366,14 +1355,12 @@ mod tests {
         answered(&mut join_f);
         let generation = answered(&mut join_l).generation;
         let _sync = group.sync(
-            SyncRequest {
-                member_id: leader_id.clone(),
-                instance_id: Some("leader".into()),
+            sync_request(
+                &leader_id,
+                Some("leader"),
                 generation,
-                protocol_type: None,
-                protocol_name: None,
-                assignments: vec![(leader_id.clone(), Bytes::from_static(b"lead"))],
-            },
+                vec![(leader_id.clone(), Bytes::from_static(b"lead"))],
+            ),
             now,
         );
         assert_eq!(group.state(), GroupState::Stable);
@@ -1407,14 +1394,7 @@ mod tests {
                 assert!(!result.skip_assignment && result.members.is_empty());
             }
             let sync = now_value(group.sync(
-                SyncRequest {
-                    member_id: result.member_id.clone(),
-                    instance_id: Some("leader".into()),
-                    generation,
-                    protocol_type: None,
-                    protocol_name: None,
-                    assignments: vec![],
-                },
+                sync_request(&result.member_id, Some("leader"), generation, vec![]),
                 now,
             ));
             assert_eq!(sync.assignment, Bytes::from_static(b"lead"));
@@ -1460,17 +1440,7 @@ mod tests {
             group.validate_commit(&a, None, 1),
             Err(ErrorCode::RebalanceInProgress)
         );
-        let _sync = group.sync(
-            SyncRequest {
-                member_id: a.clone(),
-                instance_id: None,
-                generation: 1,
-                protocol_type: None,
-                protocol_name: None,
-                assignments: vec![],
-            },
-            now,
-        );
+        let _sync = group.sync(sync_request(&a, None, 1, vec![]), now);
         assert_eq!(group.validate_commit(&a, None, 1), Ok(()));
         assert_eq!(
             group.validate_commit(&a, None, 0),
