@@ -283,10 +283,11 @@ pub fn run_worker(
         if finished {
             break;
         }
-        // Add every record whose intended time has come (closed loop: one batch's worth).
+        // Add every record whose intended time has come (closed loop: a full batch for every
+        // partition, each sent as it fills, so the broker sees `--batch-bytes` batches).
         let due_limit = match settings.rate {
             Some(_) => usize::MAX,
-            None => settings.batch_bytes / settings.record_bytes.max(1) + 1,
+            None => (settings.batch_bytes / settings.record_bytes.max(1) + 1) * partition_count,
         };
         let mut added = 0usize;
         loop {
@@ -343,7 +344,11 @@ pub fn run_worker(
         let mut next_deadline = settings.end;
         for (index, batch) in batches.iter_mut().enumerate() {
             if let Some(first) = batch.intended.first().copied() {
-                if settings.rate.is_none() || first + settings.linger <= Instant::now() {
+                if settings.rate.is_none() {
+                    // Closed loop: batches leave when full (above), or at the end of the run.
+                    continue;
+                }
+                if first + settings.linger <= Instant::now() {
                     send(index, batch, &mut leaders)?;
                 } else {
                     next_deadline = next_deadline.min(first + settings.linger);
