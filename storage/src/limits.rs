@@ -26,7 +26,15 @@ pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 /// without touching the disk. Unflushed batches are never evicted, whatever this says.
 pub const RECENT_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
+/// Appended but unflushed bytes a partition may hold. An append that would go past it waits for
+/// the flusher, so a producer faster than the disk (acks=0, or relaxed mode, where nothing else
+/// waits for the disk) is slowed to the disk's pace instead of growing memory without bound. It
+/// is several relaxed-mode flush triggers (`RECENT_CACHE_BYTES / 2`) deep, so a flush in flight
+/// does not stall producers that the disk keeps up with.
+pub const UNFLUSHED_MAX_BYTES: usize = 32 * 1024 * 1024;
+
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((SCAN_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(MAX_BATCH_BYTES >= SCAN_CHUNK_BYTES);
+const _: () = assert!(UNFLUSHED_MAX_BYTES > RECENT_CACHE_BYTES / 2);

@@ -4,10 +4,12 @@
 //!
 //! ## Write path
 //! `append` validates a batch, assigns its offsets in a copy that becomes the stored bytes, and
-//! keeps that copy in the recent-batch cache. The flusher (`run_flusher`, one task per log) writes
-//! every batch appended since the last flush in one direct write and one `fdatasync`; producers
-//! that need durability wait in `wait_durable`. While a flush is in flight, new appends gather for
-//! the next one, so the sync cost is shared by everyone who arrived meanwhile (group commit).
+//! keeps that copy in the recent-batch cache. The flusher (`run_flusher`, one task per log) is a
+//! two-stage pipeline: its writer writes every batch appended since the last write in one direct
+//! write, and its syncer makes everything written so far durable with one `fdatasync`. Producers
+//! that need durability wait in `wait_durable`. While a sync is in flight, the writer already
+//! writes what arrived meanwhile, so the disk keeps busy during the flush, and the next sync
+//! covers all of it: its cost is shared by everyone who arrived meanwhile (group commit).
 //!
 //! ## The tail block
 //! Direct writes cover whole 4 KiB blocks, so each flush rewrites the partly filled block that
@@ -35,7 +37,9 @@ use event_listener::{Event, EventListener};
 use tracing::{info, warn};
 
 use crate::dma::{self, align_down, IoError, SegmentFile};
-use crate::limits::{BLOCK_BYTES, PREALLOCATE_STEP_BYTES, RECENT_CACHE_BYTES, SCAN_CHUNK_BYTES};
+use crate::limits::{
+    BLOCK_BYTES, PREALLOCATE_STEP_BYTES, RECENT_CACHE_BYTES, SCAN_CHUNK_BYTES, UNFLUSHED_MAX_BYTES,
+};
 use crate::producer_state::{ProducerEntry, ProducerError, ProducerStateTable, SequenceCheck};
 use crate::record_batch::{
     assign_offset, first_offset_at_or_after, stamp_log_append_time, validate_produced, BatchError,
@@ -160,21 +164,38 @@ struct State {
     log_end_offset: Offset,
     /// Every batch below this offset is written and synced.
     durable_offset: Offset,
-    /// File position (block aligned) in the active segment where the next flush starts writing.
+    /// Every batch below this offset is written (and maybe not yet synced).
+    written_offset: Offset,
+    /// File position (block aligned) in the active segment where the next write starts.
     flush_position: u64,
-    /// The bytes already on disk between `flush_position` and the first unflushed batch: the
-    /// partial tail block, written again by the next flush.
+    /// The bytes already on disk between `flush_position` and the first unwritten batch: the
+    /// partial tail block, written again by the next write.
     tail_block: Bytes,
-    appended_messages: u64,
-    durable_messages: u64,
-    oldest_unflushed_ms: Option<i64>,
+    /// Running totals since open, of what was appended, written and made durable.
+    appended: Progress,
+    written: Progress,
+    durable: Progress,
+    oldest_unwritten_ms: Option<i64>,
     recent: VecDeque<CachedBatch>,
     recent_bytes: usize,
     offline: Option<String>,
     producers: ProducerStateTable,
 }
 
+/// Running totals of one stage of the write path.
+#[derive(Clone, Copy, Default)]
+struct Progress {
+    messages: u64,
+    bytes: u64,
+    batches: u64,
+}
+
 impl State {
+    /// Appended bytes not yet durable: they are held in memory until they are.
+    fn unflushed_bytes(&self) -> u64 {
+        self.appended.bytes - self.durable.bytes
+    }
+
     fn active(&self) -> &Segment {
         // A log always has at least one segment: `open` creates one when the directory is empty.
         match self.segments.values().next_back() {
@@ -215,15 +236,6 @@ impl State {
             }
         }
     }
-
-    fn unflushed_bytes(&self) -> usize {
-        self.recent
-            .iter()
-            .rev()
-            .take_while(|batch| batch.base_offset >= self.durable_offset)
-            .map(|batch| batch.bytes.len())
-            .sum()
-    }
 }
 
 pub struct PartitionLog {
@@ -232,14 +244,18 @@ pub struct PartitionLog {
     state: RefCell<State>,
     /// Held while offsets are assigned across a segment roll, the one await on the append path.
     append_lock: async_lock::Mutex<()>,
-    /// One flush at a time; the next one waits and then covers everything appended meanwhile.
-    flush_lock: async_lock::Mutex<()>,
+    /// One write at a time, in order: each continues the tail block the previous one left.
+    write_lock: async_lock::Mutex<()>,
+    /// One sync at a time; the next one waits and then covers everything written meanwhile.
+    sync_lock: async_lock::Mutex<()>,
     /// The durable offset moved, or the log went offline.
     durable_moved: Event,
     /// The high watermark moved (wakes long-polling fetches).
     high_watermark_moved: Event,
-    /// Something was appended and awaits a flush (wakes the flusher).
+    /// Something was appended and awaits a write (wakes the flusher's writer).
     appended: Event,
+    /// Something was written and awaits a sync (wakes the flusher's syncer).
+    written: Event,
     closed: Cell<bool>,
     flush_observer: RefCell<Option<Rc<dyn FlushObserver>>>,
 }
@@ -408,21 +424,25 @@ impl PartitionLog {
                 log_start_offset,
                 log_end_offset,
                 durable_offset: log_end_offset,
+                written_offset: log_end_offset,
                 flush_position,
                 tail_block,
-                appended_messages: 0,
-                durable_messages: 0,
-                oldest_unflushed_ms: None,
+                appended: Progress::default(),
+                written: Progress::default(),
+                durable: Progress::default(),
+                oldest_unwritten_ms: None,
                 recent: VecDeque::new(),
                 recent_bytes: 0,
                 offline: None,
                 producers,
             }),
             append_lock: async_lock::Mutex::new(()),
-            flush_lock: async_lock::Mutex::new(()),
+            write_lock: async_lock::Mutex::new(()),
+            sync_lock: async_lock::Mutex::new(()),
             durable_moved: Event::new(),
             high_watermark_moved: Event::new(),
             appended: Event::new(),
+            written: Event::new(),
             closed: Cell::new(false),
             flush_observer: RefCell::new(None),
         }))
@@ -510,6 +530,7 @@ impl PartitionLog {
         self.durable_moved.notify(usize::MAX);
         self.high_watermark_moved.notify(usize::MAX);
         self.appended.notify(usize::MAX);
+        self.written.notify(usize::MAX);
     }
 
     /// Validates and appends one produced batch, assigning its offsets. Returns once it is in the
@@ -521,7 +542,7 @@ impl PartitionLog {
         let total_bytes = batch.len() as u64;
 
         let _append = self.append_lock.lock().await;
-        self.check_online()?;
+        self.wait_for_room(batch.len()).await?;
         if self.should_roll(total_bytes, now) {
             if let Err(error) = self.roll().await {
                 self.go_offline(error.to_string());
@@ -572,8 +593,10 @@ impl PartitionLog {
         active.first_append_ms.get_or_insert(now);
         state.log_end_offset = header.next_offset();
         state.producers.record(&header, now);
-        state.appended_messages += header.records_count as u64;
-        state.oldest_unflushed_ms.get_or_insert(now);
+        state.appended.messages += header.records_count as u64;
+        state.appended.bytes += stored.len() as u64;
+        state.appended.batches += 1;
+        state.oldest_unwritten_ms.get_or_insert(now);
         state.recent_bytes += stored.len();
         state.recent.push_back(CachedBatch {
             base_offset,
@@ -593,6 +616,27 @@ impl PartitionLog {
             self.high_watermark_moved.notify(usize::MAX);
         }
         Ok(info)
+    }
+
+    /// Waits, with the append lock held so that appends keep their order, until the log holds
+    /// few enough unflushed bytes to take `incoming` more (`UNFLUSHED_MAX_BYTES`). A batch larger
+    /// than the bound on its own goes in once everything before it is flushed.
+    async fn wait_for_room(&self, incoming: usize) -> Result<(), LogError> {
+        loop {
+            self.check_online()?;
+            let unflushed = self.state.borrow().unflushed_bytes();
+            if unflushed == 0 || unflushed + incoming as u64 <= UNFLUSHED_MAX_BYTES as u64 {
+                return Ok(());
+            }
+            let listener = self.durable_moved.listen();
+            self.check_online()?;
+            if self.state.borrow().unflushed_bytes() < unflushed {
+                continue;
+            }
+            // The flusher is due: more than a relaxed-mode flush trigger is waiting.
+            self.appended.notify(usize::MAX);
+            listener.await;
+        }
     }
 
     fn should_roll(&self, incoming_bytes: u64, now: i64) -> bool {
@@ -684,12 +728,19 @@ impl PartitionLog {
     /// Writes and syncs everything appended so far. Concurrent callers queue; each flush covers
     /// all batches appended before it started.
     pub async fn flush(&self) -> Result<(), LogError> {
-        let _flush = self.flush_lock.lock().await;
+        self.write_appended().await?;
+        self.sync_written().await
+    }
+
+    /// The flusher's first stage: writes every batch appended and not yet written, in one
+    /// direct write that starts with the partial tail block of the previous one.
+    async fn write_appended(&self) -> Result<(), LogError> {
+        let _write = self.write_lock.lock().await;
         self.check_online()?;
         let config = self.config.borrow().clone();
-        let (file, position, parts, end_position, end_offset, end_messages, preallocate_to) = {
+        let (file, position, parts, end_position, end_offset, end, preallocate_to) = {
             let state = self.state.borrow();
-            if state.log_end_offset == state.durable_offset {
+            if state.log_end_offset == state.written_offset {
                 return Ok(());
             }
             let active = state.active();
@@ -698,7 +749,7 @@ impl PartitionLog {
                 state
                     .recent
                     .iter()
-                    .filter(|batch| batch.base_offset >= state.durable_offset)
+                    .filter(|batch| batch.base_offset >= state.written_offset)
                     .map(|batch| batch.bytes.clone()),
             );
             let end_position = active.size;
@@ -713,21 +764,19 @@ impl PartitionLog {
                 parts,
                 end_position,
                 state.log_end_offset,
-                state.appended_messages,
+                state.appended,
                 preallocate_to,
             )
         };
-        let mut sync_latency = Duration::ZERO;
+        // A write may run while the previous write's sync is in flight. It rewrites that
+        // write's tail block with the same leading bytes, so whichever version the sync
+        // catches (the block is written atomically, see the module notes) holds them.
         let written: Result<(), IoError> = async {
             if let Some(size) = preallocate_to {
                 file.preallocate(size).await?;
             }
             let bytes: Vec<&[u8]> = parts.iter().map(|part| part.as_ref()).collect();
-            file.write_blocks_gathered(position, &bytes).await?;
-            let started = std::time::Instant::now();
-            file.fdatasync().await?;
-            sync_latency = started.elapsed();
-            Ok(())
+            file.write_blocks_gathered(position, &bytes).await
         }
         .await;
         if let Err(error) = written {
@@ -741,18 +790,49 @@ impl PartitionLog {
         let tail_length = (end_position - align_down(end_position)) as usize;
         state.tail_block = tail_of(&parts, tail_length);
         state.flush_position = align_down(end_position);
-        state.durable_offset = end_offset;
-        state.durable_messages = end_messages;
-        state.oldest_unflushed_ms = if state.log_end_offset > end_offset {
-            Some(now_ms())
-        } else {
-            None
+        state.written_offset = end_offset;
+        state.written = end;
+        state.oldest_unwritten_ms = (state.log_end_offset > end_offset).then(now_ms);
+        drop(state);
+        self.written.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// The flusher's second stage: one `fdatasync` of the active segment makes everything
+    /// written before it started durable.
+    async fn sync_written(&self) -> Result<(), LogError> {
+        let _sync = self.sync_lock.lock().await;
+        self.check_online()?;
+        // A roll seals a segment only after flushing it under the append lock, so everything
+        // written to an older segment is durable by now: the active one is the one to sync.
+        let (file, end_offset, end) = {
+            let state = self.state.borrow();
+            if state.written_offset == state.durable_offset {
+                return Ok(());
+            }
+            (
+                state.active().file.clone(),
+                state.written_offset,
+                state.written,
+            )
         };
+        let started = std::time::Instant::now();
+        if let Err(error) = file.fdatasync().await {
+            self.go_offline(error.to_string());
+            return Err(error.into());
+        }
+        let sync_latency = started.elapsed();
+        let mut state = self.state.borrow_mut();
+        let previous = std::mem::replace(&mut state.durable, end);
+        state.durable_offset = end_offset;
         state.evict_recent();
         drop(state);
         if let Some(observer) = self.flush_observer.borrow().as_ref() {
-            let bytes: usize = parts.iter().skip(1).map(Bytes::len).sum();
-            observer.flushed(bytes as u64, parts.len() - 1, sync_latency);
+            observer.flushed(
+                end.bytes - previous.bytes,
+                (end.batches - previous.batches) as usize,
+                sync_latency,
+            );
         }
         self.durable_moved.notify(usize::MAX);
         if self.is_durable_mode() {
@@ -783,16 +863,16 @@ impl PartitionLog {
         self.high_watermark_moved.listen()
     }
 
-    /// Whether the flusher should run now, and if not, how long it may wait at most.
+    /// Whether the flusher should write now, and if not, how long it may wait at most.
     fn flush_due(&self) -> Result<(), Duration> {
         let config = self.config.borrow();
         let state = self.state.borrow();
         match config.flush {
             FlushPolicy::Durable => Ok(()),
             FlushPolicy::Relaxed { messages, interval } => {
-                let unflushed = state.appended_messages - state.durable_messages;
-                if messages.is_some_and(|limit| unflushed >= limit)
-                    || state.unflushed_bytes() >= RECENT_CACHE_BYTES / 2
+                let unwritten = state.appended.messages - state.written.messages;
+                if messages.is_some_and(|limit| unwritten >= limit)
+                    || state.appended.bytes - state.written.bytes >= RECENT_CACHE_BYTES as u64 / 2
                 {
                     return Ok(());
                 }
@@ -800,7 +880,7 @@ impl PartitionLog {
                     .unwrap_or(RELAXED_FLUSH_INTERVAL_MAX)
                     .min(RELAXED_FLUSH_INTERVAL_MAX);
                 let age_ms = state
-                    .oldest_unflushed_ms
+                    .oldest_unwritten_ms
                     .map(|oldest| (now_ms() - oldest).max(0) as u64)
                     .unwrap_or(0);
                 let left = interval.saturating_sub(Duration::from_millis(age_ms));
@@ -813,18 +893,27 @@ impl PartitionLog {
         }
     }
 
-    /// The log's flusher: run it as one task on the owning shard for the life of the log.
+    /// The log's flusher: run it as one task on the owning shard for the life of the log. Its
+    /// writer and syncer run side by side, so a write overlaps the sync before it.
     pub async fn run_flusher(self: Rc<Self>) {
+        futures_lite::future::zip(self.run_writer(), self.run_syncer()).await;
+    }
+
+    fn stopped(&self) -> bool {
+        self.closed.get() || self.state.borrow().offline.is_some()
+    }
+
+    async fn run_writer(&self) {
         loop {
             let listener = self.appended.listen();
-            if self.closed.get() || self.state.borrow().offline.is_some() {
+            if self.stopped() {
                 return;
             }
-            let dirty = {
+            let unwritten = {
                 let state = self.state.borrow();
-                state.log_end_offset > state.durable_offset
+                state.log_end_offset > state.written_offset
             };
-            if !dirty {
+            if !unwritten {
                 listener.await;
                 continue;
             }
@@ -833,7 +922,28 @@ impl PartitionLog {
                 continue;
             }
             drop(listener);
-            if self.flush().await.is_err() {
+            if self.write_appended().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn run_syncer(&self) {
+        loop {
+            let listener = self.written.listen();
+            if self.stopped() {
+                return;
+            }
+            let unsynced = {
+                let state = self.state.borrow();
+                state.written_offset > state.durable_offset
+            };
+            if !unsynced {
+                listener.await;
+                continue;
+            }
+            drop(listener);
+            if self.sync_written().await.is_err() {
                 return;
             }
         }
@@ -844,6 +954,7 @@ impl PartitionLog {
         let _append = self.append_lock.lock().await;
         self.closed.set(true);
         self.appended.notify(usize::MAX);
+        self.written.notify(usize::MAX);
         self.flush().await?;
         let (file, size) = {
             let state = self.state.borrow();

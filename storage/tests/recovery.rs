@@ -6,14 +6,8 @@ use std::path::Path;
 use storage::record_batch::{build_uncompressed_batch, BatchWalk};
 use storage::{LogConfig, LogError, Offset, PartitionLog};
 
-fn run<T>(future: impl std::future::Future<Output = T>) -> T {
-    storage::dma::ensure_locked_memory(64 * 1024 * 1024).expect("locked memory for io_uring");
-    glommio::LocalExecutorBuilder::default()
-        .io_memory(1 << 20)
-        .make()
-        .expect("glommio executor")
-        .run(future)
-}
+mod common;
+use common::run;
 
 fn segment_path(directory: &Path) -> std::path::PathBuf {
     directory.join("00000000000000000000.log")

@@ -1,0 +1,96 @@
+//! A producer faster than the disk is slowed to the disk's pace: the unflushed bytes a log holds
+//! in memory are bounded, in relaxed mode too, where no acknowledgement waits for the disk.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_lite::future::poll_once;
+use storage::limits::UNFLUSHED_MAX_BYTES;
+use storage::partition_log::FlushPolicy;
+use storage::record_batch::build_uncompressed_batch;
+use storage::{LogConfig, Offset, PartitionLog};
+
+#[test]
+fn appends_wait_for_the_flusher_once_the_unflushed_bound_is_reached() {
+    common::run(async {
+        let scratch = tempfile::tempdir().unwrap();
+        let directory = scratch.path().join("relaxed");
+        let config = LogConfig {
+            flush: FlushPolicy::Relaxed {
+                messages: None,
+                interval: Some(Duration::from_secs(3600)),
+            },
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(&directory, config.clone(), true)
+            .await
+            .unwrap();
+        // No flusher runs: nothing but the test flushes, so the bound is all that can stop an
+        // append.
+        let batch = build_uncompressed_batch(16, 60_000, common::now_ms());
+        let mut appended = 0usize;
+        loop {
+            let mut append = pin!(log.append(&batch));
+            match poll_once(&mut append).await {
+                Some(result) => {
+                    result.unwrap();
+                    appended += 1;
+                    assert!(
+                        appended * batch.len() <= UNFLUSHED_MAX_BYTES,
+                        "{appended} batches of {} bytes appended without waiting",
+                        batch.len()
+                    );
+                }
+                None => {
+                    // Held back exactly where the next batch would pass the bound.
+                    assert!((appended + 1) * batch.len() > UNFLUSHED_MAX_BYTES);
+                    assert!(poll_once(&mut append).await.is_none());
+                    assert_eq!(log.log_end_offset(), Offset(appended as i64 * 16));
+                    log.flush().await.unwrap();
+                    let info = append.await.unwrap();
+                    assert_eq!(info.base_offset, Offset(appended as i64 * 16));
+                    appended += 1;
+                    break;
+                }
+            }
+        }
+        log.close().await.unwrap();
+        drop(log);
+        let reopened = PartitionLog::open(&directory, config, false).await.unwrap();
+        assert_eq!(reopened.log_end_offset(), Offset(appended as i64 * 16));
+        reopened.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_batch_larger_than_the_bound_waits_for_an_empty_backlog_and_goes_in() {
+    common::run(async {
+        let scratch = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush: FlushPolicy::Relaxed {
+                messages: None,
+                interval: Some(Duration::from_secs(3600)),
+            },
+            produce_rules: storage::ProduceRules {
+                max_message_bytes: 64 * 1024 * 1024,
+                ..LogConfig::default().produce_rules
+            },
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(scratch.path(), config, true)
+            .await
+            .unwrap();
+        let small = build_uncompressed_batch(1, 100, common::now_ms());
+        log.append(&small).await.unwrap();
+        let large = build_uncompressed_batch(600, 60_000, common::now_ms());
+        assert!(large.len() > UNFLUSHED_MAX_BYTES);
+        let mut append = pin!(log.append(&large));
+        assert!(poll_once(&mut append).await.is_none());
+        log.flush().await.unwrap();
+        assert_eq!(append.await.unwrap().base_offset, Offset(1));
+        log.close().await.unwrap();
+    });
+}
