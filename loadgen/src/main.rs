@@ -209,12 +209,18 @@ fn run(args: Args) -> Result<(), String> {
             run_worker(worker, mine, settings, shared)
         }));
     }
+    // A line per second of wall time; the workers are checked every 50 ms, so the run ends
+    // promptly when they do.
     let mut second = 0;
+    let mut next_line = Instant::now() + Duration::from_secs(1);
     while workers.iter().any(|worker| !worker.is_finished()) {
         std::thread::sleep(
-            Duration::from_secs(1)
-                .min(end.saturating_duration_since(Instant::now()) + Duration::from_millis(50)),
+            Duration::from_millis(50).min(next_line.saturating_duration_since(Instant::now())),
         );
+        if Instant::now() < next_line {
+            continue;
+        }
+        next_line += Duration::from_secs(1);
         second += 1;
         let interval = shared
             .interval
