@@ -177,10 +177,7 @@ fn rolled_segments_read_back_and_answer_timestamp_lookups() {
             .await
             .unwrap();
         let flusher = glommio::spawn_local(log.clone().run_flusher());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let now = common::now_ms();
         let mut written = Vec::new();
         for index in 0..60i64 {
             let batch = build_uncompressed_batch(3, 100, now - 100_000 + index * 10);
@@ -304,10 +301,7 @@ fn producer_state_is_rebuilt_from_snapshots_and_the_log_tail() {
             segment_bytes: 4096,
             ..LogConfig::default()
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let now = common::now_ms();
         let idempotent = |sequence: i32| {
             let mut batch = build_uncompressed_batch(4, 100, now);
             set_producer(&mut batch, 7, 0, sequence);
