@@ -1,10 +1,6 @@
 //! Every fixed limit of the broker, with the reason it has the value it has.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
-
-use event_listener::Event;
 
 /// Requests one connection may have in flight (read, not yet answered). Clients keep up to 5
 /// (`max.in.flight.requests.per.connection`); more are read only as earlier ones are answered.
@@ -25,87 +21,12 @@ pub const CONNECTIONS_PER_SHARD_MAX: usize = 10_000;
 /// The longest a Fetch may wait for data, whatever `max_wait_ms` asks (clients use 500 ms).
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
 
+/// Bytes a shard's logs may hold in memory: their recent-batch caches, their unflushed batches
+/// and their disk reads for fetches, together. Caches give way first; appends and reads wait.
+pub const LOG_MEMORY_PER_SHARD_BYTES: usize = 512 * 1024 * 1024;
+
+/// Sealed segment files a shard keeps open for reads (its active segments are open anyway).
+pub const OPEN_SEGMENTS_PER_SHARD: usize = 256;
+
 const _: () = assert!(REQUEST_MEMORY_PER_SHARD_BYTES >= 2 * 100 * 1024 * 1024);
 const _: () = assert!(FRAME_READ_STEP_BYTES <= REQUEST_MEMORY_PER_SHARD_BYTES);
-
-/// A shard-local byte budget. `acquire` waits until the bytes are free; the grant gives them back
-/// when dropped. Never shared across cores.
-pub struct MemoryBudget {
-    available: Cell<usize>,
-    total: usize,
-    freed: Event,
-}
-
-impl MemoryBudget {
-    pub fn new(total: usize) -> Rc<MemoryBudget> {
-        Rc::new(MemoryBudget {
-            available: Cell::new(total),
-            total,
-            freed: Event::new(),
-        })
-    }
-
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
-    /// Waits for `bytes` (which must not exceed the total) and returns a grant for them.
-    pub async fn acquire(self: &Rc<Self>, bytes: usize) -> MemoryGrant {
-        assert!(
-            bytes <= self.total,
-            "a grant larger than the budget never succeeds"
-        );
-        loop {
-            if self.available.get() >= bytes {
-                self.available.set(self.available.get() - bytes);
-                return MemoryGrant {
-                    budget: self.clone(),
-                    bytes,
-                };
-            }
-            let listener = self.freed.listen();
-            if self.available.get() >= bytes {
-                continue;
-            }
-            listener.await;
-        }
-    }
-}
-
-pub struct MemoryGrant {
-    budget: Rc<MemoryBudget>,
-    bytes: usize,
-}
-
-impl Drop for MemoryGrant {
-    fn drop(&mut self) {
-        self.budget
-            .available
-            .set(self.budget.available.get() + self.bytes);
-        self.budget.freed.notify(usize::MAX);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grants_return_their_bytes_when_dropped() {
-        futures_lite::future::block_on(async {
-            let budget = MemoryBudget::new(100);
-            let first = budget.acquire(60).await;
-            assert_eq!(budget.available.get(), 40);
-            let waiting = budget.acquire(50);
-            futures_lite::pin!(waiting);
-            assert!(futures_lite::future::poll_once(&mut waiting)
-                .await
-                .is_none());
-            drop(first);
-            let second = waiting.await;
-            assert_eq!(budget.available.get(), 50);
-            drop(second);
-            assert_eq!(budget.available.get(), 100);
-        });
-    }
-}

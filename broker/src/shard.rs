@@ -17,8 +17,9 @@ use crate::controller::metadata::{ClusterMetadata, MetadataChange, TopicMetadata
 use crate::controller::{Controller, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::kafka::errors::ErrorCode;
-use crate::limits::{MemoryBudget, REQUEST_MEMORY_PER_SHARD_BYTES};
+use crate::limits::REQUEST_MEMORY_PER_SHARD_BYTES;
 use crate::observability::metrics::{MetricsSnapshot, ShardMetrics};
+use storage::memory::MemoryBudget;
 
 /// How long a scrape waits for another shard's metrics.
 pub const METRICS_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -109,6 +110,8 @@ pub struct Shard {
     ready: Cell<bool>,
     ready_event: Event,
     pub request_memory: Rc<MemoryBudget>,
+    /// The disk, memory budget and file cache this shard's logs share.
+    pub log_context: storage::LogContext,
     pub metrics: Rc<ShardMetrics>,
     metrics_pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<MetricsSnapshot>>>,
     /// Shard 0 only: every shard has applied the first metadata snapshot (logs recovered).
@@ -133,6 +136,10 @@ impl Shard {
             ready: Cell::new(false),
             ready_event: Event::new(),
             request_memory: MemoryBudget::new(budget),
+            log_context: storage::LogContext::direct_io(
+                crate::limits::LOG_MEMORY_PER_SHARD_BYTES,
+                crate::limits::OPEN_SEGMENTS_PER_SHARD,
+            ),
             metrics: Rc::new(ShardMetrics::default()),
             metrics_pending: RefCell::new(HashMap::new()),
             node_ready: Cell::new(false),
@@ -303,6 +310,7 @@ impl Shard {
             }
             let directory = self.partition_directory(&topic.name, index);
             let slot = match PartitionLog::open(
+                &self.log_context,
                 &directory,
                 config.clone(),
                 self.node.clean_shutdown,
@@ -310,7 +318,7 @@ impl Shard {
             .await
             {
                 Ok(log) => {
-                    log.set_flush_observer(self.metrics.clone());
+                    log.set_observer(self.metrics.clone());
                     shards::task::spawn(log.clone().run_flusher()).detach();
                     if topic.name == OFFSETS_TOPIC {
                         self.groups.load(index as i32, log.clone()).await;

@@ -1,8 +1,10 @@
-//! The one room of `storage` that names the runtime: direct-I/O files through glommio's `DmaFile`,
-//! directory syncs, and the timer the flusher sleeps on.
+//! The one room of `storage` that names the runtime: the real `Disk`, direct-I/O files through
+//! glommio's `DmaFile` on the shard's io_uring ring, directory operations on glommio's blocking
+//! thread pool (never on the executor thread), the timer, and locked memory.
 //!
-//! Everything here runs on the calling shard's io_uring ring. Errors carry the operation and the
-//! path, so an operator reading a log line knows which file failed and how.
+//! Errors carry the operation, the path and the errno, so an operator reading a log line knows
+//! which file failed and how, and the log can tell ENOSPC (refuse writes, keep the log) from EIO
+//! (fail-stop).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -11,192 +13,239 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::io::{Directory, DmaFile, OpenOptions};
 
+use crate::io::{align_up, Disk, DiskFile, IoError, IoFuture};
 use crate::limits::BLOCK_BYTES;
 
-/// An I/O failure with the operation and file it happened on.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} {path}: {source}")]
-pub struct IoError {
-    pub op: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
-
-fn io_error(op: &'static str, path: &Path, error: impl Into<std::io::Error>) -> IoError {
-    IoError {
-        op,
-        path: path.to_path_buf(),
-        source: error.into(),
+/// glommio's error as an `std::io::Error` that keeps its errno (glommio's own conversion drops
+/// it for file errors, and the errno is what tells a full disk from a failing one).
+fn os_error(error: glommio::GlommioError<()>) -> std::io::Error {
+    match error.raw_os_error() {
+        Some(errno) => std::io::Error::from_raw_os_error(errno),
+        None => std::io::Error::other(error.to_string()),
     }
 }
 
-pub fn align_down(value: u64) -> u64 {
-    value & !(BLOCK_BYTES - 1)
+fn failed<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(glommio::GlommioError<()>) -> IoError + 'a {
+    move |error| IoError::new(op, path, os_error(error))
 }
 
-pub fn align_up(value: u64) -> u64 {
-    align_down(value + BLOCK_BYTES - 1)
+/// Runs a blocking filesystem call on glommio's blocking thread pool, so the shard's executor
+/// keeps serving while the kernel walks directories.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    path: &Path,
+    call: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, IoError> {
+    let owned = path.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || call(&owned))
+        .await
+        .map_err(|error| IoError::new(op, path, error))
 }
 
-/// A segment file opened for direct I/O. Cheap to clone (shared handle on the owning shard).
-#[derive(Clone)]
-pub struct SegmentFile {
-    file: Rc<DmaFile>,
-    path: Rc<PathBuf>,
+/// The real disk of a shard: direct I/O through glommio.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DmaDisk;
+
+struct DmaDiskFile {
+    file: DmaFile,
+    path: PathBuf,
 }
 
-impl SegmentFile {
-    /// Opens `path` for reading and writing, creating it if it does not exist.
-    pub async fn open_or_create(path: &Path) -> Result<SegmentFile, IoError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(path)
-            .await
-            .map_err(|error| io_error("open", path, error))?;
-        Ok(SegmentFile {
-            file: Rc::new(file),
-            path: Rc::new(path.to_path_buf()),
+impl Disk for DmaDisk {
+    fn open<'a>(&'a self, path: &'a Path, create: bool) -> IoFuture<'a, Rc<dyn DiskFile>> {
+        Box::pin(async move {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .dma_open(path)
+                .await
+                .map_err(failed("open", path))?;
+            Ok(Rc::new(DmaDiskFile {
+                file,
+                path: path.to_path_buf(),
+            }) as Rc<dyn DiskFile>)
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    fn create_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(blocking("create directory", path, |path| {
+            std::fs::create_dir_all(path)
+        }))
     }
 
-    /// Writes the concatenation of `parts` at block-aligned `position`, zero-padding the last
-    /// block. The padding is past the log's logical end and is overwritten by the next flush's
-    /// rewrite of that block. The parts are copied once, into the aligned DMA buffer.
-    pub async fn write_blocks_gathered(
-        &self,
-        position: u64,
-        parts: &[&[u8]],
-    ) -> Result<(), IoError> {
-        assert_eq!(position % BLOCK_BYTES, 0, "direct writes start on a block");
-        let content: usize = parts.iter().map(|part| part.len()).sum();
-        let length = align_up(content as u64) as usize;
-        let mut buffer = self.file.alloc_dma_buffer(length);
-        let target = buffer.as_bytes_mut();
-        let mut at = 0;
-        for part in parts {
-            target[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        target[content..].fill(0);
-        let written = self
-            .file
-            .write_at(buffer, position)
-            .await
-            .map_err(|error| io_error("write", &self.path, error))?;
-        if written != length {
-            return Err(io_error(
-                "write",
-                &self.path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short direct write: {written} of {length} bytes"),
-                ),
-            ));
-        }
-        Ok(())
+    fn remove_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(blocking(
+            "remove directory",
+            path,
+            |path| match std::fs::remove_dir_all(path) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        ))
     }
 
-    pub async fn fdatasync(&self) -> Result<(), IoError> {
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|error| io_error("fdatasync", &self.path, error))
+    fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(blocking("remove file", path, |path| {
+            std::fs::remove_file(path)
+        }))
     }
 
-    /// Reads up to `length` bytes at `position` (short at end of file) into an owned buffer.
-    pub async fn read(&self, position: u64, length: usize) -> Result<Bytes, IoError> {
-        if length == 0 {
-            return Ok(Bytes::new());
-        }
-        let read = self
-            .file
-            .read_at(position, length)
-            .await
-            .map_err(|error| io_error("read", &self.path, error))?;
-        Ok(Bytes::copy_from_slice(&read))
+    fn list<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>> {
+        Box::pin(blocking("list directory", path, |path| {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(path)? {
+                if let Ok(name) = entry?.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+            Ok(names)
+        }))
     }
 
-    pub async fn size(&self) -> Result<u64, IoError> {
-        self.file
-            .file_size()
-            .await
-            .map_err(|error| io_error("stat", &self.path, error))
+    fn exists<'a>(&'a self, path: &'a Path) -> IoFuture<'a, bool> {
+        Box::pin(blocking("stat", path, |path| path.try_exists()))
     }
 
-    /// Allocates blocks up to `size` bytes; the file's size becomes `size` and reads past the
-    /// written data return zeros.
-    pub async fn preallocate(&self, size: u64) -> Result<(), IoError> {
-        self.file
-            .pre_allocate(size, false)
-            .await
-            .map_err(|error| io_error("fallocate", &self.path, error))
+    fn sync_directory<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            let directory = Directory::open(path)
+                .await
+                .map_err(failed("open directory", path))?;
+            directory
+                .sync()
+                .await
+                .map_err(failed("fsync directory", path))?;
+            directory
+                .close()
+                .await
+                .map_err(failed("close directory", path))
+        })
     }
 
-    pub async fn truncate(&self, size: u64) -> Result<(), IoError> {
-        self.file
-            .truncate(size)
-            .await
-            .map_err(|error| io_error("truncate", &self.path, error))
+    fn available_bytes<'a>(&'a self, path: &'a Path) -> IoFuture<'a, u64> {
+        Box::pin(blocking("statvfs", path, |path| {
+            statvfs(path).map(|stat| stat.f_bavail.saturating_mul(stat.f_frsize))
+        }))
     }
 
-    /// The (major, minor) of the device holding the file, to look up its block sizes in sysfs.
-    pub fn device(&self) -> (u32, u32) {
-        (self.file.dev_major(), self.file.dev_minor())
+    fn total_bytes<'a>(&'a self, path: &'a Path) -> IoFuture<'a, u64> {
+        Box::pin(blocking("statvfs", path, |path| {
+            statvfs(path).map(|stat| stat.f_blocks.saturating_mul(stat.f_frsize))
+        }))
     }
 }
 
-/// Makes a directory entry change (file created, removed, renamed) durable.
-pub async fn sync_directory(path: &Path) -> Result<(), IoError> {
-    let directory = Directory::open(path)
-        .await
-        .map_err(|error| io_error("open directory", path, error))?;
-    directory
-        .sync()
-        .await
-        .map_err(|error| io_error("fsync directory", path, error))?;
-    directory
-        .close()
-        .await
-        .map_err(|error| io_error("close directory", path, error))
+fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value that the call overwrites.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stat` is a valid
+    // pointer to a struct we own.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat)
+}
+
+impl DiskFile for DmaDiskFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_blocks<'a>(&'a self, position: u64, parts: &'a [&'a [u8]]) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            assert_eq!(position % BLOCK_BYTES, 0, "direct writes start on a block");
+            let content: usize = parts.iter().map(|part| part.len()).sum();
+            let length = align_up(content as u64) as usize;
+            // The parts are copied once, into the aligned DMA buffer the kernel reads from.
+            let mut buffer = self.file.alloc_dma_buffer(length);
+            let target = buffer.as_bytes_mut();
+            let mut at = 0;
+            for part in parts {
+                target[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            target[content..].fill(0);
+            let written = self
+                .file
+                .write_at(buffer, position)
+                .await
+                .map_err(failed("write", &self.path))?;
+            if written != length {
+                return Err(IoError::new(
+                    "write",
+                    &self.path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        format!("short direct write: {written} of {length} bytes"),
+                    ),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn read(&self, position: u64, length: usize) -> IoFuture<'_, Bytes> {
+        Box::pin(async move {
+            if length == 0 {
+                return Ok(Bytes::new());
+            }
+            let read = self
+                .file
+                .read_at(position, length)
+                .await
+                .map_err(failed("read", &self.path))?;
+            Ok(Bytes::copy_from_slice(&read))
+        })
+    }
+
+    fn fdatasync(&self) -> IoFuture<'_, ()> {
+        Box::pin(async move {
+            self.file
+                .fdatasync()
+                .await
+                .map_err(failed("fdatasync", &self.path))
+        })
+    }
+
+    fn size(&self) -> IoFuture<'_, u64> {
+        Box::pin(async move {
+            self.file
+                .file_size()
+                .await
+                .map_err(failed("stat", &self.path))
+        })
+    }
+
+    fn allocate(&self, size: u64) -> IoFuture<'_, ()> {
+        Box::pin(async move {
+            self.file
+                .pre_allocate(size, false)
+                .await
+                .map_err(failed("fallocate", &self.path))
+        })
+    }
+
+    fn truncate(&self, size: u64) -> IoFuture<'_, ()> {
+        Box::pin(async move {
+            self.file
+                .truncate(size)
+                .await
+                .map_err(failed("truncate", &self.path))
+        })
+    }
 }
 
 /// Sleeps on the shard's timer wheel (no thread, no syscall per sleeper).
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await
-}
-
-/// Whether one aligned 4 KiB write on this device is atomic: true when its physical block is
-/// at least 4 KiB, or it advertises an atomic write unit of that size. The tail-block rewrite
-/// relies on it (see `partition_log`), so the broker warns when it does not hold.
-pub fn device_writes_blocks_atomically(device: (u32, u32)) -> bool {
-    let queue = format!("/sys/dev/block/{}:{}/queue", device.0, device.1);
-    let read_number = |name: &str| -> Option<u64> {
-        std::fs::read_to_string(format!("{queue}/{name}"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    // Partitions have no queue/ of their own; their parent device has it.
-    let physical = read_number("physical_block_size").or_else(|| {
-        let parent = std::fs::canonicalize(format!("/sys/dev/block/{}:{}/..", device.0, device.1));
-        let parent = parent.ok()?;
-        std::fs::read_to_string(parent.join("queue/physical_block_size"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    });
-    let atomic_unit = read_number("atomic_write_unit_max_bytes");
-    physical.is_some_and(|bytes| bytes >= BLOCK_BYTES)
-        || atomic_unit.is_some_and(|bytes| bytes >= BLOCK_BYTES)
 }
 
 /// glommio refuses to start an executor with less locked memory than this.

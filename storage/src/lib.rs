@@ -5,32 +5,35 @@
 //! its types are `!Send` on purpose (`Rc`, `RefCell`). The shard opens a log at start (running
 //! recovery when the last shutdown was not clean), appends produced batches, serves reads from
 //! recently appended memory or from disk, and closes it on shutdown. Durability follows DESIGN
-//! section 4: a batch is acknowledged once an `fdatasync` covering it has returned, and one sync
-//! covers every batch appended since the previous one (group commit).
+//! section 4: a batch is acknowledged once an `fdatasync` covering it has returned (or, in the
+//! relaxed mode a topic opts into, once its write has completed), and one sync covers every
+//! batch appended since the previous one (group commit).
 //!
-//! Only `dma` names the runtime (glommio); everything else sees its small wrappers.
+//! What a shard's logs share is one `LogContext`: the disk they write through (`io::Disk`, real
+//! in `dma`, simulated with faults and power loss in `sim`), one memory budget for their caches,
+//! unflushed batches and disk reads (`memory`), one bounded cache of open sealed segments and a
+//! view of the disk's free space (`files`). Only `dma` names the runtime (glommio).
 
 pub mod dma;
 mod envelope;
+pub mod files;
+pub mod io;
 pub mod limits;
+pub mod memory;
 pub mod partition_log;
 pub mod producer_state;
-pub mod record_batch;
 mod recovery;
+mod recovery_point;
 mod segment;
+pub mod sim;
+
+/// Kafka v2 batches: the `record-format` crate, under the name the log's callers know it by.
+pub mod record_batch {
+    pub use record_format::*;
+}
 
 pub use partition_log::{
-    AppendInfo, FlushObserver, FlushPolicy, LogConfig, LogError, PartitionLog,
+    AppendInfo, Fetched, FlushPolicy, LogConfig, LogContext, LogError, LogObserver, PartitionLog,
 };
 pub use producer_state::{ProducerEntry, ProducerError};
-pub use record_batch::{BatchError, BatchHeader, ProduceRules};
-
-/// A Kafka offset. Offsets within one partition are dense and start at the log start offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Offset(pub i64);
-
-impl std::fmt::Display for Offset {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(formatter)
-    }
-}
+pub use record_format::{BatchError, BatchHeader, Offset, ProduceRules};

@@ -1,10 +1,10 @@
 //! Every fixed limit of the storage crate, with the reason it has the value it has.
 
 /// The fixed header of a v2 record batch; nothing shorter can be a batch.
-pub const BATCH_HEADER_BYTES: usize = 61;
+pub const BATCH_HEADER_BYTES: usize = record_format::BATCH_HEADER_BYTES;
 
 /// Direct I/O works in whole blocks. 4 KiB is the physical block of every NVMe and virtio disk we
-/// target, and the unit whose atomic write the tail-block rewrite relies on (see `partition_log`).
+/// target (the tail-block rewrite needs only 512-byte sectors to be atomic; see `partition_log`).
 pub const BLOCK_BYTES: u64 = 4096;
 
 /// Segment files grow by this much at a time (fallocate), so most `fdatasync` calls have no
@@ -15,15 +15,17 @@ pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
 /// shard's memory stays bounded while it scans.
 pub const SCAN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
-/// The largest batch recovery will believe. Kafka caps `max.message.bytes` far below this; a
-/// length field above it is garbage, not a batch.
+/// The largest batch recovery will believe: a length field above it is garbage, not a batch. So
+/// the broker refuses a `max.message.bytes` above it (a larger batch, once stored, would read
+/// back as garbage).
 pub const MAX_BATCH_BYTES: usize = 128 * 1024 * 1024;
 
 /// A sparse index entry is added after this many bytes of log (Kafka's `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
 
 /// Recently appended batches kept in memory per partition, so consumers that keep up are served
-/// without touching the disk. Unflushed batches are never evicted, whatever this says.
+/// without touching the disk. Unflushed batches are never evicted, whatever this says; durable
+/// ones also give way earlier when the shard's memory budget is short.
 pub const RECENT_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Appended but unflushed bytes a partition may hold. An append that would go past it waits for

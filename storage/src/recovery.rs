@@ -1,32 +1,27 @@
-//! Scanning a segment on open: rebuild its indexes, find its logical end, and tell a torn tail
-//! (safe to cut) from corruption (never cut).
+//! Scanning a segment on open: rebuild its indexes, find its logical end, and say where the valid
+//! batches stop and why.
 //!
-//! A crash can leave the last segment with a partly written batch, or with garbage or zeros
-//! after the last complete one. Those bytes were never acknowledged (an ack waits for the
-//! `fdatasync` that covered them), so they are truncated. An invalid batch that is followed by a
-//! valid one, or that sits in an older segment, cannot come from a torn append: truncating there
-//! would delete acknowledged data, so the partition is refused instead and the operator is told
-//! where.
+//! What happens at that place is the opener's decision, made against the partition's recovery
+//! point (`partition_log::open`): below it every byte was synced, so an invalid batch is
+//! corruption; above it the bytes were never covered by a completed sync and are cut. A log from
+//! before recovery points existed has none, and falls back to the older rule: a torn tail (only
+//! garbage after the last valid batch) is cut, an invalid batch followed by a valid one is
+//! refused (`valid_batch_after`).
 
-use crate::dma::{IoError, SegmentFile};
+use crate::io::{DiskFile, IoError};
 use crate::limits::{BATCH_HEADER_BYTES, MAX_BATCH_BYTES, SCAN_CHUNK_BYTES};
 use crate::record_batch::{check_integrity, BatchHeader, MAGIC_AT};
 use crate::segment::Segment;
 use crate::Offset;
 
-/// What a scan found after the last valid batch.
+/// Where a scan of a segment stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ScanEnd {
-    /// The valid batches run to the end of the file, or only zeros follow.
+    /// Valid batches run to the end of the file.
     Clean,
-    /// Something invalid starts at `position` and nothing valid follows it.
-    TornTail { position: u64, nonzero_bytes: u64 },
-    /// Something invalid starts at `position` and a valid batch follows at `valid_at`.
-    Corrupt {
-        position: u64,
-        valid_at: u64,
-        reason: String,
-    },
+    /// The bytes at `position` are not the next valid batch (garbage, zeros, a torn write, a
+    /// wrong offset, a bad CRC); every batch before it is valid and noted in the segment.
+    Invalid { position: u64, reason: String },
 }
 
 /// Why the batch at a position was not accepted during a scan.
@@ -60,13 +55,14 @@ fn reject_reason(
 /// Scans `segment` from its start, noting every valid batch in its indexes. `verify_crc` is set
 /// after an unclean shutdown; a clean one only checks the length chain and offsets.
 pub(crate) async fn scan_segment(
+    file: &dyn DiskFile,
     segment: &mut Segment,
     file_size: u64,
     verify_crc: bool,
 ) -> Result<ScanEnd, IoError> {
     let mut position = 0u64;
     let mut chunk_start = 0u64;
-    let mut chunk = segment.file.read(0, SCAN_CHUNK_BYTES).await?;
+    let mut chunk = file.read(0, SCAN_CHUNK_BYTES).await?;
     loop {
         if position >= file_size {
             return Ok(ScanEnd::Clean);
@@ -80,32 +76,32 @@ pub(crate) async fn scan_segment(
             .max(BATCH_HEADER_BYTES);
         if chunk.len() < at + wanted && chunk_start + (chunk.len() as u64) < file_size {
             chunk_start = position;
-            chunk = segment
-                .file
-                .read(position, wanted.max(SCAN_CHUNK_BYTES))
-                .await?;
+            chunk = file.read(position, wanted.max(SCAN_CHUNK_BYTES)).await?;
             at = 0;
         }
-        match reject_reason(&chunk[at..], segment.next_offset, verify_crc) {
+        match reject_reason(
+            &chunk[at.min(chunk.len())..],
+            segment.next_offset,
+            verify_crc,
+        ) {
             Ok(header) => {
                 let total = header.total_bytes().unwrap_or(0) as u64;
                 segment.note_batch(&header, position, total);
                 position += total;
             }
-            Err(reason) => {
-                return classify_invalid(&segment.file, position, file_size, reason).await;
-            }
+            Err(reason) => return Ok(ScanEnd::Invalid { position, reason }),
         }
     }
 }
 
-/// Looks past an invalid position for any valid batch, reading the rest of the file in chunks.
-async fn classify_invalid(
-    file: &SegmentFile,
+/// For a log without a recovery point: whether anything after `position` is a valid batch (the
+/// first such position), and how many bytes after `position` are not zero. A valid batch after
+/// an invalid one cannot come from a torn append, so such a log is refused rather than cut.
+pub(crate) async fn valid_batch_after(
+    file: &dyn DiskFile,
     position: u64,
     file_size: u64,
-    reason: String,
-) -> Result<ScanEnd, IoError> {
+) -> Result<(Option<u64>, u64), IoError> {
     let mut nonzero_bytes = 0u64;
     let mut chunk_start = position;
     while chunk_start < file_size {
@@ -141,21 +137,10 @@ async fn classify_invalid(
                 check_integrity(&whole).is_ok()
             };
             if valid {
-                return Ok(ScanEnd::Corrupt {
-                    position,
-                    valid_at: candidate_position,
-                    reason,
-                });
+                return Ok((Some(candidate_position), nonzero_bytes));
             }
         }
         chunk_start += chunk.len() as u64;
     }
-    if nonzero_bytes == 0 {
-        Ok(ScanEnd::Clean)
-    } else {
-        Ok(ScanEnd::TornTail {
-            position,
-            nonzero_bytes,
-        })
-    }
+    Ok((None, nonzero_bytes))
 }

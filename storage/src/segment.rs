@@ -8,8 +8,12 @@
 //! segment has no index file: it is always rebuilt from the log, which after a crash is the only
 //! thing to trust (DESIGN section 3). Kafka keeps `.index` and `.timeindex` apart; one file here
 //! costs one sync per roll instead of two.
+//!
+//! A segment knows its file by path: the active segment's file stays open in the log, sealed
+//! segments are opened on demand through the shard's `FileCache`.
 
-use crate::dma::SegmentFile;
+use std::path::{Path, PathBuf};
+
 use crate::limits::INDEX_INTERVAL_BYTES;
 use crate::record_batch::BatchHeader;
 use crate::Offset;
@@ -36,7 +40,7 @@ const INDEX_VERSION: u16 = 1;
 
 pub(crate) struct Segment {
     pub base_offset: Offset,
-    pub file: SegmentFile,
+    pub path: PathBuf,
     /// Logical size: the bytes of whole batches. The file may be larger (preallocated zeros).
     pub size: u64,
     /// Bytes allocated on disk (the file's size while it is the active segment).
@@ -53,10 +57,10 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn new(base_offset: Offset, file: SegmentFile, allocated: u64) -> Segment {
+    pub fn new(base_offset: Offset, path: PathBuf, allocated: u64) -> Segment {
         Segment {
             base_offset,
-            file,
+            path,
             size: 0,
             allocated,
             next_offset: base_offset,
@@ -66,6 +70,10 @@ impl Segment {
             time_index: Vec::new(),
             bytes_since_index_entry: 0,
         }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Records a batch that now sits at `position` with `total_bytes` bytes.
@@ -112,7 +120,7 @@ impl Segment {
     /// of exactly this segment (then the caller scans the log instead).
     pub fn from_index(
         base_offset: Offset,
-        file: SegmentFile,
+        path: PathBuf,
         file_size: u64,
         index: &[u8],
     ) -> Option<Segment> {
@@ -152,7 +160,7 @@ impl Segment {
         }
         Some(Segment {
             base_offset,
-            file,
+            path,
             size,
             allocated: file_size,
             next_offset: Offset(next_offset),

@@ -1,5 +1,8 @@
 //! A producer faster than the disk is slowed to the disk's pace: the unflushed bytes a log holds
 //! in memory are bounded, in relaxed mode too, where no acknowledgement waits for the disk.
+//!
+//! On the simulated disk with no simulated latency, so an append that does not wait for the
+//! bound completes in one poll and the test can tell exactly which append is held back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,8 +19,10 @@ use storage::{LogConfig, Offset, PartitionLog};
 #[test]
 fn appends_wait_for_the_flusher_once_the_unflushed_bound_is_reached() {
     common::run(async {
-        let scratch = tempfile::tempdir().unwrap();
-        let directory = scratch.path().join("relaxed");
+        let disk = storage::sim::SimDisk::new(1);
+        disk.set_max_yields(0);
+        let context = common::simulated(&disk, 1 << 30);
+        let directory = std::path::Path::new("/data/relaxed");
         let config = LogConfig {
             flush: FlushPolicy::Relaxed {
                 messages: None,
@@ -25,7 +30,7 @@ fn appends_wait_for_the_flusher_once_the_unflushed_bound_is_reached() {
             },
             ..LogConfig::default()
         };
-        let log = PartitionLog::open(&directory, config.clone(), true)
+        let log = PartitionLog::open(&context, directory, config.clone(), true)
             .await
             .unwrap();
         // No flusher runs: nothing but the test flushes, so the bound is all that can stop an
@@ -59,7 +64,9 @@ fn appends_wait_for_the_flusher_once_the_unflushed_bound_is_reached() {
         }
         log.close().await.unwrap();
         drop(log);
-        let reopened = PartitionLog::open(&directory, config, false).await.unwrap();
+        let reopened = PartitionLog::open(&context, directory, config, false)
+            .await
+            .unwrap();
         assert_eq!(reopened.log_end_offset(), Offset(appended as i64 * 16));
         reopened.close().await.unwrap();
     });
@@ -68,7 +75,9 @@ fn appends_wait_for_the_flusher_once_the_unflushed_bound_is_reached() {
 #[test]
 fn a_batch_larger_than_the_bound_waits_for_an_empty_backlog_and_goes_in() {
     common::run(async {
-        let scratch = tempfile::tempdir().unwrap();
+        let disk = storage::sim::SimDisk::new(2);
+        disk.set_max_yields(0);
+        let context = common::simulated(&disk, 1 << 30);
         let config = LogConfig {
             flush: FlushPolicy::Relaxed {
                 messages: None,
@@ -80,7 +89,7 @@ fn a_batch_larger_than_the_bound_waits_for_an_empty_backlog_and_goes_in() {
             },
             ..LogConfig::default()
         };
-        let log = PartitionLog::open(scratch.path(), config, true)
+        let log = PartitionLog::open(&context, std::path::Path::new("/data/large"), config, true)
             .await
             .unwrap();
         let small = build_uncompressed_batch(1, 100, common::now_ms());

@@ -7,16 +7,22 @@ use storage::record_batch::{build_uncompressed_batch, BatchWalk};
 use storage::{LogConfig, LogError, Offset, PartitionLog};
 
 mod common;
-use common::run;
+use common::{read_all, real_disk, run};
 
 fn segment_path(directory: &Path) -> std::path::PathBuf {
     directory.join("00000000000000000000.log")
 }
 
-/// Appends `count` batches of different sizes, waits until they are durable, closes cleanly,
-/// and returns the stored batches as read back (with their assigned offsets).
-async fn write_batches(directory: &Path, count: usize) -> Vec<Vec<u8>> {
-    let log = PartitionLog::open(directory, LogConfig::default(), true)
+/// Appends `count` batches of different sizes and waits until they are durable, then either
+/// closes cleanly (the recovery point is then the log end: every byte counts as synced) or stops
+/// as a crash would before any checkpoint (the recovery point stays at the start: every byte is
+/// past it). Returns the stored batches as read back (with their assigned offsets).
+async fn write_batches(directory: &Path, count: usize, clean_close: bool) -> Vec<Vec<u8>> {
+    let config = LogConfig {
+        recovery_point_interval: std::time::Duration::from_secs(3600),
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(&real_disk(), directory, config, true)
         .await
         .unwrap();
     let flusher = glommio::spawn_local(log.clone().run_flusher());
@@ -27,29 +33,24 @@ async fn write_batches(directory: &Path, count: usize) -> Vec<Vec<u8>> {
         last = info.last_offset;
     }
     log.wait_durable(Offset(last.0 + 1)).await.unwrap();
-    log.close().await.unwrap();
-    flusher.await;
-    let bytes = std::fs::read(segment_path(directory)).unwrap();
+    if clean_close {
+        log.close().await.unwrap();
+        flusher.await;
+    } else {
+        drop(flusher);
+        assert_eq!(log.recovery_point(), Offset(0));
+    }
+    drop(log);
+    let mut bytes = std::fs::read(segment_path(directory)).unwrap();
+    // Without a clean close the preallocated zeros are still there.
+    let end = BatchWalk::new(&bytes)
+        .last()
+        .map_or(0, |(_, range)| range.end);
+    bytes.truncate(end);
+    std::fs::write(segment_path(directory), &bytes).unwrap();
     BatchWalk::new(&bytes)
         .map(|(_, range)| bytes[range].to_vec())
         .collect()
-}
-
-/// Reads the whole log back as the list of stored batches.
-async fn read_all(log: &PartitionLog) -> Vec<Vec<u8>> {
-    let mut batches = Vec::new();
-    let mut next = log.log_start_offset();
-    while next < log.high_watermark() {
-        let runs = log.read(next, 1 << 20, log.high_watermark()).await.unwrap();
-        assert!(!runs.is_empty(), "read at {next} returned nothing");
-        for run in runs {
-            for (header, range) in BatchWalk::new(&run) {
-                batches.push(run[range].to_vec());
-                next = header.next_offset();
-            }
-        }
-    }
-    batches
 }
 
 fn copy_directory(from: &Path, to: &Path) {
@@ -60,15 +61,28 @@ fn copy_directory(from: &Path, to: &Path) {
     }
 }
 
-/// Every cut of the last segment at any byte keeps exactly the batches that end before the cut,
-/// and so does garbage written over the tail from that byte on.
+/// Past the recovery point, every cut of the last segment at any byte keeps exactly the batches
+/// that end before the cut, and so does garbage written over the tail from that byte on; a log
+/// from before recovery points (none stored) gets the same for a torn tail.
 #[test]
 fn torn_tails_at_many_positions_keep_exactly_the_valid_prefix() {
+    for legacy in [false, true] {
+        torn_tails(legacy);
+    }
+}
+
+fn torn_tails(legacy: bool) {
     run(async {
         let scratch = tempfile::tempdir().unwrap();
         let original = scratch.path().join("original");
-        let batches = write_batches(&original, 24).await;
+        let batches = write_batches(&original, 24, false).await;
+        if legacy {
+            for slot in ["recovery-point.0", "recovery-point.1"] {
+                std::fs::remove_file(original.join(slot)).ok();
+            }
+        }
         let file_bytes = std::fs::read(segment_path(&original)).unwrap();
+        let file_bytes = file_bytes[..batches.iter().map(Vec::len).sum::<usize>()].to_vec();
         let mut ends = Vec::new();
         let mut end = 0;
         for batch in &batches {
@@ -77,9 +91,12 @@ fn torn_tails_at_many_positions_keep_exactly_the_valid_prefix() {
         }
         assert_eq!(end, file_bytes.len());
 
-        // Every byte of the last two batches, and a stride through the rest.
+        // Every byte of the last two batches (every third for the older rule), and a stride
+        // through the rest.
         let tail_start = ends[ends.len() - 3];
-        let mut cuts: Vec<usize> = (tail_start..file_bytes.len()).collect();
+        let mut cuts: Vec<usize> = (tail_start..file_bytes.len())
+            .step_by(if legacy { 3 } else { 1 })
+            .collect();
         cuts.extend((0..tail_start).step_by(29));
         for (case, cut) in cuts.into_iter().enumerate() {
             let kept = ends.iter().filter(|end| **end <= cut).count();
@@ -93,7 +110,7 @@ fn torn_tails_at_many_positions_keep_exactly_the_valid_prefix() {
                 }
                 std::fs::write(segment_path(&directory), &damaged).unwrap();
 
-                let log = PartitionLog::open(&directory, LogConfig::default(), false)
+                let log = PartitionLog::open(&real_disk(), &directory, LogConfig::default(), false)
                     .await
                     .unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
                 let recovered = read_all(&log).await;
@@ -123,14 +140,15 @@ fn torn_tails_at_many_positions_keep_exactly_the_valid_prefix() {
     });
 }
 
-/// A damaged batch with valid batches after it is corruption: the log refuses to open and the
-/// file is left exactly as it was.
+/// A damaged batch below the recovery point is corruption: the log refuses to open, says where,
+/// and the file is left exactly as it was. (Past the recovery point the same damage is a torn
+/// write and is cut: see the torn-tail test and the power-loss suite.)
 #[test]
-fn corruption_followed_by_valid_batches_is_refused_and_nothing_is_deleted() {
+fn corruption_below_the_recovery_point_is_refused_and_nothing_is_deleted() {
     run(async {
         let scratch = tempfile::tempdir().unwrap();
         let original = scratch.path().join("original");
-        let batches = write_batches(&original, 12).await;
+        let batches = write_batches(&original, 12, true).await;
         let file_bytes = std::fs::read(segment_path(&original)).unwrap();
         let mut start = 0;
         for (index, batch) in batches.iter().enumerate().take(batches.len() - 1) {
@@ -143,7 +161,8 @@ fn corruption_followed_by_valid_batches_is_refused_and_nothing_is_deleted() {
                 damaged[start + offset_in_batch] ^= 0xff;
                 std::fs::write(segment_path(&directory), &damaged).unwrap();
 
-                let opened = PartitionLog::open(&directory, LogConfig::default(), false).await;
+                let opened =
+                    PartitionLog::open(&real_disk(), &directory, LogConfig::default(), false).await;
                 match opened {
                     Err(LogError::Corrupt { position, .. }) => {
                         assert_eq!(position, start as u64, "damage in batch {index}")
@@ -173,7 +192,7 @@ fn rolled_segments_read_back_and_answer_timestamp_lookups() {
             segment_bytes: 4096,
             ..LogConfig::default()
         };
-        let log = PartitionLog::open(&directory, config.clone(), true)
+        let log = PartitionLog::open(&real_disk(), &directory, config.clone(), true)
             .await
             .unwrap();
         let flusher = glommio::spawn_local(log.clone().run_flusher());
@@ -200,13 +219,15 @@ fn rolled_segments_read_back_and_answer_timestamp_lookups() {
         assert_eq!(log.offset_for_timestamp(now).await.unwrap(), None);
         // Reads in the middle of a batch return the whole batch.
         let middle = log.read(Offset(4), 1, Offset(180)).await.unwrap();
-        let header = storage::BatchHeader::parse(&middle[0]).unwrap();
+        let header = storage::BatchHeader::parse(&middle.runs[0]).unwrap();
         assert_eq!(header.base_offset, Offset(3));
 
         // Simulated crash: no close, so no clean shutdown; everything durable survives.
         drop(flusher);
         drop(log);
-        let reopened = PartitionLog::open(&directory, config, false).await.unwrap();
+        let reopened = PartitionLog::open(&real_disk(), &directory, config, false)
+            .await
+            .unwrap();
         assert_eq!(reopened.log_end_offset(), Offset(180));
         assert_eq!(read_all(&reopened).await, before);
         reopened.close().await.unwrap();
@@ -224,7 +245,7 @@ fn sealed_segments_reopen_from_index_files_and_survive_damaged_ones() {
             segment_bytes: 8192,
             ..LogConfig::default()
         };
-        let log = PartitionLog::open(&directory, config.clone(), true)
+        let log = PartitionLog::open(&real_disk(), &directory, config.clone(), true)
             .await
             .unwrap();
         let flusher = glommio::spawn_local(log.clone().run_flusher());
@@ -262,7 +283,7 @@ fn sealed_segments_reopen_from_index_files_and_survive_damaged_ones() {
             "every sealed segment has an index"
         );
 
-        let reopened = PartitionLog::open(&directory, config.clone(), true)
+        let reopened = PartitionLog::open(&real_disk(), &directory, config.clone(), true)
             .await
             .unwrap();
         assert_eq!(read_all(&reopened).await, written);
@@ -279,7 +300,9 @@ fn sealed_segments_reopen_from_index_files_and_survive_damaged_ones() {
         std::fs::write(&index_files[0], damaged).unwrap();
         let cut = std::fs::read(&index_files[1]).unwrap();
         std::fs::write(&index_files[1], &cut[..10]).unwrap();
-        let reopened = PartitionLog::open(&directory, config, false).await.unwrap();
+        let reopened = PartitionLog::open(&real_disk(), &directory, config, false)
+            .await
+            .unwrap();
         assert_eq!(read_all(&reopened).await, written);
         assert_eq!(reopened.log_end_offset(), Offset(160));
         reopened.close().await.unwrap();
@@ -307,7 +330,7 @@ fn producer_state_is_rebuilt_from_snapshots_and_the_log_tail() {
             set_producer(&mut batch, 7, 0, sequence);
             batch
         };
-        let log = PartitionLog::open(&directory, config.clone(), true)
+        let log = PartitionLog::open(&real_disk(), &directory, config.clone(), true)
             .await
             .unwrap();
         let flusher = glommio::spawn_local(log.clone().run_flusher());
@@ -348,7 +371,7 @@ fn producer_state_is_rebuilt_from_snapshots_and_the_log_tail() {
                     }
                 }
             }
-            let reopened = PartitionLog::open(&directory, config.clone(), false)
+            let reopened = PartitionLog::open(&real_disk(), &directory, config.clone(), false)
                 .await
                 .unwrap();
             let retry = reopened.append(&idempotent(39 * 4)).await.unwrap();

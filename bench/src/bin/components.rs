@@ -65,7 +65,8 @@ async fn log_appends(directory: std::path::PathBuf, batch: Vec<u8>) {
             segment_bytes: 1 << 30,
             ..LogConfig::default()
         };
-        let Ok(log) = PartitionLog::open(&path, config, true).await else {
+        let context = storage::LogContext::direct_io(1 << 30, 16);
+        let Ok(log) = PartitionLog::open(&context, &path, config, true).await else {
             println!("{name}: cannot open a log in {}", path.display());
             return;
         };
@@ -77,11 +78,10 @@ async fn log_appends(directory: std::path::PathBuf, batch: Vec<u8>) {
             let Ok(info) = log.append(&batch).await else {
                 break;
             };
-            if flush == FlushPolicy::Durable
-                && log
-                    .wait_durable(Offset(info.last_offset.0 + 1))
-                    .await
-                    .is_err()
+            if log
+                .wait_acknowledgeable(Offset(info.last_offset.0 + 1))
+                .await
+                .is_err()
             {
                 break;
             }

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use storage::dma::SegmentFile;
+use storage::dma::DmaDisk;
+use storage::io::Disk;
 
 #[derive(Parser)]
 #[command(about = "Measure direct-I/O write bandwidth and fdatasync latency of a directory's disk")]
@@ -43,10 +44,8 @@ async fn write_bandwidth(
     write_bytes: usize,
     depth: u64,
 ) -> Result<f64, String> {
-    let file = SegmentFile::open_or_create(&path)
-        .await
-        .map_err(|e| e.to_string())?;
-    file.preallocate(bytes).await.map_err(|e| e.to_string())?;
+    let file = DmaDisk.open(&path, true).await.map_err(|e| e.to_string())?;
+    file.allocate(bytes).await.map_err(|e| e.to_string())?;
     let writes = bytes.div_ceil(write_bytes as u64);
     let started = Instant::now();
     // Writer k issues writes k, k + depth, k + 2 * depth, ...: together they fill the file in
@@ -58,7 +57,7 @@ async fn write_bandwidth(
                 let block = vec![0x5au8; write_bytes];
                 let mut index = writer;
                 while index < writes {
-                    file.write_blocks_gathered(index * write_bytes as u64, &[&block])
+                    file.write_blocks(index * write_bytes as u64, &[&block])
                         .await
                         .map_err(|e| e.to_string())?;
                     index += depth;
@@ -79,16 +78,14 @@ async fn write_bandwidth(
 /// Appends 4 KiB at a time to a new preallocated file at `path`, each append followed by an
 /// `fdatasync`; returns each sync's latency in microseconds and removes the file.
 async fn append_syncs(path: std::path::PathBuf, count: u64) -> Result<Vec<u64>, String> {
-    let file = SegmentFile::open_or_create(&path)
-        .await
-        .map_err(|e| e.to_string())?;
-    file.preallocate(count.max(1) * 4096)
+    let file = DmaDisk.open(&path, true).await.map_err(|e| e.to_string())?;
+    file.allocate(count.max(1) * 4096)
         .await
         .map_err(|e| e.to_string())?;
     let block = vec![0x44u8; 4096];
     let mut latencies = Vec::with_capacity(count as usize);
     for index in 0..count {
-        file.write_blocks_gathered(index * 4096, &[&block])
+        file.write_blocks(index * 4096, &[&block])
             .await
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
@@ -139,16 +136,14 @@ fn main() -> Result<(), String> {
 
         // Blocks written once, so the syncs below overwrite written blocks.
         let path = args.dir.join("disk-ceiling.scratch");
-        let file = SegmentFile::open_or_create(&path)
-            .await
-            .map_err(|e| e.to_string())?;
+        let file = DmaDisk.open(&path, true).await.map_err(|e| e.to_string())?;
         let area =
             (args.syncs * 4096).div_ceil(args.write_bytes as u64).max(1) * args.write_bytes as u64;
-        file.preallocate(area).await.map_err(|e| e.to_string())?;
+        file.allocate(area).await.map_err(|e| e.to_string())?;
         let block = vec![0x5au8; args.write_bytes];
         let mut position = 0;
         while position < area {
-            file.write_blocks_gathered(position, &[&block])
+            file.write_blocks(position, &[&block])
                 .await
                 .map_err(|e| e.to_string())?;
             position += args.write_bytes as u64;
@@ -159,7 +154,7 @@ fn main() -> Result<(), String> {
         let small = vec![0x33u8; 4096];
         let mut position = 0u64;
         for _ in 0..args.syncs {
-            file.write_blocks_gathered(position, &[&small])
+            file.write_blocks(position, &[&small])
                 .await
                 .map_err(|e| e.to_string())?;
             let started = Instant::now();

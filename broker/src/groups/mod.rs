@@ -144,7 +144,7 @@ impl GroupCoordinator {
         };
         while from < end {
             let runs = match log.read(from, REPLAY_READ_BYTES, end).await {
-                Ok(runs) => runs,
+                Ok(fetched) => fetched.runs,
                 Err(error) => return unreadable(error.to_string()),
             };
             let before = from;

@@ -15,8 +15,9 @@ use tracing::{debug, warn};
 
 use crate::kafka::wire::frame::{FrameReader, RequestStart};
 use crate::kafka::{dispatch, Dispatch, ResponseFuture};
-use crate::limits::{MemoryGrant, IN_FLIGHT_REQUESTS_PER_CONNECTION};
+use crate::limits::IN_FLIGHT_REQUESTS_PER_CONNECTION;
 use crate::shard::Shard;
+use storage::memory::MemoryGrant;
 
 /// The metric label of an API key: Kafka's API name in snake case.
 pub fn api_name(api_key: i16) -> &'static str {

@@ -65,6 +65,10 @@ pub fn batch_error_code(error: &BatchError) -> ErrorCode {
         BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
         BatchError::UnsupportedMagic { .. } => ErrorCode::UnsupportedForMessageFormat,
         BatchError::InvalidTimestamp { .. } => ErrorCode::InvalidTimestamp,
+        BatchError::Records { kind, .. } => match kind {
+            storage::record_batch::RecordErrorKind::InvalidRecord => ErrorCode::InvalidRecord,
+            storage::record_batch::RecordErrorKind::InvalidTimestamp => ErrorCode::InvalidTimestamp,
+        },
     }
 }
 
@@ -84,7 +88,8 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Io(_)
         | LogError::Offline { .. }
+        | LogError::NoSpace { .. }
         | LogError::Corrupt { .. }
-        | LogError::CorruptSealedSegment { .. } => ErrorCode::KafkaStorageError,
+        | LogError::CorruptWithoutRecoveryPoint { .. } => ErrorCode::KafkaStorageError,
     }
 }

@@ -191,9 +191,13 @@ impl ShardMetrics {
     }
 }
 
-impl storage::FlushObserver for ShardMetrics {
+impl storage::LogObserver for ShardMetrics {
     fn flushed(&self, bytes: u64, _batches: usize, sync_latency: Duration) {
         ShardMetrics::flushed(self, bytes, sync_latency);
+    }
+
+    fn went_offline(&self, directory: &std::path::Path, reason: &str) {
+        tracing::error!(directory = %directory.display(), %reason, "partition offline");
     }
 }
 

@@ -110,8 +110,8 @@ async fn read_once(
                     let budget = wanted.max_bytes.min(max_bytes.saturating_sub(total));
                     if budget > 0 || total == 0 {
                         match log.read(Offset(wanted.offset), budget.max(1), upper).await {
-                            Ok(records) => {
-                                partition.records = records;
+                            Ok(fetched) => {
+                                partition.records = fetched.runs;
                                 total += partition.records_bytes();
                             }
                             Err(error) => {

@@ -119,11 +119,9 @@ impl AppendPhase {
             for appended in partitions {
                 let outcome = match appended.result {
                     Ok((info, log)) => {
-                        let durable = if log.is_durable_mode() {
-                            log.wait_durable(Offset(info.last_offset.0 + 1)).await
-                        } else {
-                            Ok(())
-                        };
+                        let durable = log
+                            .wait_acknowledgeable(Offset(info.last_offset.0 + 1))
+                            .await;
                         durable
                             .map(|()| info)
                             .map_err(|error| (log_error_code(&error), error.to_string()))

@@ -5,8 +5,9 @@ use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 use shards::net::ConnectionReader;
 
-use crate::limits::{MemoryBudget, MemoryGrant, FRAME_READ_STEP_BYTES};
+use crate::limits::FRAME_READ_STEP_BYTES;
 use std::rc::Rc;
+use storage::memory::{MemoryBudget, MemoryGrant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

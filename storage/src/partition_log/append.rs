@@ -1,0 +1,263 @@
+//! The append path: a produced batch is validated (every record walked, as Kafka's
+//! `LogValidator` does), checked against its producer's sequence, given its offsets in the one
+//! copy that becomes the stored bytes, and kept in memory until the flusher has written it.
+//!
+//! Appends are refused, with a retriable error and nothing changed, while the disk is full or
+//! the flusher is retrying a write that hit ENOSPC; disk space for a batch is reserved (the
+//! segment preallocated past it) before it gets an offset, so the flusher never has to allocate.
+
+use bytes::BytesMut;
+use tracing::{info, warn};
+
+use super::{now_ms, AppendInfo, CachedBatch, LogError, PartitionLog, WritePoint, LEADER_EPOCH};
+use crate::io::{align_up, write_small_file};
+use crate::limits::{BLOCK_BYTES, PREALLOCATE_STEP_BYTES, UNFLUSHED_MAX_BYTES};
+use crate::producer_state::SequenceCheck;
+use crate::record_batch::{
+    assign_offset, set_max_timestamp, stamp_log_append_time, validate_produced, BatchHeader,
+};
+use crate::segment::{index_file_name, segment_file_name, Segment};
+
+impl PartitionLog {
+    /// Validates and appends one produced batch, assigning its offsets. Returns once it is in the
+    /// log's memory; call `wait_acknowledgeable` before acknowledging.
+    pub async fn append(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
+        let now = now_ms();
+        let rules = self.config.borrow().produce_rules;
+        let validated = validate_produced(batch, &rules, now)?;
+        self.check_writable()?;
+        let memory = self.context.memory.acquire(batch.len()).await;
+        let total_bytes = batch.len() as u64;
+
+        let _append = self.append_lock.lock().await;
+        self.check_writable()?;
+        self.wait_for_room(batch.len()).await?;
+        if self.should_roll(total_bytes, now) {
+            self.roll().await?;
+        }
+        self.reserve(total_bytes).await?;
+
+        let mut state = self.state.borrow_mut();
+        let produced = validated.header;
+        let expiration_ms = self.config.borrow().producer_id_expiration_ms;
+        if let SequenceCheck::Duplicate(original) =
+            state.producers.check(&produced, now, expiration_ms)?
+        {
+            return Ok(AppendInfo {
+                base_offset: crate::Offset(original.base_offset),
+                last_offset: crate::Offset(original.last_offset),
+                log_append_time_ms: if rules.log_append_time {
+                    original.max_timestamp
+                } else {
+                    -1
+                },
+                log_start_offset: state.log_start_offset,
+                duplicate: true,
+            });
+        }
+        let base_offset = state.log_end_offset;
+        // The one copy on the produce path: the stored batch differs from the produced one in
+        // its offset (and, for LogAppendTime or a header that understated its newest record,
+        // its max timestamp and CRC).
+        let mut stored = BytesMut::from(batch);
+        assign_offset(&mut stored, base_offset, LEADER_EPOCH);
+        let log_append_time_ms = if rules.log_append_time {
+            stamp_log_append_time(&mut stored, now);
+            now
+        } else {
+            if validated.max_timestamp != produced.max_timestamp {
+                set_max_timestamp(&mut stored, validated.max_timestamp);
+            }
+            -1
+        };
+        let stored = stored.freeze();
+        let Some(header) = BatchHeader::parse(&stored) else {
+            unreachable!("validated batches have a header")
+        };
+        let active = state.active_mut();
+        let position = active.size;
+        active.note_batch(&header, position, total_bytes);
+        active.first_append_ms.get_or_insert(now);
+        state.log_end_offset = header.next_offset();
+        state.producers.record(&header, now);
+        state.appended.messages += header.records_count as u64;
+        state.appended.bytes += stored.len() as u64;
+        state.appended.batches += 1;
+        state.recent_bytes += stored.len();
+        state.recent.push_back(CachedBatch {
+            base_offset,
+            next_offset: header.next_offset(),
+            bytes: stored,
+            _memory: memory,
+        });
+        let info = AppendInfo {
+            base_offset,
+            last_offset: header.last_offset(),
+            log_append_time_ms,
+            log_start_offset: state.log_start_offset,
+            duplicate: false,
+        };
+        state.check_invariants();
+        drop(state);
+        self.appended.notify(usize::MAX);
+        Ok(info)
+    }
+
+    /// Waits, with the append lock held so that appends keep their order, until the log holds
+    /// few enough unflushed bytes to take `incoming` more (`UNFLUSHED_MAX_BYTES`). A batch larger
+    /// than the bound on its own goes in once everything before it is flushed.
+    async fn wait_for_room(&self, incoming: usize) -> Result<(), LogError> {
+        loop {
+            self.check_writable()?;
+            let unflushed = self.state.borrow().unflushed_bytes();
+            if unflushed == 0 || unflushed + incoming as u64 <= UNFLUSHED_MAX_BYTES as u64 {
+                self.sync_wanted.set(false);
+                return Ok(());
+            }
+            let listener = self.durable_moved.listen();
+            self.check_writable()?;
+            if self.state.borrow().unflushed_bytes() < unflushed {
+                continue;
+            }
+            // The flusher is due: relaxed mode's triggers must not hold a full log back.
+            self.sync_wanted.set(true);
+            self.appended.notify(usize::MAX);
+            self.written.notify(usize::MAX);
+            listener.await;
+        }
+    }
+
+    fn should_roll(&self, incoming_bytes: u64, now: i64) -> bool {
+        let config = self.config.borrow();
+        let state = self.state.borrow();
+        let active = state.active();
+        if active.size == 0 {
+            return false;
+        }
+        let full = active.size + incoming_bytes > config.segment_bytes;
+        let old = active
+            .first_append_ms
+            .is_some_and(|first| now - first >= config.segment_ms);
+        // Relative offsets must fit the index's 32 bits, as in Kafka.
+        let offsets_exhausted = state.log_end_offset.0 - active.base_offset.0 > i32::MAX as i64 / 2;
+        full || old || offsets_exhausted
+    }
+
+    /// Makes sure the active segment has blocks allocated for `incoming` more bytes, allocating
+    /// a step ahead. A full disk gives back whatever a failed allocation got and refuses the
+    /// append: nothing was assigned yet, so nothing is lost or half-done.
+    async fn reserve(&self, incoming: u64) -> Result<(), LogError> {
+        let (file, allocated, needed, segment_bytes) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            (
+                state.active_file.clone(),
+                active.allocated,
+                align_up(active.size + incoming),
+                self.config.borrow().segment_bytes,
+            )
+        };
+        if needed <= allocated {
+            return Ok(());
+        }
+        let step = PREALLOCATE_STEP_BYTES
+            .min(align_up(segment_bytes))
+            .max(BLOCK_BYTES);
+        let ahead = align_up(needed.max(allocated + step));
+        for size in [ahead, needed] {
+            match file.allocate(size).await {
+                Ok(()) => {
+                    self.state.borrow_mut().active_mut().allocated = size;
+                    return Ok(());
+                }
+                Err(error) if error.is_no_space() => {
+                    // Give back what the failed allocation may have kept, or it fills the disk.
+                    if let Err(error) = file.truncate(allocated).await {
+                        warn!(directory = %self.directory.display(), %error, "cannot give back a failed allocation");
+                    }
+                    self.context.space.note_exhausted();
+                }
+                Err(error) => return Err(self.write_failed(error)),
+            }
+        }
+        Err(LogError::NoSpace {
+            path: self.directory.clone(),
+            reason: "no space left on the device for the next batch; writes resume when space is \
+                     freed"
+                .into(),
+        })
+    }
+
+    /// Seals the active segment (flushed, trimmed to its logical size, its index and a producer
+    /// snapshot written) and starts a new one at the log end offset. A failure before the new
+    /// segment is in place leaves the log on the old one, whole: ENOSPC refuses the append,
+    /// anything else takes the log offline.
+    async fn roll(&self) -> Result<(), LogError> {
+        let Some(_inside) = self.gate.enter() else {
+            return Err(LogError::Offline {
+                path: self.directory.clone(),
+                reason: "the partition is being deleted".into(),
+            });
+        };
+        self.flush().await?;
+        let (sealed_file, sealed_size, sealed_base, index, new_base) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            (
+                state.active_file.clone(),
+                active.size,
+                active.base_offset,
+                active.encode_index(),
+                state.log_end_offset,
+            )
+        };
+        let sealed: Result<(), crate::io::IoError> = async {
+            sealed_file.truncate(sealed_size).await?;
+            sealed_file.fdatasync().await
+        }
+        .await;
+        sealed.map_err(|error| self.write_failed(error))?;
+        self.state.borrow_mut().active_mut().allocated = sealed_size;
+        let disk = &*self.context.disk;
+        let index_path = self.directory.join(index_file_name(sealed_base));
+        write_small_file(disk, &self.directory, &index_path, &index)
+            .await
+            .map_err(|error| self.write_failed(error))?;
+        self.write_producer_snapshot(new_base).await?;
+        let path = self.directory.join(segment_file_name(new_base));
+        let created: Result<_, crate::io::IoError> = async {
+            let file = disk.open(&path, true).await?;
+            disk.sync_directory(&self.directory).await?;
+            Ok(file)
+        }
+        .await;
+        let file = match created {
+            Ok(file) => file,
+            Err(error) => {
+                // The log stays on the old segment: the new file, if it exists, must not outlive
+                // this attempt (recovery also drops such empty leftovers).
+                if let Err(error) = disk.remove_file(&path).await {
+                    if !error.is_not_found() {
+                        warn!(path = %path.display(), %error, "cannot remove the segment of a failed roll");
+                    }
+                }
+                return Err(self.write_failed(error));
+            }
+        };
+        let mut state = self.state.borrow_mut();
+        let sealed_path = state.active().path().to_path_buf();
+        let sealed_handle = std::mem::replace(&mut state.active_file, file);
+        self.context.files.insert(&sealed_path, sealed_handle);
+        state
+            .segments
+            .insert(new_base, Segment::new(new_base, path, 0));
+        let progress = state.appended;
+        state.written = WritePoint::start_of_segment(new_base, progress);
+        state.durable = WritePoint::start_of_segment(new_base, progress);
+        state.check_invariants();
+        drop(state);
+        self.checkpoint_wanted.notify(usize::MAX);
+        info!(directory = %self.directory.display(), base_offset = new_base.0, "segment rolled");
+        Ok(())
+    }
+}

@@ -1,0 +1,269 @@
+//! Reads: fetches and timestamp lookups. Recent batches come from memory as `Bytes` slices;
+//! older ones by direct reads of the segment (one copy out of the DMA buffer), paid for from the
+//! shard's memory budget until the caller is done with them.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::{LogError, PartitionLog};
+use crate::io::DiskFile;
+use crate::limits::SCAN_CHUNK_BYTES;
+use crate::memory::{MemoryBudget, MemoryGrant};
+use crate::record_batch::{first_offset_at_or_after, BatchHeader, BatchWalk};
+use crate::segment::Segment;
+use crate::Offset;
+
+/// Whole batches read from a log: contiguous runs of stored batch bytes, and the memory they hold
+/// while the caller keeps them (disk reads only; cached batches are paid for by the cache).
+#[derive(Default)]
+pub struct Fetched {
+    pub runs: Vec<Bytes>,
+    pub memory: Option<MemoryGrant>,
+}
+
+impl Fetched {
+    pub fn bytes(&self) -> usize {
+        self.runs.iter().map(Bytes::len).sum()
+    }
+}
+
+impl PartitionLog {
+    /// The file of `segment`: the log's own for the active segment, through the cache otherwise.
+    async fn segment_file(
+        &self,
+        segment_path: &std::path::Path,
+        active: bool,
+    ) -> Result<Rc<dyn DiskFile>, LogError> {
+        if active {
+            return Ok(self.state.borrow().active_file.clone());
+        }
+        let Some(_inside) = self.gate.enter() else {
+            return Err(LogError::Offline {
+                path: self.directory.clone(),
+                reason: "the partition is being deleted".into(),
+            });
+        };
+        Ok(self.context.files.open(segment_path).await?)
+    }
+
+    /// Whole batches holding offsets `from..`, stopping before `upper` and after about
+    /// `max_bytes` (the first batch is returned even if larger, as Kafka does since KIP-74).
+    pub async fn read(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        upper: Offset,
+    ) -> Result<Fetched, LogError> {
+        let disk_plan = {
+            let state = self.state.borrow();
+            if from < state.log_start_offset || from > state.log_end_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: from,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.log_end_offset,
+                });
+            }
+            if from >= upper {
+                return Ok(Fetched::default());
+            }
+            if state
+                .recent
+                .front()
+                .is_some_and(|first| first.base_offset <= from)
+            {
+                let mut runs = Vec::new();
+                let mut total = 0usize;
+                for batch in state.recent.iter() {
+                    if batch.next_offset <= from {
+                        continue;
+                    }
+                    if batch.base_offset >= upper
+                        || (!runs.is_empty() && total + batch.bytes.len() > max_bytes)
+                    {
+                        break;
+                    }
+                    total += batch.bytes.len();
+                    runs.push(batch.bytes.clone());
+                }
+                return Ok(Fetched { runs, memory: None });
+            }
+            let segment = state
+                .segments
+                .range(..=from)
+                .next_back()
+                .map(|(_, segment)| segment)
+                .filter(|segment| from < segment.next_offset)
+                .or_else(|| {
+                    state
+                        .segments
+                        .range(from..)
+                        .map(|(_, segment)| segment)
+                        .find(|segment| segment.size > 0)
+                });
+            let Some(segment) = segment else {
+                return Ok(Fetched::default());
+            };
+            (
+                segment.path().to_path_buf(),
+                state.is_active(segment),
+                segment.position_for_offset(from),
+                state.readable_end(segment),
+            )
+        };
+        let (path, active, start, disk_end) = disk_plan;
+        let file = self.segment_file(&path, active).await?;
+        read_batches_from_disk(
+            &self.context.memory,
+            &*file,
+            start,
+            disk_end,
+            from,
+            max_bytes,
+            upper,
+        )
+        .await
+    }
+
+    /// The first offset whose record timestamp is at least `target_ms`, with that timestamp, or
+    /// `None` if every record is older (ListOffsets by timestamp).
+    pub async fn offset_for_timestamp(
+        &self,
+        target_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
+        let plan = {
+            let state = self.state.borrow();
+            let Some(segment) = state
+                .segments
+                .values()
+                .find(|segment| segment.max_timestamp >= target_ms)
+            else {
+                return Ok(None);
+            };
+            (
+                segment.path().to_path_buf(),
+                segment.position_for_timestamp(target_ms),
+                state.readable_end(segment),
+                state.is_active(segment),
+            )
+        };
+        let (path, mut position, disk_end, is_active) = plan;
+        let file = self.segment_file(&path, is_active).await?;
+        while position < disk_end {
+            let length = ((disk_end - position) as usize).min(SCAN_CHUNK_BYTES);
+            let _memory = self.context.memory.acquire(length).await;
+            let chunk = file.read(position, length).await?;
+            let mut walk = BatchWalk::new(&chunk);
+            for (header, range) in walk.by_ref() {
+                if header.max_timestamp >= target_ms {
+                    return Ok(first_offset_at_or_after(&chunk[range], target_ms));
+                }
+            }
+            if walk.position() == 0 {
+                break;
+            }
+            position += walk.position() as u64;
+        }
+        if is_active {
+            let state = self.state.borrow();
+            for batch in state.recent.iter() {
+                if let Some(found) = first_offset_at_or_after(&batch.bytes, target_ms) {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the offset of the batch holding it.
+    pub fn max_timestamp(&self) -> Option<(Offset, i64)> {
+        let state = self.state.borrow();
+        let segment: &Segment = state
+            .segments
+            .values()
+            .filter(|segment| segment.max_timestamp >= 0)
+            .max_by_key(|segment| segment.max_timestamp)?;
+        Some((segment.base_offset, segment.max_timestamp))
+    }
+}
+
+/// The header and size of the batch starting `chunk` if it is a plausible batch too large to be
+/// in the chunk whole: the one case where a walk of a chunk yields nothing and reading on helps.
+pub(super) fn larger_batch(chunk: &[u8]) -> Option<(BatchHeader, usize)> {
+    let header = BatchHeader::parse(chunk)?;
+    let total = header.total_bytes()?;
+    (header.magic == 2 && total > chunk.len() && total <= crate::limits::MAX_BATCH_BYTES)
+        .then_some((header, total))
+}
+
+async fn read_batches_from_disk(
+    memory: &Rc<MemoryBudget>,
+    file: &dyn DiskFile,
+    start: u64,
+    disk_end: u64,
+    from: Offset,
+    max_bytes: usize,
+    upper: Offset,
+) -> Result<Fetched, LogError> {
+    let mut position = start;
+    // Skip batches before `from` a chunk at a time, then return one contiguous run.
+    while position < disk_end {
+        let length = ((disk_end - position) as usize).min(max_bytes.max(64 * 1024) + 64 * 1024);
+        let grant = memory.acquire(length).await;
+        let chunk = file.read(position, length).await?;
+        let mut first: Option<usize> = None;
+        let mut end = 0usize;
+        let mut skipped = 0usize;
+        let mut expected_next: Option<Offset> = None;
+        let mut walk = BatchWalk::new(&chunk);
+        for (header, range) in walk.by_ref() {
+            if header.last_offset() < from {
+                skipped = range.end;
+                continue;
+            }
+            // A run is contiguous offsets or it ends: whatever follows a gap is not this log's
+            // next batch (a damaged medium, or an index that does not describe its segment).
+            if header.base_offset >= upper
+                || expected_next.is_some_and(|expected| header.base_offset != expected)
+            {
+                break;
+            }
+            match first {
+                None => first = Some(range.start),
+                Some(first) if range.end - first > max_bytes => break,
+                Some(_) => {}
+            }
+            expected_next = Some(header.next_offset());
+            end = range.end;
+        }
+        if let Some(first) = first {
+            return Ok(Fetched {
+                runs: vec![chunk.slice(first..end)],
+                memory: Some(grant),
+            });
+        }
+        if skipped > 0 {
+            position += skipped as u64;
+            continue;
+        }
+        // A batch larger than the chunk: read it whole by its header. Anything else that did
+        // not walk is not a batch, and nothing after it is read.
+        let Some((header, total)) = larger_batch(&chunk) else {
+            break;
+        };
+        if header.base_offset >= upper || position + total as u64 > disk_end {
+            break;
+        }
+        drop(grant);
+        let grant = memory.acquire(total).await;
+        let whole = file.read(position, total).await?;
+        if header.last_offset() >= from {
+            return Ok(Fetched {
+                runs: vec![whole],
+                memory: Some(grant),
+            });
+        }
+        position += total as u64;
+    }
+    Ok(Fetched::default())
+}
