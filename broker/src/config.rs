@@ -28,7 +28,14 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Long { min: i64 },
+    Long {
+        min: i64,
+    },
+    /// A long with an upper bound of ours where Kafka has none (the reason is at the entry).
+    Bounded {
+        min: i64,
+        max: i64,
+    },
     Boolean,
     Choice(&'static [&'static str]),
     Text,
@@ -88,11 +95,16 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: "4096",
         kind: Kind::Long { min: 0 },
     },
+    // Bounded: recovery takes a length field above `MAX_BATCH_BYTES` for garbage, so a larger
+    // batch, once stored, would read back as corruption.
     TopicConfigDef {
         name: "max.message.bytes",
         broker_default_from: Some("message.max.bytes"),
         default: "1048588",
-        kind: Kind::Long { min: 0 },
+        kind: Kind::Bounded {
+            min: 0,
+            max: storage::limits::MAX_BATCH_BYTES as i64,
+        },
     },
     TopicConfigDef {
         name: "message.timestamp.after.max.ms",
@@ -205,6 +217,36 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
     // Kafka's default is unbounded; every member holds its protocol metadata in memory, so
     // a group is capped (members plus ids handed out by MEMBER_ID_REQUIRED).
     ("group.max.size", "1000", Kind::Long { min: 1 }),
+    // Kafka's offsets retention: an empty group's offsets are deleted after this long.
+    ("offsets.retention.minutes", "10080", Kind::Long { min: 1 }),
+    (
+        "offsets.retention.check.interval.ms",
+        "600000",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "producer.id.expiration.check.interval.ms",
+        "600000",
+        Kind::Long { min: 1 },
+    ),
+    // Connections, with Kafka's names and defaults (no limit but the open-file limit, which the
+    // broker divides between partitions and connections at start).
+    ("max.connections", "2147483647", Kind::Long { min: 1 }),
+    (
+        "max.connections.per.ip",
+        "2147483647",
+        Kind::Long { min: 1 },
+    ),
+    ("connections.max.idle.ms", "600000", Kind::Long { min: 1 }),
+    // Redpanda's names (Kafka has neither). A shard holds at most this many partitions; each
+    // keeps an open file, a flusher and memory. Appends are refused while the data directory's
+    // free space is below the threshold (capped at 5% of the filesystem).
+    ("topic_partitions_per_shard", "1000", Kind::Long { min: 1 }),
+    (
+        "storage_min_free_bytes",
+        "1073741824",
+        Kind::Long { min: 0 },
+    ),
     ("tuning.profile", "", Kind::Text),
 ];
 
@@ -222,6 +264,15 @@ fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
                 .map_err(|_| invalid("expected an integer".into()))?;
             if parsed < min {
                 return Err(invalid(format!("must be at least {min}")));
+            }
+        }
+        Kind::Bounded { min, max } => {
+            let parsed: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("expected an integer".into()))?;
+            if !(min..=max).contains(&parsed) {
+                return Err(invalid(format!("must be between {min} and {max}")));
             }
         }
         Kind::Boolean => {
@@ -270,6 +321,8 @@ pub struct GroupSettings {
     pub max_session_timeout: Duration,
     pub initial_rebalance_delay: Duration,
     pub max_size: usize,
+    /// `offsets.retention.minutes`
+    pub offsets_retention: Duration,
 }
 
 /// The broker's configuration: every known property with its value.
@@ -402,7 +455,7 @@ impl BrokerConfig {
         GroupSettings {
             offsets_partitions: self
                 .long("offsets.topic.num.partitions")
-                .clamp(1, crate::controller::PARTITIONS_PER_TOPIC_MAX as i64)
+                .clamp(1, crate::limits::PARTITIONS_PER_TOPIC_MAX as i64)
                 as i32,
             offsets_segment_bytes: self.long("offsets.topic.segment.bytes"),
             // The stored record's metadata string has an i16 length.
@@ -413,7 +466,33 @@ impl BrokerConfig {
             max_session_timeout: millis("group.max.session.timeout.ms"),
             initial_rebalance_delay: millis("group.initial.rebalance.delay.ms"),
             max_size: self.long("group.max.size").clamp(1, i32::MAX as i64) as usize,
+            offsets_retention: Duration::from_secs(
+                self.long("offsets.retention.minutes")
+                    .clamp(1, i64::MAX / 60) as u64
+                    * 60,
+            ),
         }
+    }
+
+    /// A property in milliseconds, as a duration (negative ones count as zero).
+    pub fn millis(&self, name: &str) -> Duration {
+        Duration::from_millis(self.long(name).max(0) as u64)
+    }
+
+    pub fn storage_min_free_bytes(&self) -> u64 {
+        self.long("storage_min_free_bytes").max(0) as u64
+    }
+
+    pub fn topic_partitions_per_shard(&self) -> usize {
+        self.long("topic_partitions_per_shard").max(1) as usize
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.long("max.connections").max(1) as usize
+    }
+
+    pub fn max_connections_per_ip(&self) -> usize {
+        self.long("max.connections.per.ip").max(1) as usize
     }
 
     pub fn socket_request_max_bytes(&self) -> usize {
@@ -448,7 +527,7 @@ impl BrokerConfig {
                 is_override: overrides.contains_key(definition.name),
                 config_type: match definition.kind {
                     Kind::Boolean => 1,
-                    Kind::Long { .. } => 5,
+                    Kind::Long { .. } | Kind::Bounded { .. } => 5,
                     Kind::Choice(_) | Kind::Text => 2,
                 },
             })
@@ -465,9 +544,10 @@ impl BrokerConfig {
         let flush_messages = long("flush.messages");
         let flush_ms = long("flush.ms");
         // Kafka's defaults (Long.MAX) mean "never force a flush": for us that is durable mode,
-        // where every acknowledgement waits for its fdatasync. Setting either one opts in to
-        // relaxed mode, acknowledging before the flush.
-        let flush = if flush_messages == i64::MAX && flush_ms == i64::MAX {
+        // where every acknowledgement waits for its fdatasync, and so is `flush.messages=1`
+        // (Kafka: fsync after every message). A larger `flush.messages`, or a `flush.ms`, opts in
+        // to relaxed mode: acknowledged once written, synced by those settings.
+        let flush = if flush_messages == 1 || (flush_messages == i64::MAX && flush_ms == i64::MAX) {
             FlushPolicy::Durable
         } else {
             FlushPolicy::Relaxed {
@@ -533,6 +613,19 @@ mod tests {
     }
 
     #[test]
+    fn max_message_bytes_stops_where_recovery_would_take_a_batch_for_garbage() {
+        assert!(check_topic_config("max.message.bytes", "134217728").is_ok());
+        let error = check_topic_config("max.message.bytes", "134217729").unwrap_err();
+        assert!(
+            error.to_string().contains("between 0 and 134217728"),
+            "{error}"
+        );
+        assert!(BrokerConfig::default()
+            .set("message.max.bytes", "999999999999")
+            .is_err());
+    }
+
+    #[test]
     fn toml_dotted_keys_are_kafka_property_names() {
         let mut config = BrokerConfig::default();
         config
@@ -563,6 +656,15 @@ mod tests {
         assert_eq!(
             config.log_config(&BTreeMap::new()).flush,
             FlushPolicy::Durable
+        );
+        let every_message = BTreeMap::from([
+            ("flush.messages".to_string(), "1".to_string()),
+            ("flush.ms".to_string(), "100".to_string()),
+        ]);
+        assert_eq!(
+            config.log_config(&every_message).flush,
+            FlushPolicy::Durable,
+            "flush.messages=1 means an fsync before every acknowledgement"
         );
         let relaxed = BTreeMap::from([("flush.ms".to_string(), "100".to_string())]);
         assert_eq!(

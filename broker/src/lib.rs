@@ -5,11 +5,16 @@
 //! the whole cluster from its local copy, and serves Produce and Fetch for the partitions it owns.
 //! Shard 0 also hosts the controller, which is the only writer of cluster metadata.
 
+pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod controller;
+pub mod disk_space;
+pub mod error_code;
 pub mod groups;
 pub mod kafka;
 pub mod limits;
+pub mod node;
 pub mod observability;
 pub mod server;
 pub mod shard;

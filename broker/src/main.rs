@@ -106,7 +106,21 @@ fn build_config(args: StartArgs) -> Result<BrokerConfig, String> {
     Ok(config)
 }
 
+/// A panic anywhere stops the node at once and whole: a shard that died while the others serve
+/// would leave its partitions unanswered and the controller waiting on it forever. What was
+/// acknowledged is on disk; the next start runs recovery. (Release builds also set
+/// `panic = "abort"`; this covers every build and says why on the way out.)
+fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        eprintln!("broker: a thread panicked; stopping the node (the next start runs recovery)");
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
+    abort_on_panic();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Start(args)) => args,

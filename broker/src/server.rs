@@ -4,7 +4,6 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,8 +13,11 @@ use shards::{run_shards, Mesh, ShardContext, ShardId};
 use tracing::{error, info, warn};
 
 use crate::config::BrokerConfig;
-use crate::kafka::connection;
-use crate::limits::CONNECTIONS_PER_SHARD_MAX;
+use crate::limits::{
+    CONNECTIONS_PER_SHARD_MAX, FILE_DESCRIPTORS_PER_PARTITION, FILE_DESCRIPTORS_RESERVED,
+    LOG_MEMORY_PER_SHARD_BYTES, OPEN_SEGMENTS_PER_SHARD, SHUTDOWN_DRAIN_TIMEOUT,
+};
+use crate::node::NodeLimits;
 use crate::shard::{NodeInfo, Shard, ShardMessage};
 
 const LOCK_FILE: &str = ".lock";
@@ -160,6 +162,65 @@ fn bind_listener(address: SocketAddr) -> Result<(BoundListener, SocketAddr), Sta
     }
 }
 
+/// Raises the soft open-file limit to the hard one (as Kafka's and Redpanda's service units
+/// ask operators to), and returns the limit now in force.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and pass by valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass by valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    limit.rlim_cur
+}
+
+/// What each shard may hold, from the config and the open-file limit: every partition keeps
+/// descriptors open, every connection one, and the sealed-segment cache its share. A
+/// `topic_partitions_per_shard` the limit cannot carry is lowered, with a warning.
+fn node_limits(config: &BrokerConfig, shard_count: usize, open_files: u64) -> NodeLimits {
+    let per_shard = (open_files as usize)
+        .saturating_sub(FILE_DESCRIPTORS_RESERVED)
+        .checked_div(shard_count.max(1))
+        .unwrap_or(0)
+        .max(64);
+    let open_segments = OPEN_SEGMENTS_PER_SHARD.min(per_shard / 8).max(4);
+    let left = per_shard.saturating_sub(open_segments);
+    // At most half of what is left goes to partitions, the rest to connections.
+    let partitions_fit = (left / 2 / FILE_DESCRIPTORS_PER_PARTITION).max(1);
+    let wanted = config.topic_partitions_per_shard();
+    let partitions = wanted.min(partitions_fit);
+    if partitions < wanted {
+        warn!(
+            open_files,
+            partitions_per_shard = partitions,
+            topic_partitions_per_shard = wanted,
+            "the open-file limit cannot carry topic_partitions_per_shard; raise `ulimit -n` \
+             (LimitNOFILE= in a systemd unit)"
+        );
+    }
+    let connections = left
+        .saturating_sub(partitions * FILE_DESCRIPTORS_PER_PARTITION)
+        .clamp(16, CONNECTIONS_PER_SHARD_MAX);
+    NodeLimits {
+        partitions_per_shard: partitions,
+        connections_per_shard: connections,
+        open_segments_per_shard: open_segments,
+        log_memory_per_shard_bytes: LOG_MEMORY_PER_SHARD_BYTES,
+    }
+}
+
 /// The host checks of `tuning::preflight`: failures are logged, and refuse the start when the
 /// profile says so (with no profile they only warn).
 fn run_preflight(
@@ -257,12 +318,26 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         None => None,
     };
     let clean_shutdown = take_clean_shutdown_marker(&data_dir)?;
+    crate::disk_space::ensure_reserve(&data_dir);
+    let open_files = raise_open_files_limit();
+    let limits = node_limits(&config, cores.len(), open_files);
+    info!(
+        open_files,
+        partitions_per_shard = limits.partitions_per_shard,
+        connections_per_shard = limits.connections_per_shard,
+        "resource limits"
+    );
     let node = Arc::new(NodeInfo {
         node_id: config.node_id(),
         shard_count: cores.len(),
         advertised,
         data_dir: data_dir.clone(),
         clean_shutdown,
+        limits,
+        connections: crate::connections::ConnectionQuotas::new(
+            config.max_connections(),
+            config.max_connections_per_ip(),
+        ),
         config,
     });
     for (index, (host, port)) in node.advertised.iter().enumerate() {
@@ -378,7 +453,8 @@ async fn shard_main(
     }
     futures_lite::future::or(shard.wait_ready(), wait_for_shutdown(&shutdown)).await;
     let listener = listener.into_listener();
-    let accepting = shards::task::spawn(accept_loop(shard.clone(), listener));
+    let accepting = shards::task::spawn(crate::connections::accept_loop(shard.clone(), listener));
+    let housekeeping = shards::task::spawn(shard.clone().run_housekeeping());
     let group_clock = shards::task::spawn({
         let shard = shard.clone();
         async move {
@@ -390,41 +466,12 @@ async fn shard_main(
     });
     info!(shard = %id, "shard ready");
     wait_for_shutdown(&shutdown).await;
+    // Stop taking connections and requests, answer what was read, then flush and close.
     drop(accepting);
+    shard.connections.drain(SHUTDOWN_DRAIN_TIMEOUT).await;
     drop(group_clock);
+    drop(housekeeping);
     let clean = shard.close_logs().await;
     info!(shard = %id, clean, "shard stopped");
     clean
-}
-
-async fn accept_loop(shard: Rc<Shard>, listener: shards::net::Listener) {
-    let connections = Rc::new(std::cell::Cell::new(0usize));
-    loop {
-        let connection = match listener.accept().await {
-            Ok(connection) => connection,
-            Err(error) => {
-                warn!(%error, "accept failed");
-                shards::task::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if connections.get() >= CONNECTIONS_PER_SHARD_MAX {
-            warn!(
-                limit = CONNECTIONS_PER_SHARD_MAX,
-                "connection limit reached; closing a new connection"
-            );
-            continue;
-        }
-        connections.set(connections.get() + 1);
-        shard.metrics.connection_opened();
-        let shard = shard.clone();
-        let connections = connections.clone();
-        shards::task::spawn(async move {
-            let metrics = shard.metrics.clone();
-            connection::serve(shard, connection).await;
-            connections.set(connections.get() - 1);
-            metrics.connection_closed();
-        })
-        .detach();
-    }
 }

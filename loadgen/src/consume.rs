@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
@@ -13,7 +12,7 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
+use record_format::{records_section, BatchWalk, RecordIter};
 
 use crate::client::{ClientError, Connection};
 use crate::report::Shared;
@@ -96,32 +95,42 @@ pub fn run_consumer(
             .iter()
             .flat_map(|topic| topic.partitions.iter())
         {
-            let Some(mut records) = partition.records.clone() else {
+            let Some(records) = partition.records.clone() else {
                 continue;
             };
             if records.is_empty() {
                 continue;
             }
-            let sets = RecordBatchDecoder::decode_all(&mut records).map_err(|error| {
-                ClientError::Protocol {
-                    address: leader.clone(),
-                    reason: format!("undecodable record batch: {error}"),
-                }
-            })?;
             let Some(slot) = offsets
                 .iter_mut()
                 .find(|(index, _)| *index == partition.partition_index)
             else {
                 continue;
             };
-            for record in sets.iter().flat_map(|set| set.records.iter()) {
-                // A fetch returns whole batches: skip records before our position.
-                if record.offset < slot.1 {
-                    continue;
-                }
-                slot.1 = record.offset + 1;
-                if let Some(mut value) = record.value.clone().filter(|value| value.len() >= 8) {
-                    latencies.push((value.get_i64(), value.len() as u64 + 8));
+            // Only the first 8 bytes of each value matter (the producer's send stamp): the
+            // records are walked in place, not decoded into owned values.
+            let undecodable = |reason: String| ClientError::Protocol {
+                address: leader.clone(),
+                reason: format!("undecodable record batch: {reason}"),
+            };
+            for (header, range) in BatchWalk::new(&records) {
+                let batch = &records[range];
+                let section =
+                    records_section(batch).map_err(|error| undecodable(error.to_string()))?;
+                let count = usize::try_from(header.records_count).unwrap_or(0);
+                for record in RecordIter::new(&section, count) {
+                    let record = record.map_err(undecodable)?;
+                    let offset = header.base_offset.0 + record.offset_delta;
+                    // A fetch returns whole batches: skip records before our position.
+                    if offset < slot.1 {
+                        continue;
+                    }
+                    slot.1 = offset + 1;
+                    if let Some(value) = record.value.filter(|value| value.len() >= 8) {
+                        let mut stamp = [0u8; 8];
+                        stamp.copy_from_slice(&value[..8]);
+                        latencies.push((i64::from_be_bytes(stamp), value.len() as u64 + 8));
+                    }
                 }
             }
         }

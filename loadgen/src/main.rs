@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kafka_protocol::records::Compression;
 use loadgen::produce::{run_worker, KeyDistribution, ProduceSettings};
 use loadgen::report::{interval_line, summary, summary_text, Shared, Stats};
+use record_format::Compression;
 
 #[derive(Parser)]
 #[command(

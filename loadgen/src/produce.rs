@@ -7,13 +7,11 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use record_format::Compression;
 
 use crate::batch::BatchBuilder;
 use crate::client::{ClientError, Connection};
@@ -57,9 +55,7 @@ struct Pending {
 }
 
 struct Batch {
-    /// Compressed batches: the records for kafka-protocol's encoder.
-    records: Vec<Record>,
-    /// Uncompressed batches: encoded in place as records arrive.
+    /// Encoded in place as records arrive; compressed, if asked, when the batch is sent.
     raw: BatchBuilder,
     intended: Vec<Instant>,
     bytes: usize,
@@ -175,7 +171,6 @@ pub fn run_worker(
     let mut batches: Vec<Batch> = partitions
         .iter()
         .map(|_| Batch {
-            records: Vec::new(),
             raw: BatchBuilder::default(),
             intended: Vec::new(),
             bytes: 0,
@@ -199,22 +194,14 @@ pub fn run_worker(
                 address: address.clone(),
                 reason: "no connection".into(),
             })?;
-        let encoded = if settings.compression == Compression::None {
-            batch.raw.finish()
-        } else {
-            let mut encoded = BytesMut::with_capacity(batch.bytes + 128);
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression: settings.compression,
-            };
-            RecordBatchEncoder::encode(&mut encoded, batch.records.iter(), &options).map_err(
-                |error| ClientError::Protocol {
+        let encoded =
+            batch
+                .raw
+                .finish(settings.compression)
+                .map_err(|error| ClientError::Protocol {
                     address: address.clone(),
                     reason: error.to_string(),
-                },
-            )?;
-            encoded.freeze()
-        };
+                })?;
         let request = ProduceRequest::default()
             .with_acks(settings.acks)
             .with_timeout_ms(30_000)
@@ -243,7 +230,6 @@ pub fn run_worker(
         }
         let intended = std::mem::take(&mut batch.intended);
         let bytes = batch.bytes as u64;
-        batch.records.clear();
         batch.bytes = 0;
         if settings.acks == 0 {
             for target in [&shared.interval, &shared.measured] {
@@ -302,36 +288,12 @@ pub fn run_worker(
             let sent_ns = now_ns();
             let batch = &mut batches[index];
             let key = next_key(settings.keys, sequence, &mut random);
-            if settings.compression == Compression::None {
-                batch.raw.push(
-                    sent_ns / 1_000_000,
-                    key.as_deref(),
-                    sent_ns.to_be_bytes(),
-                    &filler,
-                );
-            } else {
-                let mut value = Vec::with_capacity(settings.record_bytes.max(8));
-                value.extend_from_slice(&sent_ns.to_be_bytes());
-                value.extend_from_slice(&filler);
-                batch.records.push(Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: batch.records.len() as i64,
-                    // kafka-protocol keeps records in one batch while offset - sequence is constant;
-                    // offset - 1 makes the batch's base sequence -1 (none), as for any producer
-                    // without idempotence.
-                    sequence: batch.records.len() as i32 - 1,
-                    timestamp: sent_ns / 1_000_000,
-                    key,
-                    value: Some(Bytes::from(value)),
-                    headers: Default::default(),
-                });
-            }
+            batch.raw.push(
+                sent_ns / 1_000_000,
+                key.as_deref(),
+                sent_ns.to_be_bytes(),
+                &filler,
+            );
             batch.intended.push(intended);
             batch.bytes += settings.record_bytes;
             sequence += 1;

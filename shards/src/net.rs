@@ -4,12 +4,15 @@
 //! `SO_REUSEPORT` (glommio's own `bind` always does, so a second broker on the same port would
 //! silently share it). The bound socket is then handed to its shard's executor.
 
+use std::cell::RefCell;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::pin::Pin;
+use std::rc::Rc;
 
 use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 
 /// A listening socket bound on the main thread, not yet owned by a shard. `Send`.
 pub struct BoundListener(std::net::TcpListener);
@@ -38,10 +41,18 @@ impl BoundListener {
 pub struct Listener(glommio::net::TcpListener);
 
 impl Listener {
+    /// The next connection. Errors keep their errno (EMFILE tells the caller to back off).
     pub async fn accept(&self) -> std::io::Result<Connection> {
-        let stream = self.0.accept().await.map_err(std::io::Error::from)?;
-        stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        let stream = self.0.accept().await.map_err(os_error)?;
+        stream.set_nodelay(true).map_err(os_error)?;
         Ok(Connection(stream))
+    }
+}
+
+fn os_error(error: glommio::GlommioError<()>) -> std::io::Error {
+    match error.raw_os_error() {
+        Some(errno) => std::io::Error::from_raw_os_error(errno),
+        None => std::io::Error::other(error.to_string()),
     }
 }
 
@@ -53,26 +64,43 @@ impl Connection {
         self.0.peer_addr().ok()
     }
 
-    /// Splits the connection so one task reads requests while another writes responses.
+    /// Splits the connection so one task reads requests while another writes responses. Both
+    /// halves live on this shard and share the stream without a lock: each read or write polls
+    /// it for one synchronous step (glommio keeps separate readiness sources for the two
+    /// directions), so a borrow never spans an await.
     pub fn split(self) -> (ConnectionReader, ConnectionWriter) {
-        let (reader, writer) = futures_lite::io::split(self.0);
-        (ConnectionReader(reader), ConnectionWriter(writer))
+        let stream = Rc::new(RefCell::new(self.0));
+        (ConnectionReader(stream.clone()), ConnectionWriter(stream))
     }
 }
 
-pub struct ConnectionReader(futures_lite::io::ReadHalf<glommio::net::TcpStream>);
+pub struct ConnectionReader(Rc<RefCell<glommio::net::TcpStream>>);
 
 impl ConnectionReader {
-    /// Reads some bytes; 0 means the peer closed.
+    /// Reads some bytes; 0 means the peer closed. Cancel-safe: dropping the future before it
+    /// completes reads nothing.
     pub async fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buffer).await
+        std::future::poll_fn(|context| {
+            let mut stream = self.0.borrow_mut();
+            Pin::new(&mut *stream).poll_read(context, buffer)
+        })
+        .await
     }
 }
 
-pub struct ConnectionWriter(futures_lite::io::WriteHalf<glommio::net::TcpStream>);
+pub struct ConnectionWriter(Rc<RefCell<glommio::net::TcpStream>>);
 
 impl ConnectionWriter {
-    /// Writes all chunks in order with vectored writes, so stored batches go out without a copy.
+    async fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        std::future::poll_fn(|context| {
+            let mut stream = self.0.borrow_mut();
+            Pin::new(&mut *stream).poll_write_vectored(context, slices)
+        })
+        .await
+    }
+
+    /// Writes all chunks in order with vectored writes (one `sendmsg` for as many chunks as the
+    /// kernel takes), so stored batches go out without a copy.
     pub async fn write_all_chunks(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
         let mut chunk_index = 0;
         let mut within = 0;
@@ -87,10 +115,11 @@ impl ConnectionWriter {
             }
             let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[chunk_index][within..])
                 .chain(chunks[chunk_index + 1..].iter().map(|chunk| &chunk[..]))
-                .take(64)
+                .filter(|slice| !slice.is_empty())
+                .take(WRITE_SLICES_MAX)
                 .map(IoSlice::new)
                 .collect();
-            let mut written = self.0.write_vectored(&slices).await?;
+            let mut written = self.write_vectored(&slices).await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -108,8 +137,8 @@ impl ConnectionWriter {
         }
         Ok(())
     }
-
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush().await
-    }
 }
+
+/// Slices per `sendmsg`: the kernel's `UIO_MAXIOV` is 1024; a fetch response is a header and a
+/// run of batches per partition, so this covers most responses in one call.
+const WRITE_SLICES_MAX: usize = 256;

@@ -40,6 +40,13 @@ pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> 
     .await
 }
 
+/// Runs a blocking call (file system metadata, a `std::fs` write and its fsync) on the
+/// executor's blocking thread pool, so the shard keeps serving meanwhile. Dropping the future
+/// does not cancel the call; it runs to completion and its result is dropped.
+pub async fn spawn_blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+    glommio::executor().spawn_blocking(call).await
+}
+
 /// Yields to other tasks if this one has run for its share of the CPU.
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await

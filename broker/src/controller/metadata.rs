@@ -38,6 +38,18 @@ pub struct ClusterMetadata {
     /// The lowest producer id never handed out (InitProducerId); only the controller moves it.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Partitions whose log cannot be served (corruption, I/O errors), with why. Found again at
+    /// every start, so never persisted.
+    #[serde(skip)]
+    pub offline: BTreeMap<(String, i32), String>,
+}
+
+/// A partition that cannot be served, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflinePartition {
+    pub topic: String,
+    pub partition: i32,
+    pub reason: String,
 }
 
 /// One change pushed from the controller to every shard.
@@ -47,6 +59,8 @@ pub enum MetadataChange {
     Snapshot(ClusterMetadata),
     TopicsCreated(Vec<TopicMetadata>),
     TopicsDeleted(Vec<String>),
+    /// Partitions found offline by their shard.
+    PartitionsOffline(Vec<OfflinePartition>),
 }
 
 const METADATA_DIRECTORY: &str = "__cluster_metadata";
@@ -57,6 +71,8 @@ const METADATA_FILE: &str = "metadata.json";
 pub struct MetadataStoreError {
     pub path: PathBuf,
     pub reason: String,
+    /// The write failed because the disk is full.
+    pub no_space: bool,
 }
 
 impl ClusterMetadata {
@@ -66,6 +82,7 @@ impl ClusterMetadata {
             version: 0,
             topics: BTreeMap::new(),
             next_producer_id: 0,
+            offline: BTreeMap::new(),
         }
     }
 
@@ -83,9 +100,62 @@ impl ClusterMetadata {
                 for name in names {
                     self.topics.remove(name);
                 }
+                self.offline.retain(|(topic, _), _| !names.contains(topic));
+                self.version += 1;
+            }
+            MetadataChange::PartitionsOffline(partitions) => {
+                for partition in partitions {
+                    if self.topics.contains_key(&partition.topic) {
+                        self.offline.insert(
+                            (partition.topic.clone(), partition.partition),
+                            partition.reason.clone(),
+                        );
+                    }
+                }
                 self.version += 1;
             }
         }
+    }
+
+    pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
+        self.offline.contains_key(&(topic.to_string(), partition))
+    }
+
+    pub fn offline_partitions(&self) -> Vec<OfflinePartition> {
+        self.offline
+            .iter()
+            .map(|((topic, partition), reason)| OfflinePartition {
+                topic: topic.clone(),
+                partition: *partition,
+                reason: reason.clone(),
+            })
+            .collect()
+    }
+
+    /// Gives every partition owned by a shard at or past `shard_count` (the node now runs fewer
+    /// shards) to the least loaded shard that exists. Returns how many moved. Partition data is
+    /// per partition, not per shard, so the new owner opens the same directory.
+    pub fn reassign_missing_shards(&mut self, shard_count: usize) -> usize {
+        let mut counts = self.partitions_per_shard(shard_count);
+        let mut moved = 0;
+        for topic in self.topics.values_mut() {
+            for owner in topic.partitions.iter_mut() {
+                if usize::from(*owner) >= shard_count {
+                    let Some(target) =
+                        (0..shard_count).min_by_key(|shard| (counts[*shard], *shard))
+                    else {
+                        continue;
+                    };
+                    counts[target] += 1;
+                    *owner = target as u16;
+                    moved += 1;
+                }
+            }
+        }
+        if moved > 0 {
+            self.version += 1;
+        }
+        moved
     }
 
     /// Partitions per shard, for least-loaded placement.
@@ -135,6 +205,7 @@ impl ClusterMetadata {
                 return Err(MetadataStoreError {
                     path,
                     reason: error.to_string(),
+                    no_space: false,
                 })
             }
         };
@@ -143,11 +214,12 @@ impl ClusterMetadata {
             .map_err(|error| MetadataStoreError {
                 path,
                 reason: format!("unreadable ({error}); refusing to start without it"),
+                no_space: false,
             })
     }
 
     /// Persists atomically: write a temporary file, fsync it, rename it over the old one, fsync
-    /// the directory. Metadata changes are rare, so plain blocking file I/O is fine here.
+    /// the directory. Blocking file I/O: call it on the blocking pool (`store_metadata`).
     pub fn store(&self, data_dir: &Path) -> Result<(), MetadataStoreError> {
         use std::io::Write;
         let path = Self::path(data_dir);
@@ -155,12 +227,15 @@ impl ClusterMetadata {
         let failed = |error: std::io::Error| MetadataStoreError {
             path: path.clone(),
             reason: error.to_string(),
+            no_space: matches!(error.raw_os_error(), Some(28) | Some(122))
+                || error.kind() == std::io::ErrorKind::StorageFull,
         };
         std::fs::create_dir_all(&directory).map_err(failed)?;
         let temporary = directory.join(format!("{METADATA_FILE}.tmp"));
         let text = serde_json::to_string_pretty(self).map_err(|error| MetadataStoreError {
             path: path.clone(),
             reason: error.to_string(),
+            no_space: false,
         })?;
         let mut file = std::fs::File::create(&temporary).map_err(failed)?;
         file.write_all(text.as_bytes()).map_err(failed)?;
@@ -197,6 +272,27 @@ mod tests {
         );
         let mut extra = vec![0; 3];
         assert_eq!(metadata.place(4, 3, &mut extra), vec![2, 1, 2, 0]);
+    }
+
+    #[test]
+    fn partitions_of_missing_shards_move_to_the_least_loaded_ones() {
+        let mut metadata = ClusterMetadata::new();
+        metadata.topics.insert(
+            "a".into(),
+            TopicMetadata {
+                name: "a".into(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: vec![0, 1, 2, 3, 3, 0],
+                configs: BTreeMap::new(),
+            },
+        );
+        assert_eq!(metadata.reassign_missing_shards(2), 3);
+        assert_eq!(metadata.topics["a"].partitions, vec![0, 1, 1, 0, 1, 0]);
+        assert_eq!(
+            metadata.reassign_missing_shards(2),
+            0,
+            "nothing left to move"
+        );
     }
 
     #[test]

@@ -4,31 +4,41 @@
 //! a time, persisted, and pushed to every shard; the requester gets its answer only after every
 //! shard has applied the change, so a client that is told "created" finds the topic on whichever
 //! shard it asks next.
+//!
+//! The controller decides and persists; pushing a change to every shard and waiting for them is
+//! the host shard's job (`ControllerHost::publish`), so this module knows nothing of the mesh.
 
 pub mod metadata;
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::cell::Ref;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
-use event_listener::Event;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::check_topic_config;
+use crate::error_code::ErrorCode;
 use crate::groups::OFFSETS_TOPIC;
-use crate::kafka::errors::ErrorCode;
-use crate::shard::Shard;
-use metadata::{MetadataChange, TopicMetadata};
+use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX, TOPIC_NAME_BYTES_MAX};
+use crate::node::NodeInfo;
+use metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
 
-/// Partitions one topic may have; Kafka has no hard cap, but each partition costs a directory,
-/// open files and memory on its shard, so an absurd request is refused up front.
-pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
-
-/// The most producer ids one allocation hands out.
-pub const PRODUCER_ID_BLOCK_MAX: i64 = 1_000_000;
-
-/// Kafka's limit on topic name length (a partition directory name must fit 255 bytes).
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// What the controller needs of the shard it runs on.
+pub trait ControllerHost {
+    fn node(&self) -> &NodeInfo;
+    fn metadata(&self) -> Ref<'_, ClusterMetadata>;
+    fn set_next_producer_id(&self, next: i64);
+    /// Applies `change` on every shard (this one included) and returns once all have.
+    fn publish(
+        &self,
+        change: MetadataChange,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>>;
+    /// Partitions each shard may hold (`topic_partitions_per_shard`).
+    fn partitions_per_shard_max(&self) -> usize;
+    /// Whether the disk is too full to create anything (below `storage_min_free_bytes`).
+    fn disk_full(&self) -> bool;
+}
 
 #[derive(Debug, Clone)]
 pub struct NewTopic {
@@ -58,6 +68,8 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         count: i64,
     },
+    /// A shard found partitions it cannot serve: every shard's Metadata should say so.
+    ReportOffline(Vec<metadata::OfflinePartition>),
 }
 
 #[derive(Debug, Clone)]
@@ -115,60 +127,67 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Persists `metadata` off the executor thread (it is a small file, written and synced with
+/// blocking calls on the blocking pool). On a full disk it frees the data directory's space
+/// reserve once and tries again, so the broker can still record a DeleteTopics that frees space.
+pub async fn store_metadata(
+    metadata: ClusterMetadata,
+    data_dir: std::path::PathBuf,
+) -> Result<(), String> {
+    shards::task::spawn_blocking(move || match metadata.store(&data_dir) {
+        Err(error) if error.no_space && crate::disk_space::release_reserve(&data_dir) => {
+            warn!("the disk is full: released the space reserve to record the cluster metadata");
+            metadata.store(&data_dir)
+        }
+        other => other,
+    })
+    .await
+    .map_err(|error| error.to_string())
+}
+
 /// Shard 0's controller state.
 pub struct Controller {
     /// One mutation at a time.
     lock: async_lock::Mutex<()>,
-    /// Acknowledgements received per metadata version.
-    acks: RefCell<HashMap<u64, usize>>,
-    acked: Event,
 }
 
 impl Controller {
     pub fn new() -> Controller {
         Controller {
             lock: async_lock::Mutex::new(()),
-            acks: RefCell::new(HashMap::new()),
-            acked: Event::new(),
         }
-    }
-
-    /// A shard reports it applied `version`.
-    pub fn note_applied(&self, version: u64) {
-        *self.acks.borrow_mut().entry(version).or_default() += 1;
-        self.acked.notify(usize::MAX);
     }
 
     /// Persists `change`, applies it on every shard and waits until all have.
-    pub async fn publish(&self, shard: &Rc<Shard>, change: MetadataChange) -> Result<(), String> {
-        let mut next = shard.metadata().clone();
+    pub async fn publish(
+        &self,
+        host: &dyn ControllerHost,
+        change: MetadataChange,
+    ) -> Result<(), String> {
+        let mut next = host.metadata().clone();
         next.apply(&change);
-        let version = next.version;
-        next.store(&shard.node.data_dir)
-            .map_err(|error| error.to_string())?;
-        shard.apply(&change).await;
-        let others = shard.node.shard_count - 1;
-        for peer in 1..shard.node.shard_count {
-            shard
-                .send_to(
-                    shards::ShardId(peer as u16),
-                    crate::shard::ShardMessage::Apply {
-                        change: change.clone(),
-                    },
-                )
-                .await?;
-        }
-        loop {
-            let listener = self.acked.listen();
-            if self.acks.borrow().get(&version).copied().unwrap_or(0) >= others {
-                self.acks.borrow_mut().remove(&version);
-                return Ok(());
-            }
-            listener.await;
-        }
+        store_metadata(next, host.node().data_dir.clone()).await?;
+        host.publish(change).await
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) -> ControllerReply {
+    /// Publishes the metadata loaded at start to every shard, holding the lock like every
+    /// mutation: what shards report while they open their logs (offline partitions) must come
+    /// after the snapshot everywhere, not be overtaken and then overwritten by it.
+    pub async fn bootstrap(
+        &self,
+        host: &dyn ControllerHost,
+        snapshot: ClusterMetadata,
+    ) -> Result<(), String> {
+        let _one_at_a_time = self.lock.lock().await;
+        host.publish(MetadataChange::Snapshot(snapshot)).await
+    }
+
+    pub async fn handle(
+        &self,
+        host: &dyn ControllerHost,
+        request: ControllerRequest,
+    ) -> ControllerReply {
+        let shard = host;
         let _one_at_a_time = self.lock.lock().await;
         match request {
             ControllerRequest::CreateTopics {
@@ -179,25 +198,39 @@ impl Controller {
                 ControllerReply::Topics(self.delete_topics(shard, names).await)
             }
             ControllerRequest::AllocateProducerIds { count } => {
-                self.allocate_producer_ids(shard, count)
+                self.allocate_producer_ids(shard, count).await
             }
             ControllerRequest::CreateOffsetsTopic => {
                 ControllerReply::Topics(self.create_offsets_topic(shard).await)
+            }
+            ControllerRequest::ReportOffline(partitions) => {
+                // In memory only: a partition is found offline again at every start.
+                match shard
+                    .publish(MetadataChange::PartitionsOffline(partitions))
+                    .await
+                {
+                    Ok(()) => ControllerReply::Topics(Vec::new()),
+                    Err(reason) => ControllerReply::Failed(reason),
+                }
             }
         }
     }
 
     /// Producer ids are unique for the life of the cluster: the next free id is persisted before
     /// a block is handed out, so a restart never reissues one.
-    fn allocate_producer_ids(&self, shard: &Rc<Shard>, count: i64) -> ControllerReply {
+    async fn allocate_producer_ids(
+        &self,
+        shard: &dyn ControllerHost,
+        count: i64,
+    ) -> ControllerReply {
         let mut next = shard.metadata().clone();
         let first = next.next_producer_id;
         let Some(end) = first.checked_add(count.clamp(1, PRODUCER_ID_BLOCK_MAX)) else {
             return ControllerReply::Failed("producer ids are exhausted".into());
         };
         next.next_producer_id = end;
-        if let Err(error) = next.store(&shard.node.data_dir) {
-            return ControllerReply::Failed(error.to_string());
+        if let Err(error) = store_metadata(next, shard.node().data_dir.clone()).await {
+            return ControllerReply::Failed(error);
         }
         shard.set_next_producer_id(end);
         ControllerReply::ProducerIds {
@@ -208,15 +241,15 @@ impl Controller {
 
     /// The offsets topic: compacted (Kafka's setting; compaction itself is not implemented yet),
     /// durable like every topic, placed across shards like any other.
-    async fn create_offsets_topic(&self, shard: &Rc<Shard>) -> Vec<TopicOutcome> {
+    async fn create_offsets_topic(&self, shard: &dyn ControllerHost) -> Vec<TopicOutcome> {
         if shard.metadata().topics.contains_key(OFFSETS_TOPIC) {
             return Vec::new();
         }
-        let settings = shard.node.config.group_settings();
+        let settings = shard.node().config.group_settings();
         let placement = shard.metadata().place(
             settings.offsets_partitions as usize,
-            shard.node.shard_count,
-            &mut vec![0; shard.node.shard_count],
+            shard.node().shard_count,
+            &mut vec![0; shard.node().shard_count],
         );
         let topic = TopicMetadata {
             name: OFFSETS_TOPIC.to_string(),
@@ -254,24 +287,47 @@ impl Controller {
 
     async fn create_topics(
         &self,
-        shard: &Rc<Shard>,
+        shard: &dyn ControllerHost,
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<TopicOutcome> {
-        let shard_count = shard.node.shard_count;
+        let shard_count = shard.node().shard_count;
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut created = Vec::new();
         let mut extra = vec![0usize; shard_count];
+        let per_shard_max = shard.partitions_per_shard_max();
         {
             let metadata = shard.metadata();
+            let existing = metadata.partitions_per_shard(shard_count);
             for topic in &topics {
                 match self.check_new_topic(shard, &metadata, topic, &created) {
                     Err((error, message)) => {
                         outcomes.push(TopicOutcome::failed(&topic.name, error, message))
                     }
                     Ok(partitions) => {
+                        let before = extra.clone();
                         let placement =
                             metadata.place(partitions as usize, shard_count, &mut extra);
+                        // Each partition holds an open file, a flusher and memory on its shard:
+                        // a shard takes at most `topic_partitions_per_shard` (Redpanda's rule).
+                        if let Some(full) = (0..shard_count)
+                            .find(|index| existing[*index] + extra[*index] > per_shard_max)
+                        {
+                            let would_hold = existing[full] + extra[full];
+                            extra = before;
+                            outcomes.push(TopicOutcome::failed(
+                                &topic.name,
+                                ErrorCode::InvalidPartitions,
+                                format!(
+                                    "Cannot create {partitions} partitions: shard {full} would hold {} \
+                                     partitions, more than topic_partitions_per_shard ({per_shard_max}) \
+                                     allows; this node holds at most {} partitions",
+                                    would_hold,
+                                    per_shard_max * shard_count
+                                ),
+                            ));
+                            continue;
+                        }
                         let created_topic = TopicMetadata {
                             name: topic.name.clone(),
                             topic_id: uuid::Uuid::new_v4(),
@@ -309,13 +365,21 @@ impl Controller {
 
     fn check_new_topic(
         &self,
-        shard: &Shard,
+        shard: &dyn ControllerHost,
         metadata: &metadata::ClusterMetadata,
         topic: &NewTopic,
         created: &[TopicMetadata],
     ) -> Result<i32, (ErrorCode, String)> {
         let name = &topic.name;
         validate_topic_name(name).map_err(|reason| (ErrorCode::InvalidTopicException, reason))?;
+        if shard.disk_full() {
+            return Err((
+                ErrorCode::KafkaStorageError,
+                "the disk is full (free space is below storage_min_free_bytes): no topic can be \
+                 created until space is freed"
+                    .into(),
+            ));
+        }
         if name == OFFSETS_TOPIC && !metadata.topics.contains_key(name) {
             return Err((
                 ErrorCode::InvalidTopicException,
@@ -336,7 +400,7 @@ impl Controller {
             ));
         }
         let partitions = if topic.num_partitions == -1 {
-            shard.node.config.num_partitions()
+            shard.node().config.num_partitions()
         } else {
             topic.num_partitions
         };
@@ -362,7 +426,11 @@ impl Controller {
         Ok(partitions)
     }
 
-    async fn delete_topics(&self, shard: &Rc<Shard>, names: Vec<String>) -> Vec<TopicOutcome> {
+    async fn delete_topics(
+        &self,
+        shard: &dyn ControllerHost,
+        names: Vec<String>,
+    ) -> Vec<TopicOutcome> {
         let mut outcomes = Vec::with_capacity(names.len());
         let mut deleted = Vec::new();
         {

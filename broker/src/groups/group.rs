@@ -18,7 +18,7 @@ use futures_channel::oneshot;
 
 use super::records::CommittedOffset;
 use crate::config::GroupSettings;
-use crate::kafka::errors::ErrorCode;
+use crate::error_code::ErrorCode;
 
 /// Kafka's `NewMemberJoinTimeoutMs`: how long a member that has never completed a join may wait
 /// in a rebalance without heart-beating.
@@ -210,6 +210,8 @@ pub struct Group {
     initial_join: Option<(Instant, Duration)>,
     /// CompletingRebalance: when members that have not sent SyncGroup are removed.
     sync_deadline: Option<Instant>,
+    /// When the group last became Empty (`offsets.retention.minutes` counts from it).
+    empty_since: Option<Instant>,
     pub offsets: HashMap<(String, i32), StoredOffset>,
 }
 
@@ -234,6 +236,7 @@ impl Group {
             rebalance_deadline: None,
             initial_join: None,
             sync_deadline: None,
+            empty_since: None,
             offsets: HashMap::new(),
         }
     }
@@ -640,6 +643,7 @@ impl Group {
         }
         self.sync_deadline = None;
         self.state = GroupState::PreparingRebalance;
+        self.empty_since = None;
     }
 
     /// Completes the join phase if every member has rejoined (and no initial delay is running),
@@ -686,6 +690,7 @@ impl Group {
         self.initial_join = None;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
+            self.empty_since = Some(now);
             self.protocol = None;
             self.leader = None;
             return;
@@ -1039,6 +1044,51 @@ impl Group {
             .collect()
     }
 
+    /// The committed offsets that `offsets.retention.minutes` has expired, as Kafka's classic
+    /// coordinator decides (KIP-211): in an Empty group, every offset once the group has been
+    /// empty that long (counted from each offset's commit when it is not known since when, as
+    /// after a restart or for a group that never had members); in a consumer group with members,
+    /// the offsets of topics it no longer subscribes to, counted from their commit.
+    pub fn expired_offsets(
+        &self,
+        now: Instant,
+        now_ms: i64,
+        retention: Duration,
+    ) -> Vec<(String, i32)> {
+        let retention_ms = retention.as_millis().min(i64::MAX as u128) as i64;
+        let committed_long_ago = |stored: &StoredOffset| {
+            now_ms.saturating_sub(stored.committed.commit_timestamp_ms) >= retention_ms
+        };
+        if self.state == GroupState::Empty && self.members.is_empty() {
+            if let Some(since) = self.empty_since {
+                return if now.saturating_duration_since(since) >= retention {
+                    self.offsets.keys().cloned().collect()
+                } else {
+                    Vec::new()
+                };
+            }
+            return self
+                .offsets
+                .iter()
+                .filter(|(_, stored)| committed_long_ago(stored))
+                .map(|(key, _)| key.clone())
+                .collect();
+        }
+        let Some(subscribed) = (self.state == GroupState::Stable)
+            .then(|| self.subscribed_topics())
+            .flatten()
+        else {
+            return Vec::new();
+        };
+        self.offsets
+            .iter()
+            .filter(|((topic, _), stored)| {
+                !subscribed.contains(topic) && committed_long_ago(stored)
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// Topics the members of a consumer group subscribe to (from the selected protocol's
     /// subscription metadata), or `None` if that cannot be known (another protocol type).
     pub fn subscribed_topics(&self) -> Option<Vec<String>> {
@@ -1087,6 +1137,7 @@ mod tests {
 
     fn settings(delay_ms: u64) -> GroupSettings {
         GroupSettings {
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
             offsets_partitions: 1,
             offsets_segment_bytes: 1 << 20,
             offset_metadata_max_bytes: 4096,

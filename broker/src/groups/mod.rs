@@ -23,7 +23,7 @@ use storage::{Offset, PartitionLog};
 use tracing::{error, info, warn};
 
 use crate::config::GroupSettings;
-use crate::kafka::errors::ErrorCode;
+use crate::error_code::ErrorCode;
 use group::Group;
 use records::{CommittedOffset, OffsetsRecord};
 
@@ -229,6 +229,42 @@ impl GroupCoordinator {
         }
     }
 
+    /// Deletes, with tombstones, the committed offsets `offsets.retention.minutes` has expired;
+    /// a group left with no offsets and no members is forgotten at the next tick.
+    pub async fn expire_offsets(
+        &self,
+        now_ms: i64,
+        log_for: impl Fn(&str) -> Option<Rc<PartitionLog>>,
+    ) {
+        let now = Instant::now();
+        let retention = self.settings.offsets_retention;
+        let expired: Vec<(String, Vec<OffsetWrite>)> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter_map(|(group_id, group)| {
+                let entries: Vec<OffsetWrite> = group
+                    .expired_offsets(now, now_ms, retention)
+                    .into_iter()
+                    .map(|(topic, partition)| (topic, partition, None))
+                    .collect();
+                (!entries.is_empty()).then(|| (group_id.clone(), entries))
+            })
+            .collect();
+        for (group_id, entries) in expired {
+            let Some(log) = log_for(&group_id) else {
+                continue;
+            };
+            let count = entries.len();
+            match self.write(&log, &group_id, entries).await {
+                Ok(()) => {
+                    info!(group = %group_id, offsets = count, "expired committed offsets (offsets.retention.minutes)")
+                }
+                Err(error) => warn!(group = %group_id, ?error, "cannot expire committed offsets"),
+            }
+        }
+    }
+
     /// Writes records (commits or tombstones) of `group_id` to its offsets partition, waits
     /// until they are durable, then applies them. Returns the error for all of them on failure.
     pub async fn write(
@@ -237,7 +273,7 @@ impl GroupCoordinator {
         group_id: &str,
         entries: Vec<OffsetWrite>,
     ) -> Result<(), ErrorCode> {
-        let now_ms = crate::kafka::handlers::now_ms();
+        let now_ms = crate::clock::now_ms();
         let mut written = Vec::with_capacity(entries.len());
         let mut chunk: Vec<(Bytes, Option<Bytes>)> = Vec::new();
         let mut chunk_entries = Vec::new();

@@ -7,10 +7,7 @@
 //! fixed fields each.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use storage::record_batch::{records_section, BatchBuilder, BatchWalk, RecordIter};
 
 /// The key version of an offset commit (Kafka writes 1 for every classic-group commit).
 const OFFSET_KEY_VERSION: i16 = 1;
@@ -152,53 +149,46 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<OffsetsRecord, &'stati
 
 /// One uncompressed v2 batch holding `records` (key, value) in order, stamped `now_ms`.
 pub fn batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Result<Bytes, String> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(index, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: index as i32,
-            timestamp: now_ms,
-            key: Some(key.clone()),
-            value: value.clone(),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|error| format!("encoding an offsets batch: {error}"))?;
-    Ok(out.freeze())
+    if records.is_empty() {
+        return Err("an offsets batch needs at least one record".into());
+    }
+    let mut builder = BatchBuilder::default();
+    for (key, value) in records {
+        builder.push(now_ms, Some(key), value.as_deref());
+    }
+    Ok(Bytes::from(builder.finish()))
 }
 
 /// A stored record: its offset in the log, key and value.
 pub type StoredRecord = (i64, Option<Bytes>, Option<Bytes>);
 
-/// Every data record of stored batches, in log order.
-pub fn read_batches(mut bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
+/// Every data record of stored batches, in log order (control batches skipped).
+pub fn read_batches(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
     let mut records = Vec::new();
-    while bytes.has_remaining() {
-        let set = RecordBatchDecoder::decode(&mut bytes)
-            .map_err(|error| format!("reading an offsets batch: {error}"))?;
-        records.extend(
-            set.records
-                .into_iter()
-                .filter(|record| !record.control)
-                .map(|record| (record.offset, record.key, record.value)),
-        );
+    let mut walk = BatchWalk::new(&bytes);
+    for (header, range) in walk.by_ref() {
+        if header.is_control() {
+            continue;
+        }
+        let batch = &bytes[range];
+        let section =
+            records_section(batch).map_err(|error| format!("reading an offsets batch: {error}"))?;
+        let count = usize::try_from(header.records_count)
+            .map_err(|_| "negative record count".to_string())?;
+        for record in RecordIter::new(&section, count) {
+            let record = record.map_err(|error| format!("reading an offsets batch: {error}"))?;
+            records.push((
+                header.base_offset.0 + record.offset_delta,
+                record.key.map(Bytes::copy_from_slice),
+                record.value.map(Bytes::copy_from_slice),
+            ));
+        }
+    }
+    if walk.position() != bytes.len() {
+        return Err(format!(
+            "reading an offsets batch: {} bytes after the last whole batch",
+            bytes.len() - walk.position()
+        ));
     }
     Ok(records)
 }

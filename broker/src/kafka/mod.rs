@@ -13,15 +13,41 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
 
+use crate::limits::{DECODE_AMPLIFICATION_MAX, DECODE_SLACK_BYTES};
 use crate::shard::Shard;
 use errors::ErrorCode;
 use handlers::*;
+use storage::memory::MemoryGrant;
 use wire::api_versions::supported_range;
 use wire::frame::{encode_response, RequestStart};
 use wire::shape::check_request_body;
 
-/// A response being prepared: the framed bytes, or why the connection must close.
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Vec<Bytes>, String>>>>;
+/// A response: its framed bytes (stored batches among them, not copied), and the memory they
+/// hold until they are written (disk reads for a fetch).
+pub struct Response {
+    pub chunks: Vec<Bytes>,
+    pub memory: Vec<MemoryGrant>,
+}
+
+impl Response {
+    pub fn bytes(bytes: Bytes) -> Response {
+        Response {
+            chunks: vec![bytes],
+            memory: Vec::new(),
+        }
+    }
+
+    /// No response at all (`acks=0`).
+    pub fn none() -> Response {
+        Response {
+            chunks: Vec::new(),
+            memory: Vec::new(),
+        }
+    }
+}
+
+/// A response being prepared, or why the connection must close.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, String>>>>;
 
 /// Who sent a request: what group membership records about a member.
 #[derive(Debug, Clone)]
@@ -41,14 +67,18 @@ pub enum Dispatch {
 }
 
 fn ready(response: Result<Bytes, String>) -> Dispatch {
-    Dispatch::Respond(Box::pin(std::future::ready(
-        response.map(|bytes| vec![bytes]),
-    )))
+    Dispatch::Respond(Box::pin(std::future::ready(response.map(Response::bytes))))
 }
 
 /// Decodes one request frame and starts handling it. Runs on the connection's reader, in request
-/// order; anything that waits is returned as a future for the writer to await in order.
-pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) -> Dispatch {
+/// order; anything that waits is returned as a future for the writer to await in order. The
+/// frame's `grant` grows by what the request decodes to before it is decoded.
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    frame: Bytes,
+    grant: &mut MemoryGrant,
+    client_host: &Rc<str>,
+) -> Dispatch {
     let Some(start) = RequestStart::parse(&frame) else {
         return Dispatch::Close("frame shorter than a request header".into());
     };
@@ -81,9 +111,21 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) ->
             return Dispatch::Close(format!("malformed {api_key:?} request header: {error}"))
         }
     };
-    if let Err(error) = check_request_body(api_key, version, header_version >= 2, &body) {
-        return Dispatch::Close(format!("{api_key:?} v{version}: {error}"));
+    let decoded_bytes = match check_request_body(api_key, version, header_version >= 2, &body) {
+        Ok(decoded_bytes) => decoded_bytes,
+        Err(error) => return Dispatch::Close(format!("{api_key:?} v{version}: {error}")),
+    };
+    // No request may cost more than a small multiple of its own size, and what it decodes to is
+    // paid for from the shard's request memory like its bytes are.
+    let allowed = DECODE_AMPLIFICATION_MAX * body.len() + DECODE_SLACK_BYTES;
+    if decoded_bytes > allowed {
+        return Dispatch::Close(format!(
+            "{api_key:?} v{version} of {} bytes would decode to about {decoded_bytes} bytes, \
+             more than {DECODE_AMPLIFICATION_MAX} times its size",
+            body.len()
+        ));
     }
+    grant.grow(decoded_bytes).await;
     macro_rules! decode {
         ($request:ty) => {
             match <$request>::decode(&mut body, version) {
@@ -99,7 +141,7 @@ pub async fn dispatch(shard: &Rc<Shard>, frame: Bytes, client_host: &Rc<str>) ->
             let future = $future;
             Dispatch::Respond(Box::pin(async move {
                 let body = future.await;
-                encode_response(api_key, version, correlation_id, &body).map(|bytes| vec![bytes])
+                encode_response(api_key, version, correlation_id, &body).map(Response::bytes)
             }))
         }};
     }

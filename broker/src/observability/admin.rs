@@ -68,6 +68,25 @@ async fn read_head(reader: &mut shards::net::ConnectionReader) -> Option<Vec<u8>
     }
 }
 
+/// The ready answer: serving, and what is not being served (partitions whose log is offline,
+/// writes refused on a full disk) for an operator to look at. Still 200: the node serves every
+/// other partition, and taking it out of service would make things worse.
+fn readiness(shard: &Shard) -> String {
+    let mut text = "ready\n".to_string();
+    for partition in shard.offline_partitions() {
+        text.push_str(&format!(
+            "offline partition {}-{}: {}\n",
+            partition.topic, partition.partition, partition.reason
+        ));
+    }
+    if shard.disk_full() {
+        text.push_str(
+            "disk full: appends are refused until free space is above storage_min_free_bytes\n",
+        );
+    }
+    text
+}
+
 async fn answer(shard: Rc<Shard>, connection: Connection) {
     let (mut reader, mut writer) = connection.split();
     let head = shards::task::timeout(ADMIN_REQUEST_TIMEOUT, read_head(&mut reader)).await;
@@ -88,9 +107,7 @@ async fn answer(shard: Rc<Shard>, connection: Connection) {
                 ),
             },
             "/v1/status/live" => ("200 OK", "text/plain", "live\n".to_string()),
-            "/v1/status/ready" if shard.node_ready() => {
-                ("200 OK", "text/plain", "ready\n".to_string())
-            }
+            "/v1/status/ready" if shard.node_ready() => ("200 OK", "text/plain", readiness(&shard)),
             "/v1/status/ready" => (
                 "503 Service Unavailable",
                 "text/plain",

@@ -187,17 +187,11 @@ impl ShardMetrics {
             partition_bytes,
             groups: 0,
             group_members: 0,
+            partitions_offline: 0,
+            log_memory_bytes: 0,
+            request_memory_bytes: 0,
+            disk_full: false,
         }
-    }
-}
-
-impl storage::LogObserver for ShardMetrics {
-    fn flushed(&self, bytes: u64, _batches: usize, sync_latency: Duration) {
-        ShardMetrics::flushed(self, bytes, sync_latency);
-    }
-
-    fn went_offline(&self, directory: &std::path::Path, reason: &str) {
-        tracing::error!(directory = %directory.display(), %reason, "partition offline");
     }
 }
 
@@ -224,6 +218,13 @@ pub struct MetricsSnapshot {
     /// Consumer groups this shard coordinates, and their members.
     pub groups: u64,
     pub group_members: u64,
+    /// Partitions of the cluster that cannot be served (the same on every shard).
+    pub partitions_offline: u64,
+    /// Bytes held from the shard's log memory budget and its request memory budget.
+    pub log_memory_bytes: u64,
+    pub request_memory_bytes: u64,
+    /// Appends are refused: the disk's free space is below `storage_min_free_bytes`.
+    pub disk_full: bool,
 }
 
 #[derive(Debug)]
@@ -326,7 +327,7 @@ impl Collector for Snapshots {
                     )?;
             }
         }
-        let gauges: [Family<GaugeField>; 6] = [
+        let gauges: [Family<GaugeField>; 10] = [
             ("broker_connections", "Open client connections.", |s| {
                 s.connections
             }),
@@ -352,6 +353,26 @@ impl Collector for Snapshots {
                 "broker_under_replicated_partitions",
                 "Partitions with fewer in-sync replicas than replicas (0 on a single node).",
                 |_| 0,
+            ),
+            (
+                "broker_offline_partitions",
+                "Partitions of the cluster whose log cannot be served (corruption, I/O errors).",
+                |s| s.partitions_offline as i64,
+            ),
+            (
+                "broker_log_memory_bytes",
+                "Bytes of the shard's log memory budget in use (caches, unflushed batches, reads).",
+                |s| s.log_memory_bytes as i64,
+            ),
+            (
+                "broker_request_memory_bytes",
+                "Bytes of the shard's request memory budget in use.",
+                |s| s.request_memory_bytes as i64,
+            ),
+            (
+                "broker_disk_full",
+                "1 while appends are refused because free space is below storage_min_free_bytes.",
+                |s| i64::from(s.disk_full),
             ),
         ];
         for (name, help, field) in gauges {

@@ -609,7 +609,11 @@ impl PartitionLog {
         if self.state.borrow().offline.is_some() {
             return;
         }
-        warn!(directory = %self.directory.display(), %reason, "log goes offline");
+        if tell_observer {
+            warn!(directory = %self.directory.display(), %reason, "log goes offline");
+        } else {
+            tracing::info!(directory = %self.directory.display(), %reason, "log stopped");
+        }
         self.state.borrow_mut().offline = Some(reason.clone());
         self.notify_everyone();
         if tell_observer {

@@ -19,9 +19,13 @@ pub fn handle(
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
+    // A group named twice is described once: each description carries every member's
+    // metadata and assignment, which a request must not be able to multiply.
+    let mut seen = std::collections::HashSet::new();
     let groups = request
         .groups
         .into_iter()
+        .filter(|group_id| seen.insert(group_id.clone()))
         .map(|group_id| {
             let mut described = DescribedGroup::default().with_group_id(group_id.clone());
             if version >= 3 && request.include_authorized_operations {

@@ -19,8 +19,10 @@ use storage::{Offset, PartitionLog};
 use super::{check_leader_epoch, owned_log};
 use crate::kafka::errors::{log_error_code, ErrorCode};
 use crate::kafka::wire::fetch_response::{encode_fetch_response, FetchedPartition, FetchedTopic};
-use crate::limits::FETCH_WAIT_MAX;
+use crate::kafka::Response;
+use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
 use crate::shard::Shard;
+use storage::memory::MemoryGrant;
 
 /// Kafka's FETCH_SESSION_ID_NOT_FOUND.
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
@@ -76,6 +78,7 @@ async fn read_once(
     topics: &[WantedTopic],
     max_bytes: usize,
     read_committed: bool,
+    memory: &mut Vec<MemoryGrant>,
 ) -> (Vec<FetchedTopic>, usize, usize) {
     let mut total = 0usize;
     let mut errors = 0usize;
@@ -111,6 +114,7 @@ async fn read_once(
                     if budget > 0 || total == 0 {
                         match log.read(Offset(wanted.offset), budget.max(1), upper).await {
                             Ok(fetched) => {
+                                memory.extend(fetched.memory);
                                 partition.records = fetched.runs;
                                 total += partition.records_bytes();
                             }
@@ -151,13 +155,17 @@ pub async fn handle(
     request: FetchRequest,
     version: i16,
     correlation_id: i32,
-) -> Vec<Bytes> {
+) -> Response {
+    let respond = |chunks: Vec<Bytes>, memory: Vec<MemoryGrant>| Response { chunks, memory };
     if request.session_id != 0 {
-        return encode_fetch_response(version, correlation_id, FETCH_SESSION_ID_NOT_FOUND, 0, &[]);
+        let chunks =
+            encode_fetch_response(version, correlation_id, FETCH_SESSION_ID_NOT_FOUND, 0, &[]);
+        return respond(chunks, Vec::new());
     }
     let topics = resolve(&shard, &request, version);
     let read_committed = request.isolation_level == 1;
-    let max_bytes = request.max_bytes.max(0) as usize;
+    // Kafka's broker `fetch.max.bytes` caps what the client may ask for.
+    let max_bytes = (request.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
     let min_bytes = request.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
@@ -172,14 +180,21 @@ pub async fn handle(
             .iter()
             .map(|log| Box::pin(log.high_watermark_listener()))
             .collect();
-        let (fetched, bytes, errors) = read_once(&topics, max_bytes, read_committed).await;
+        // The disk reads' memory is held until the response is written.
+        let mut memory = Vec::new();
+        let (fetched, bytes, errors) =
+            read_once(&topics, max_bytes, read_committed, &mut memory).await;
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || errors > 0 || now >= deadline || logs.is_empty() {
             for _ in 0..errors {
                 shard.metrics.error("fetch");
             }
-            return encode_fetch_response(version, correlation_id, 0, 0, &fetched);
+            return respond(
+                encode_fetch_response(version, correlation_id, 0, 0, &fetched),
+                memory,
+            );
         }
+        drop(memory);
         shards::task::timeout(deadline - now, any_of(listeners)).await;
     }
 }

@@ -1,5 +1,10 @@
 //! Metadata (key 3): every shard is a broker; each partition's leader is its owning shard.
 //! Unknown topics are auto-created when the broker and the request allow it.
+//!
+//! A topic named twice is answered once (as Kafka does, which keeps the names in a set): a
+//! request repeating a large topic's name must not make the response repeat its partitions. A
+//! partition whose log cannot be served is `LEADER_NOT_AVAILABLE` with no leader and its
+//! replica listed offline, as Kafka answers for a partition whose leader's log dir failed.
 
 use std::rc::Rc;
 
@@ -27,6 +32,7 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
         None => true,
         Some(topics) => version == 0 && topics.is_empty(),
     };
+    let mut seen = std::collections::HashSet::new();
     let wanted: Vec<Wanted> = if all_topics {
         shard
             .metadata()
@@ -47,12 +53,19 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                     .map(Wanted::Name)
                     .unwrap_or(Wanted::UnknownId(topic.topic_id)),
             })
+            .filter(|wanted| match wanted {
+                Wanted::Name(name) => seen.insert(name.clone()),
+                Wanted::UnknownId(_) => true,
+            })
             .collect()
     };
 
     // Versions before 4 always allow auto-creation; later ones say so per request.
     let allow_create = shard.node.config.auto_create_topics()
         && (version < 4 || request.allow_auto_topic_creation);
+    // Why auto-creation failed, by topic: the answer for that topic (a partition limit, a
+    // full disk) instead of a plain unknown topic.
+    let mut creation_errors = std::collections::HashMap::new();
     if allow_create {
         let missing: Vec<NewTopic> = wanted
             .iter()
@@ -73,12 +86,19 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
             })
             .collect();
         if !missing.is_empty() {
-            shard
+            let outcomes = shard
                 .topic_request(ControllerRequest::CreateTopics {
                     topics: missing,
                     validate_only: false,
                 })
                 .await;
+            for outcome in outcomes {
+                if outcome.error != ErrorCode::None
+                    && outcome.error != ErrorCode::TopicAlreadyExists
+                {
+                    creation_errors.insert(outcome.name, outcome.error);
+                }
+            }
         }
     }
 
@@ -112,7 +132,10 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                 let error = if validate_topic_name(name).is_err() {
                     ErrorCode::InvalidTopicException
                 } else {
-                    ErrorCode::UnknownTopicOrPartition
+                    creation_errors
+                        .get(name)
+                        .copied()
+                        .unwrap_or(ErrorCode::UnknownTopicOrPartition)
                 };
                 return response.with_error_code(error.code());
             };
@@ -121,13 +144,22 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                 .iter()
                 .enumerate()
                 .map(|(index, owner)| {
-                    let leader = BrokerId(node.broker_id(ShardId(*owner)));
-                    MetadataResponsePartition::default()
+                    let replica = BrokerId(node.broker_id(ShardId(*owner)));
+                    let partition = MetadataResponsePartition::default()
                         .with_partition_index(index as i32)
-                        .with_leader_id(leader)
                         .with_leader_epoch(LEADER_EPOCH)
-                        .with_replica_nodes(vec![leader])
-                        .with_isr_nodes(vec![leader])
+                        .with_replica_nodes(vec![replica]);
+                    if metadata.is_offline(name, index as i32) {
+                        partition
+                            .with_error_code(ErrorCode::LeaderNotAvailable.code())
+                            .with_leader_id(BrokerId(-1))
+                            .with_isr_nodes(Vec::new())
+                            .with_offline_replicas(vec![replica])
+                    } else {
+                        partition
+                            .with_leader_id(replica)
+                            .with_isr_nodes(vec![replica])
+                    }
                 })
                 .collect();
             let response = response

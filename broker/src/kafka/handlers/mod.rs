@@ -48,13 +48,6 @@ pub fn millis(value: i32) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(value).unwrap_or(0))
 }
 
-/// Milliseconds since the Unix epoch, by the broker's clock.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }

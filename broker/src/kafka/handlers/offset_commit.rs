@@ -8,7 +8,8 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::{group_coordinator, now_ms};
+use super::group_coordinator;
+use crate::clock::now_ms;
 use crate::groups::records::CommittedOffset;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;

@@ -76,9 +76,13 @@ fn partition_fields(committed: Option<CommittedOffset>, version: i16) -> (i64, i
 
 pub fn handle(shard: Rc<Shard>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     if version >= 8 {
+        // A group named twice is answered once: an all-topics answer lists every committed
+        // offset of the group, which a request must not be able to multiply.
+        let mut seen = std::collections::HashSet::new();
         let groups = request
             .groups
             .into_iter()
+            .filter(|group| seen.insert(group.group_id.clone()))
             .map(|group| {
                 let topics = group.topics.map(|topics| {
                     topics

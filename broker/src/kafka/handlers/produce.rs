@@ -1,23 +1,63 @@
 //! Produce (key 0), in two phases. The append phase runs inline on the connection's reader, so
 //! batches from one connection reach each log in request order; the acknowledgement phase (wait
-//! for the covering `fdatasync` in durable mode, then answer) is deferred, so the next request is
-//! read while this one waits and one sync acknowledges them all (group commit).
+//! until the batch may be acknowledged: its covering `fdatasync` in durable mode, its write in
+//! relaxed mode; then answer) is deferred, so the next request is read while this one waits and
+//! one sync acknowledges them all (group commit). The wait is bounded by the request's
+//! `timeout_ms` (`REQUEST_TIMED_OUT` past it, as Kafka answers an acks=all produce whose
+//! replication did not finish in time).
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use storage::record_batch::BatchHeader;
-use storage::{AppendInfo, Offset, PartitionLog};
+use storage::{AppendInfo, BatchError, LogError, Offset, PartitionLog};
 
 use super::{owned_log, str_bytes, topic_name};
 use crate::kafka::errors::{log_error_code, ErrorCode};
+use crate::limits::{PRODUCE_TIMEOUT_DEFAULT, PRODUCE_TIMEOUT_MAX};
 use crate::shard::Shard;
+
+/// Why a partition's batch was not acknowledged, as the response carries it.
+struct PartitionError {
+    code: ErrorCode,
+    message: String,
+    /// KIP-467: the records a validation rule refused, by index in the batch.
+    records: Vec<(i32, String)>,
+}
+
+impl PartitionError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> PartitionError {
+        PartitionError {
+            code,
+            message: message.into(),
+            records: Vec::new(),
+        }
+    }
+
+    fn from_log(error: &LogError) -> PartitionError {
+        let records = match error {
+            LogError::Batch(BatchError::Records { records, .. }) => records
+                .iter()
+                .map(|record| (record.batch_index, record.message.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        PartitionError {
+            code: log_error_code(error),
+            message: error.to_string(),
+            records,
+        }
+    }
+}
 
 /// One partition's outcome after the append phase.
 struct Appended {
     index: i32,
-    result: Result<(AppendInfo, Rc<PartitionLog>), (ErrorCode, String)>,
+    result: Result<(AppendInfo, Rc<PartitionLog>), PartitionError>,
 }
 
 /// Whether the response will be sent: `acks=0` producers get none (Kafka's contract).
@@ -25,31 +65,47 @@ pub struct AppendPhase {
     metrics: Rc<crate::observability::metrics::ShardMetrics>,
     acks: i16,
     version: i16,
+    deadline: Instant,
     topics: Vec<(String, Vec<Appended>)>,
 }
 
 /// Checks that `records` is exactly one v2 batch (Kafka 3+ accepts only that in a produce).
-fn single_batch(records: &[u8]) -> Result<(), (ErrorCode, String)> {
-    let header = BatchHeader::parse(records).ok_or((
-        ErrorCode::CorruptMessage,
-        "records are shorter than a batch header".to_string(),
-    ))?;
+fn single_batch(records: &[u8]) -> Result<(), PartitionError> {
+    let header = BatchHeader::parse(records).ok_or_else(|| {
+        PartitionError::new(
+            ErrorCode::CorruptMessage,
+            "records are shorter than a batch header",
+        )
+    })?;
     match header.total_bytes() {
         Some(total) if total == records.len() => Ok(()),
         Some(total) if total < records.len() && total >= storage::limits::BATCH_HEADER_BYTES => {
-            Err((
+            Err(PartitionError::new(
                 ErrorCode::InvalidRecord,
-                "a produce request must hold exactly one record batch per partition".to_string(),
+                "a produce request must hold exactly one record batch per partition",
             ))
         }
-        _ => Err((
+        _ => Err(PartitionError::new(
             ErrorCode::CorruptMessage,
-            "batchLength does not match the record bytes".to_string(),
+            "batchLength does not match the record bytes",
         )),
     }
 }
 
+/// The request's `timeout_ms` as a wait bound: Kafka's clients send their `request.timeout.ms`
+/// (30 s by default); none or a non-positive one gets that default, and no request may hold
+/// its batches' memory for longer than `PRODUCE_TIMEOUT_MAX`.
+fn timeout_of(timeout_ms: i32) -> Duration {
+    match u64::try_from(timeout_ms) {
+        Ok(milliseconds) if milliseconds > 0 => {
+            Duration::from_millis(milliseconds).min(PRODUCE_TIMEOUT_MAX)
+        }
+        _ => PRODUCE_TIMEOUT_DEFAULT,
+    }
+}
+
 pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> AppendPhase {
+    let deadline = Instant::now() + timeout_of(request.timeout_ms);
     let acks_valid = matches!(request.acks, -1..=1);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
@@ -58,25 +114,25 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
         for partition in topic.partition_data {
             let result = async {
                 if !acks_valid {
-                    return Err((
+                    return Err(PartitionError::new(
                         ErrorCode::InvalidRequiredAcks,
                         format!("acks={} is not 0, 1 or -1", request.acks),
                     ));
                 }
                 if request.transactional_id.is_some() {
-                    return Err((
+                    return Err(PartitionError::new(
                         ErrorCode::TransactionalIdAuthorizationFailed,
-                        "transactions are not supported yet".to_string(),
+                        "transactions are not supported yet",
                     ));
                 }
                 if name == crate::groups::OFFSETS_TOPIC {
-                    return Err((
+                    return Err(PartitionError::new(
                         ErrorCode::InvalidTopicException,
                         format!("{name} is internal; only the group coordinator writes to it"),
                     ));
                 }
                 let log = owned_log(shard, &name, partition.index).map_err(|code| {
-                    (
+                    PartitionError::new(
                         code,
                         format!("{name}-{} is not served here", partition.index),
                     )
@@ -86,7 +142,7 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
                 let info = log
                     .append(&records)
                     .await
-                    .map_err(|error| (log_error_code(&error), error.to_string()))?;
+                    .map_err(|error| PartitionError::from_log(&error))?;
                 Ok((info, log))
             }
             .await;
@@ -101,6 +157,7 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
         metrics: shard.metrics.clone(),
         acks: request.acks,
         version,
+        deadline,
         topics,
     }
 }
@@ -110,21 +167,33 @@ impl AppendPhase {
         self.acks != 0
     }
 
-    /// Waits for durability where the topic needs it, then builds the response.
+    /// Waits until each batch may be acknowledged (or the request's timeout passes), then
+    /// builds the response.
     pub async fn acknowledge(self) -> ProduceResponse {
         let version = self.version;
+        let deadline = self.deadline;
         let mut responses = Vec::with_capacity(self.topics.len());
         for (name, partitions) in self.topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for appended in partitions {
                 let outcome = match appended.result {
                     Ok((info, log)) => {
-                        let durable = log
-                            .wait_acknowledgeable(Offset(info.last_offset.0 + 1))
-                            .await;
-                        durable
-                            .map(|()| info)
-                            .map_err(|error| (log_error_code(&error), error.to_string()))
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let waited = shards::task::timeout(
+                            left,
+                            log.wait_acknowledgeable(Offset(info.last_offset.0 + 1)),
+                        )
+                        .await;
+                        match waited {
+                            Some(Ok(())) => Ok(info),
+                            Some(Err(error)) => Err(PartitionError::from_log(&error)),
+                            None => Err(PartitionError::new(
+                                ErrorCode::RequestTimedOut,
+                                "the batch was not durable within the request's timeout_ms; \
+                                 it may still become so (an idempotent retry is answered with \
+                                 its offsets)",
+                            )),
+                        }
                     }
                     Err(error) => Err(error),
                 };
@@ -134,15 +203,29 @@ impl AppendPhase {
                         .with_base_offset(info.base_offset.0)
                         .with_log_append_time_ms(info.log_append_time_ms)
                         .with_log_start_offset(info.log_start_offset.0),
-                    Err((code, message)) => {
+                    Err(error) => {
                         self.metrics.error("produce");
                         let response = response
-                            .with_error_code(code.code())
+                            .with_error_code(error.code.code())
                             .with_base_offset(-1)
                             .with_log_append_time_ms(-1)
                             .with_log_start_offset(-1);
                         if version >= 8 {
-                            response.with_error_message(Some(str_bytes(&message)))
+                            response
+                                .with_error_message(Some(str_bytes(&error.message)))
+                                .with_record_errors(
+                                    error
+                                        .records
+                                        .iter()
+                                        .map(|(index, message)| {
+                                            BatchIndexAndErrorMessage::default()
+                                                .with_batch_index(*index)
+                                                .with_batch_index_error_message(Some(str_bytes(
+                                                    message,
+                                                )))
+                                        })
+                                        .collect(),
+                                )
                         } else {
                             response
                         }

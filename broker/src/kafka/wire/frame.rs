@@ -1,20 +1,36 @@
 //! Size-prefixed frames in, size-prefixed frames out.
+//!
+//! A request frame is paid for from the shard's request memory as its bytes arrive, not from
+//! the size it claims: a client that sends a 4-byte prefix claiming 100 MiB and then nothing holds
+//! a few kilobytes, not the budget. Each API has its own frame limit (`request_bytes_max`): only
+//! Produce needs `socket.request.max.bytes`. A frame that stops arriving for
+//! `FRAME_STALL_TIMEOUT` closes the connection.
+
+use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 use shards::net::ConnectionReader;
-
-use crate::limits::FRAME_READ_STEP_BYTES;
-use std::rc::Rc;
 use storage::memory::{MemoryBudget, MemoryGrant};
+
+use crate::limits::{
+    FRAME_READ_STEP_BYTES, FRAME_STALL_TIMEOUT, GROUP_REQUEST_BYTES_MAX, READ_AHEAD_BYTES,
+    REQUEST_BYTES_MAX,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("frame of {size} bytes is outside 8..={limit} (socket.request.max.bytes)")]
-    BadSize { size: i64, limit: usize },
+    #[error("frame of {size} bytes is outside 8..={limit} ({what})")]
+    BadSize {
+        size: i64,
+        limit: usize,
+        what: &'static str,
+    },
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    #[error("no byte of the frame arrived for {0:?}")]
+    Stalled(std::time::Duration),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -25,11 +41,32 @@ pub struct Frame {
     pub grant: MemoryGrant,
 }
 
-/// Reads request frames from one connection, bounding each by `socket.request.max.bytes` before
-/// any memory is reserved for it, and paying for it from the shard's request budget.
+/// The largest frame a request of `api_key` may be. Produce carries record batches and may use
+/// all of `socket.request.max.bytes`; JoinGroup and SyncGroup carry members' subscription and
+/// assignment blobs (decoded in place); every other request is a list of names and numbers,
+/// whose largest legitimate instances are far below a few megabytes.
+pub fn request_bytes_max(api_key: i16, socket_request_max_bytes: usize) -> (usize, &'static str) {
+    match ApiKey::try_from(api_key) {
+        Ok(ApiKey::Produce) => (socket_request_max_bytes, "socket.request.max.bytes"),
+        Ok(ApiKey::JoinGroup) | Ok(ApiKey::SyncGroup) => (
+            GROUP_REQUEST_BYTES_MAX.min(socket_request_max_bytes),
+            "the JoinGroup and SyncGroup frame limit",
+        ),
+        _ => (
+            REQUEST_BYTES_MAX.min(socket_request_max_bytes),
+            "the frame limit for requests other than Produce",
+        ),
+    }
+}
+
+/// Reads request frames from one connection. Cancel-safe: a read that is dropped before it
+/// completes (an idle or shutdown timer won the race) loses nothing, because only `filled`
+/// says which bytes of the buffer are real.
 pub struct FrameReader {
     reader: ConnectionReader,
+    /// Initialized bytes; the first `filled` of them are what the client sent.
     buffer: BytesMut,
+    filled: usize,
     size_limit: usize,
     budget: Rc<MemoryBudget>,
 }
@@ -38,46 +75,61 @@ impl FrameReader {
     pub fn new(reader: ConnectionReader, size_limit: usize, budget: Rc<MemoryBudget>) -> Self {
         FrameReader {
             reader,
-            buffer: BytesMut::with_capacity(64 * 1024),
+            buffer: BytesMut::new(),
+            filled: 0,
             size_limit,
             budget,
         }
     }
 
-    /// Reads into the buffer until it holds `wanted` bytes, growing it by at most one step per
-    /// read. Returns false on a clean end of stream before any byte of this frame.
-    async fn fill(&mut self, wanted: usize) -> Result<bool, FrameError> {
-        while self.buffer.len() < wanted {
-            let before = self.buffer.len();
-            // Read ahead up to 64 KiB (the next small requests usually follow), but grow a large
-            // frame's buffer only a step at a time, as its bytes arrive.
-            let step = (wanted - before).clamp(64 * 1024, FRAME_READ_STEP_BYTES);
-            self.buffer.resize(before + step, 0);
-            let read = self.reader.read(&mut self.buffer[before..]).await;
-            let read = match read {
-                Ok(read) => read,
-                Err(error) => {
-                    self.buffer.truncate(before);
-                    return Err(error.into());
-                }
-            };
-            self.buffer.truncate(before + read);
-            if read == 0 {
-                return if before == 0 {
-                    Ok(false)
-                } else {
-                    Err(FrameError::Truncated)
-                };
-            }
+    /// One read of at most `step` more bytes. Returns the bytes read (0 at the end of the
+    /// stream).
+    async fn read_some(&mut self, step: usize) -> Result<usize, FrameError> {
+        if self.buffer.len() < self.filled + step {
+            self.buffer.resize(self.filled + step, 0);
         }
-        Ok(true)
+        let read = self
+            .reader
+            .read(&mut self.buffer[self.filled..self.filled + step])
+            .await?;
+        self.filled += read;
+        Ok(read)
     }
 
-    /// The next frame, or `None` when the client closed the connection between frames.
-    pub async fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if !self.fill(4).await? {
-            return Ok(None);
+    /// Reads until `wanted` bytes are in, each read bounded by the stall timeout.
+    async fn fill(&mut self, wanted: usize, grant: &mut MemoryGrant) -> Result<(), FrameError> {
+        while self.filled < wanted {
+            let step = (wanted - self.filled).min(FRAME_READ_STEP_BYTES);
+            // Pay for the bytes before they arrive: at most one step more than has arrived.
+            let needed = self.filled + step;
+            if grant.bytes() < needed {
+                grant.grow(needed - grant.bytes()).await;
+            }
+            match shards::task::timeout(FRAME_STALL_TIMEOUT, self.read_some(step)).await {
+                None => return Err(FrameError::Stalled(FRAME_STALL_TIMEOUT)),
+                Some(Err(error)) => return Err(error),
+                Some(Ok(0)) => return Err(FrameError::Truncated),
+                Some(Ok(_)) => {}
+            }
         }
+        Ok(())
+    }
+
+    /// Waits for the first byte of the next frame, with no timeout of its own (an idle
+    /// connection is the caller's to close). `false` when the client closed between frames.
+    pub async fn wait_for_frame(&mut self) -> Result<bool, FrameError> {
+        if self.filled > 0 {
+            return Ok(true);
+        }
+        // A small read-ahead: the next requests of a pipelining client often come in the same
+        // segment.
+        Ok(self.read_some(READ_AHEAD_BYTES).await? > 0)
+    }
+
+    /// The next frame, once `wait_for_frame` said one has begun.
+    pub async fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        let mut grant = self.budget.acquire(self.filled.max(8)).await;
+        self.fill(4, &mut grant).await?;
         let size = i32::from_be_bytes([
             self.buffer[0],
             self.buffer[1],
@@ -89,16 +141,31 @@ impl FrameReader {
             return Err(FrameError::BadSize {
                 size: i64::from(size),
                 limit: self.size_limit,
+                what: "socket.request.max.bytes",
             });
         }
         let size = size as usize;
-        let grant = self.budget.acquire(size).await;
-        if !self.fill(4 + size).await? {
-            return Err(FrameError::Truncated);
+        // The API key decides the frame's own limit: read the header's first bytes first.
+        self.fill(4 + 2, &mut grant).await?;
+        let api_key = i16::from_be_bytes([self.buffer[4], self.buffer[5]]);
+        let (limit, what) = request_bytes_max(api_key, self.size_limit);
+        if size > limit {
+            return Err(FrameError::BadSize {
+                size: size as i64,
+                limit,
+                what,
+            });
         }
+        self.fill(4 + size, &mut grant).await?;
         let mut frame = self.buffer.split_to(4 + size);
+        self.filled -= 4 + size;
         let bytes = frame.split_off(4).freeze();
-        Ok(Some(Frame { bytes, grant }))
+        if self.filled == 0 {
+            // Give the read-ahead buffer back: an idle connection holds no memory.
+            self.buffer = BytesMut::new();
+        }
+        grant.shrink_to(bytes.len());
+        Ok(Frame { bytes, grant })
     }
 }
 

@@ -13,6 +13,12 @@
 //!
 //! The layouts are checked against the `kafka-protocol` encoder for every advertised version in
 //! the tests below, so a layout that drifts from the decoder fails the build's tests.
+//!
+//! The walk also estimates what the body will decode to (`decoded_bytes`): a count bound alone
+//! still lets a request of tiny elements decode to a hundred times its size (a Metadata request
+//! naming millions of empty topics), so the connection refuses a request whose estimate passes
+//! `DECODE_AMPLIFICATION_MAX` times its size, and pays for the estimate from the shard's request
+//! memory before decoding.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -276,11 +282,24 @@ pub struct ShapeError {
     pub reason: &'static str,
 }
 
+/// An upper bound on the decoded size of one element of any accepted request's arrays (a
+/// struct of strings as `Bytes` slices, numbers, and a map for unknown tagged fields); the
+/// test `the_decoded_estimate_covers_every_request_struct` holds it to the real sizes.
+pub const STRUCT_DECODED_BYTES: usize = 160;
+
+/// What one tagged field costs decoded (an entry of a `BTreeMap<i32, Bytes>`).
+const TAGGED_FIELD_DECODED_BYTES: usize = 64;
+
+/// What one element of an array of strings costs decoded (a `StrBytes`).
+const STRING_DECODED_BYTES: usize = 32;
+
 struct Walker<'a> {
     bytes: &'a [u8],
     at: usize,
     flexible: bool,
     version: i16,
+    /// The estimated decoded size so far.
+    decoded: usize,
 }
 
 impl Walker<'_> {
@@ -363,6 +382,7 @@ impl Walker<'_> {
             self.unsigned_varint()?;
             let size = self.unsigned_varint()? as usize;
             self.skip(size)?;
+            self.decoded += TAGGED_FIELD_DECODED_BYTES + size;
         }
         Ok(())
     }
@@ -388,16 +408,19 @@ impl Walker<'_> {
                 }
                 I32s => {
                     let count = self.count()?;
-                    self.skip(count.saturating_mul(4))?
+                    self.skip(count.saturating_mul(4))?;
+                    self.decoded += count * 4;
                 }
                 Strs => {
                     for _ in 0..self.count()? {
                         let length = self.length(false)?.unwrap_or(0);
                         self.skip(length)?;
+                        self.decoded += STRING_DECODED_BYTES;
                     }
                 }
                 Structs(inner) => {
                     for _ in 0..self.count()? {
+                        self.decoded += STRUCT_DECODED_BYTES;
                         self.fields(inner)?;
                         if self.flexible {
                             self.tagged_fields()?;
@@ -410,14 +433,15 @@ impl Walker<'_> {
     }
 }
 
-/// Checks the body of an accepted request. `flexible` is whether this version uses compact
-/// encodings and tagged fields (request header v2).
+/// Checks the body of an accepted request and estimates what it decodes to, in bytes.
+/// `flexible` is whether this version uses compact encodings and tagged fields (request header
+/// v2).
 pub fn check_request_body(
     api_key: ApiKey,
     version: i16,
     flexible: bool,
     body: &[u8],
-) -> Result<(), ShapeError> {
+) -> Result<usize, ShapeError> {
     let Some(layout) = request_layout(api_key) else {
         return Err(ShapeError {
             position: 0,
@@ -429,12 +453,13 @@ pub fn check_request_body(
         at: 0,
         flexible,
         version,
+        decoded: STRUCT_DECODED_BYTES,
     };
     walker.fields(layout)?;
     if flexible {
         walker.tagged_fields()?;
     }
-    Ok(())
+    Ok(walker.decoded)
 }
 
 #[cfg(test)]
@@ -453,6 +478,7 @@ mod tests {
             at: 0,
             flexible,
             version,
+            decoded: 0,
         };
         let layout = request_layout(api_key).unwrap();
         walker
@@ -682,6 +708,63 @@ mod tests {
             ]),
         ]);
         walk_exactly(ApiKey::OffsetDelete, &request, 0);
+    }
+
+    /// The estimate's per-element bound holds for the element structs of every accepted request
+    /// (if kafka-protocol's structs grow, this fails and the constant must follow).
+    #[test]
+    fn the_decoded_estimate_covers_every_request_struct() {
+        use std::mem::size_of;
+        let sizes = [
+            size_of::<metadata_request::MetadataRequestTopic>(),
+            size_of::<produce_request::TopicProduceData>(),
+            size_of::<produce_request::PartitionProduceData>(),
+            size_of::<fetch_request::FetchTopic>(),
+            size_of::<fetch_request::FetchPartition>(),
+            size_of::<fetch_request::ForgottenTopic>(),
+            size_of::<list_offsets_request::ListOffsetsTopic>(),
+            size_of::<list_offsets_request::ListOffsetsPartition>(),
+            size_of::<create_topics_request::CreatableTopic>(),
+            size_of::<create_topics_request::CreatableReplicaAssignment>(),
+            size_of::<create_topics_request::CreatableTopicConfig>(),
+            size_of::<delete_topics_request::DeleteTopicState>(),
+            size_of::<describe_configs_request::DescribeConfigsResource>(),
+            size_of::<describe_producers_request::TopicRequest>(),
+            size_of::<join_group_request::JoinGroupRequestProtocol>(),
+            size_of::<sync_group_request::SyncGroupRequestAssignment>(),
+            size_of::<leave_group_request::MemberIdentity>(),
+            size_of::<offset_commit_request::OffsetCommitRequestTopic>(),
+            size_of::<offset_commit_request::OffsetCommitRequestPartition>(),
+            size_of::<offset_fetch_request::OffsetFetchRequestTopic>(),
+            size_of::<offset_fetch_request::OffsetFetchRequestGroup>(),
+            size_of::<offset_fetch_request::OffsetFetchRequestTopics>(),
+            size_of::<offset_delete_request::OffsetDeleteRequestTopic>(),
+            size_of::<offset_delete_request::OffsetDeleteRequestPartition>(),
+            size_of::<offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
+            size_of::<offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
+        ];
+        let largest = sizes.iter().max().copied().unwrap();
+        assert!(
+            largest <= STRUCT_DECODED_BYTES,
+            "a request struct takes {largest} bytes"
+        );
+    }
+
+    /// Empty topic names cost a struct each but two bytes on the wire: the estimate sees the
+    /// amplification the count check cannot.
+    #[test]
+    fn a_request_of_tiny_elements_is_estimated_at_what_it_decodes_to() {
+        let mut body = vec![0u8; 4];
+        let count = 100_000u32;
+        body[..4].copy_from_slice(&count.to_be_bytes());
+        body.extend(std::iter::repeat_n(0u8, count as usize * 2));
+        let decoded = check_request_body(ApiKey::Metadata, 1, false, &body).unwrap();
+        assert!(decoded >= count as usize * STRUCT_DECODED_BYTES);
+        assert!(
+            decoded / body.len() >= 50,
+            "{} times its size",
+            decoded / body.len()
+        );
     }
 
     /// The regression frame of the issue: Metadata v0 whose topic array claims 0x03000003

@@ -1,0 +1,412 @@
+//! A shard's partitions over their life: opened when metadata names them (recovering after a
+//! crash), reported offline when they cannot be served, removed when their topic is deleted,
+//! closed at shutdown. Also the shard's start-up (its metadata, and on shard 0 the controller's
+//! bootstrap, which reassigns the partitions of shards that no longer exist) and its timers.
+
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use shards::ShardId;
+use storage::PartitionLog;
+use tracing::{error, info, warn};
+
+use super::{PartitionSlot, Shard};
+use crate::controller::metadata::{
+    ClusterMetadata, MetadataChange, OfflinePartition, TopicMetadata,
+};
+use crate::controller::{store_metadata, ControllerRequest};
+use crate::groups::OFFSETS_TOPIC;
+
+/// How often a shard looks at its disk's free space and runs its other timers.
+const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
+
+/// Reports a log's flushes to the shard's metrics and its going offline to the controller, so
+/// every shard's Metadata answers show the partition as unavailable.
+struct PartitionObserver {
+    shard: Weak<Shard>,
+    topic: String,
+    partition: i32,
+}
+
+impl storage::LogObserver for PartitionObserver {
+    fn flushed(&self, bytes: u64, batches: usize, sync_latency: Duration) {
+        let _ = batches;
+        if let Some(shard) = self.shard.upgrade() {
+            shard.metrics.flushed(bytes, sync_latency);
+        }
+    }
+
+    fn went_offline(&self, directory: &Path, reason: &str) {
+        error!(directory = %directory.display(), %reason, "partition offline");
+        if let Some(shard) = self.shard.upgrade() {
+            shard.report_offline(vec![OfflinePartition {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                reason: reason.to_string(),
+            }]);
+        }
+    }
+}
+
+impl Shard {
+    fn partition_directory(&self, topic: &str, partition: usize) -> PathBuf {
+        self.node.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// Tells the controller (later, from a task of its own: this may run while the controller is
+    /// busy publishing the change that opened the partition) that partitions cannot be served.
+    fn report_offline(self: &Rc<Self>, partitions: Vec<OfflinePartition>) {
+        if partitions.is_empty() {
+            return;
+        }
+        let shard = self.clone();
+        shards::task::spawn(async move {
+            shard
+                .controller_request(ControllerRequest::ReportOffline(partitions))
+                .await;
+        })
+        .detach();
+    }
+
+    async fn open_topic(self: &Rc<Self>, topic: &TopicMetadata) -> Vec<Option<PartitionSlot>> {
+        let config = self.node.config.log_config(&topic.configs);
+        let mut slots = Vec::with_capacity(topic.partitions.len());
+        let mut offline = Vec::new();
+        for (index, owner) in topic.partitions.iter().enumerate() {
+            if ShardId(*owner) != self.id {
+                slots.push(None);
+                continue;
+            }
+            let directory = self.partition_directory(&topic.name, index);
+            let slot = match PartitionLog::open(
+                &self.log_context,
+                &directory,
+                config.clone(),
+                self.node.clean_shutdown,
+            )
+            .await
+            {
+                Ok(log) => {
+                    log.set_observer(Rc::new(PartitionObserver {
+                        shard: Rc::downgrade(self),
+                        topic: topic.name.clone(),
+                        partition: index as i32,
+                    }));
+                    shards::task::spawn(log.clone().run_flusher()).detach();
+                    if topic.name == OFFSETS_TOPIC {
+                        self.groups.load(index as i32, log.clone()).await;
+                    }
+                    PartitionSlot::Online(log)
+                }
+                Err(error) => {
+                    error!(topic = %topic.name, partition = index, %error, "partition offline");
+                    offline.push(OfflinePartition {
+                        topic: topic.name.clone(),
+                        partition: index as i32,
+                        reason: error.to_string(),
+                    });
+                    PartitionSlot::Offline(error.to_string().into())
+                }
+            };
+            slots.push(Some(slot));
+        }
+        self.report_offline(offline);
+        slots
+    }
+
+    /// Applies a metadata change to this shard: the local copy, and the logs it owns.
+    pub async fn apply(self: &Rc<Self>, change: &MetadataChange) {
+        match change {
+            MetadataChange::Snapshot(snapshot) => {
+                for topic in snapshot.topics.values() {
+                    let slots = self.open_topic(topic).await;
+                    self.partitions
+                        .borrow_mut()
+                        .insert(topic.name.clone(), slots);
+                }
+            }
+            MetadataChange::TopicsCreated(topics) => {
+                let disk = self.log_context.disk.clone();
+                for topic in topics {
+                    // A new topic starts empty. A directory of the same name can only be left
+                    // over from a deleted topic whose files were not removed before a crash.
+                    for (index, owner) in topic.partitions.iter().enumerate() {
+                        let directory = self.partition_directory(&topic.name, index);
+                        if ShardId(*owner) == self.id
+                            && disk.exists(&directory).await.unwrap_or(false)
+                        {
+                            warn!(directory = %directory.display(), "removing leftovers of a deleted topic");
+                            if let Err(error) = disk.remove_dir_all(&directory).await {
+                                error!(directory = %directory.display(), %error, "cannot remove leftovers");
+                            }
+                        }
+                    }
+                    let slots = self.open_topic(topic).await;
+                    self.partitions
+                        .borrow_mut()
+                        .insert(topic.name.clone(), slots);
+                }
+            }
+            MetadataChange::TopicsDeleted(names) => {
+                self.groups
+                    .forget_topics(names, |group_id| self.coordinator_log(group_id).ok())
+                    .await;
+                for name in names {
+                    let removed = self.partitions.borrow_mut().remove(name);
+                    for slot in removed.into_iter().flatten().flatten() {
+                        match slot {
+                            PartitionSlot::Online(log) => {
+                                if let Err(error) = log.remove().await {
+                                    warn!(topic = %name, %error, "removing a deleted partition's files");
+                                }
+                            }
+                            PartitionSlot::Offline(_) => {}
+                        }
+                    }
+                }
+            }
+            MetadataChange::PartitionsOffline(_) => {}
+        }
+        self.metadata.borrow_mut().apply(change);
+        let ids = self
+            .metadata
+            .borrow()
+            .topics
+            .values()
+            .map(|topic| (topic.topic_id, topic.name.clone()))
+            .collect();
+        *self.topic_ids.borrow_mut() = ids;
+        if matches!(change, MetadataChange::Snapshot(_)) {
+            self.ready.set(true);
+            self.ready_event.notify(usize::MAX);
+        }
+    }
+
+    /// Waits until the first metadata snapshot is applied (logs open, recovery done).
+    pub async fn wait_ready(&self) {
+        loop {
+            let listener = self.ready_event.listen();
+            if self.ready.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Shard 0 at start: load (or create) the cluster metadata, give the partitions of shards
+    /// that no longer exist (a start with fewer `--cores`) to the shards that do, and push it to
+    /// every shard.
+    pub async fn bootstrap_metadata(self: &Rc<Self>) -> Result<(), String> {
+        let Some(controller) = &self.controller else {
+            return Ok(());
+        };
+        let data_dir = self.node.data_dir.clone();
+        let shard_count = self.node.shard_count;
+        let (mut metadata, data_dir) = shards::task::spawn_blocking(move || {
+            let metadata = ClusterMetadata::load(&data_dir).map(Option::unwrap_or_default);
+            if let Ok(metadata) = &metadata {
+                remove_orphan_partitions(&data_dir, metadata);
+            }
+            (metadata, data_dir)
+        })
+        .await;
+        let metadata = metadata.as_mut().map_err(|error| error.to_string())?;
+        let moved = metadata.reassign_missing_shards(shard_count);
+        if moved > 0 {
+            warn!(
+                partitions = moved,
+                shards = shard_count,
+                "partitions owned by shards that no longer exist (the broker started with fewer \
+                 cores) were reassigned to the least loaded shards; their data stays where it is"
+            );
+            store_metadata(metadata.clone(), data_dir).await?;
+        }
+        info!(
+            cluster_id = %metadata.cluster_id,
+            topics = metadata.topics.len(),
+            "cluster metadata loaded"
+        );
+        controller.bootstrap(self, metadata.clone()).await
+    }
+
+    /// Shard 0: whether every shard has recovered its logs (`/v1/status/ready`).
+    pub fn node_ready(&self) -> bool {
+        self.node_ready.get()
+    }
+
+    pub fn set_node_ready(&self) {
+        self.node_ready.set(true);
+    }
+
+    /// Partitions of the cluster that cannot be served, with why (Metadata, readiness).
+    pub fn offline_partitions(&self) -> Vec<OfflinePartition> {
+        self.metadata.borrow().offline_partitions()
+    }
+
+    /// Flushes and closes every owned log; true if all closed cleanly.
+    pub async fn close_logs(&self) -> bool {
+        let mut clean = true;
+        for log in self.owned_logs() {
+            if let Err(error) = log.close().await {
+                error!(directory = %log.directory().display(), %error, "closing log");
+                clean = false;
+            }
+        }
+        let offline = self
+            .partitions
+            .borrow()
+            .values()
+            .flatten()
+            .any(|slot| matches!(slot, Some(PartitionSlot::Offline(_))));
+        clean && !offline
+    }
+
+    /// The shard's timers, for its life: free disk space (appends are refused below
+    /// `storage_min_free_bytes` and taken again above it), idle producers' state
+    /// (`producer.id.expiration.ms`, checked every `producer.id.expiration.check.interval.ms`)
+    /// and empty groups' offsets (`offsets.retention.minutes`).
+    pub async fn run_housekeeping(self: Rc<Self>) {
+        let config = &self.node.config;
+        let producer_check = config.millis("producer.id.expiration.check.interval.ms");
+        let offsets_check = config.millis("offsets.retention.check.interval.ms");
+        let mut last_producer_check = Instant::now();
+        let mut last_offsets_check = Instant::now();
+        loop {
+            self.check_disk_space().await;
+            if last_producer_check.elapsed() >= producer_check {
+                last_producer_check = Instant::now();
+                let expired: usize = self
+                    .owned_logs()
+                    .iter()
+                    .map(|log| log.expire_producers())
+                    .sum();
+                if expired > 0 {
+                    info!(expired, "forgot idle producers");
+                }
+            }
+            if last_offsets_check.elapsed() >= offsets_check {
+                last_offsets_check = Instant::now();
+                self.groups
+                    .expire_offsets(crate::clock::now_ms(), |group_id| {
+                        self.coordinator_log(group_id).ok()
+                    })
+                    .await;
+            }
+            // A log that just hit ENOSPC wants the free space looked at now, not in a second.
+            let mut waited = Duration::ZERO;
+            while waited < HOUSEKEEPING_TICK && !self.log_context.space.take_exhausted() {
+                shards::task::sleep(HOUSEKEEPING_TICK / 10).await;
+                waited += HOUSEKEEPING_TICK / 10;
+            }
+        }
+    }
+
+    /// Refuses appends while free space is below the threshold, takes them again above it, and
+    /// (shard 0) keeps the data directory's space reserve in place when there is room for it.
+    async fn check_disk_space(&self) {
+        let disk = &self.log_context.disk;
+        let data_dir = &self.node.data_dir;
+        let (Ok(free), Ok(total)) = (
+            disk.available_bytes(data_dir).await,
+            disk.total_bytes(data_dir).await,
+        ) else {
+            return;
+        };
+        let threshold =
+            crate::disk_space::min_free_bytes(self.node.config.storage_min_free_bytes(), total);
+        let refusing = free < threshold;
+        if refusing != self.log_context.space.refusing() {
+            if refusing {
+                warn!(
+                    free,
+                    threshold, "the disk is nearly full: appends are refused until space is freed"
+                );
+            } else {
+                info!(
+                    free,
+                    threshold, "free space is back: appends are taken again"
+                );
+            }
+            self.log_context.space.set_refusing(refusing);
+        }
+        if self.id == ShardId(0) && free > threshold + crate::disk_space::RESERVE_BYTES {
+            let data_dir = data_dir.clone();
+            shards::task::spawn_blocking(move || crate::disk_space::ensure_reserve(&data_dir))
+                .await;
+        }
+    }
+}
+
+/// Removes partition directories (`<topic>-<index>`) that no topic in `metadata` owns: files of
+/// topics deleted just before a crash. Everything else in the data directory is left alone.
+fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some((topic, index)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<usize>() else {
+            continue;
+        };
+        if !entry.path().is_dir() || crate::controller::validate_topic_name(topic).is_err() {
+            continue;
+        }
+        let owned = metadata
+            .topics
+            .get(topic)
+            .is_some_and(|known| index < known.partitions.len());
+        if !owned {
+            warn!(directory = %entry.path().display(), "removing a partition no topic owns");
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                error!(directory = %entry.path().display(), %error, "cannot remove it");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::metadata::TopicMetadata;
+
+    #[test]
+    fn only_partition_directories_without_a_topic_are_removed() {
+        let data = tempfile::tempdir().unwrap();
+        for directory in [
+            "kept-0",
+            "kept-1",
+            "gone-0",
+            "kept-7",
+            "__cluster_metadata",
+            "odd-name",
+        ] {
+            std::fs::create_dir(data.path().join(directory)).unwrap();
+        }
+        let mut metadata = ClusterMetadata::new();
+        metadata.topics.insert(
+            "kept".into(),
+            TopicMetadata {
+                name: "kept".into(),
+                topic_id: uuid::Uuid::new_v4(),
+                partitions: vec![0, 1],
+                configs: Default::default(),
+            },
+        );
+        remove_orphan_partitions(data.path(), &metadata);
+        let mut left: Vec<String> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["__cluster_metadata", "kept-0", "kept-1", "odd-name"]
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! One shard of the broker: its copy of the cluster metadata, the partition logs it owns, its
+//! memory budgets and its end of the mesh. Lives on one core for the life of the process;
+//! handed around as `Rc<Shard>`.
+//!
+//! - `mod.rs` (here): the shard's state and the lookups handlers make on every request;
+//! - `mesh`: messages to and from other shards, requests to the controller matched with their
+//!   replies, metadata changes fanned out to every shard, metrics gathered for a scrape;
+//! - `lifecycle`: partitions opened, applied, reported offline and closed; start-up (with a
+//!   changed core count); the shard's timers (producer expiry, offsets retention, disk space).
+
+mod lifecycle;
+mod mesh;
+
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use event_listener::Event;
+use shards::{Mesh, ShardId};
+use storage::memory::MemoryBudget;
+use storage::PartitionLog;
+
+use crate::controller::metadata::ClusterMetadata;
+use crate::controller::{Controller, ControllerReply, ControllerRequest};
+use crate::error_code::ErrorCode;
+use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::limits::{PRODUCER_ID_BLOCK, REQUEST_MEMORY_PER_SHARD_BYTES};
+use crate::observability::metrics::{MetricsSnapshot, ShardMetrics};
+
+pub use crate::node::NodeInfo;
+pub use mesh::ShardMessage;
+
+/// A partition as this shard sees it.
+#[derive(Clone)]
+pub enum PartitionSlot {
+    Online(Rc<PartitionLog>),
+    /// Owned here but its log could not be opened (corruption, I/O error): the reason.
+    Offline(Rc<str>),
+}
+
+pub enum Lookup {
+    Owned(Rc<PartitionLog>),
+    Offline(Rc<str>),
+    /// The partition exists on another shard.
+    NotOwned,
+    UnknownTopic,
+    UnknownPartition,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub node: Arc<NodeInfo>,
+    metadata: RefCell<ClusterMetadata>,
+    topic_ids: RefCell<HashMap<uuid::Uuid, String>>,
+    /// Owned partitions by topic, then partition index (`None` where another shard owns it).
+    partitions: RefCell<HashMap<String, Vec<Option<PartitionSlot>>>>,
+    mesh: Mesh<ShardMessage>,
+    /// Controller requests sent to shard 0, waiting for their replies.
+    pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<ControllerReply>>>,
+    /// Shard 0 only: acknowledgements of published metadata versions, per version.
+    acks: RefCell<HashMap<u64, usize>>,
+    acked: Event,
+    /// This shard's block of producer ids: the next to hand out, and the end of the block.
+    producer_ids: Cell<(i64, i64)>,
+    next_request_id: Cell<u64>,
+    pub controller: Option<Controller>,
+    ready: Cell<bool>,
+    ready_event: Event,
+    /// Request frames (and what they decode to) are paid for from this budget.
+    pub request_memory: Rc<MemoryBudget>,
+    /// The disk, memory budget, file cache and space guard this shard's logs share.
+    pub log_context: storage::LogContext,
+    pub metrics: Rc<ShardMetrics>,
+    metrics_pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<MetricsSnapshot>>>,
+    /// Shard 0 only: every shard has applied the first metadata snapshot (logs recovered).
+    node_ready: Cell<bool>,
+    /// The consumer groups whose offsets partitions this shard owns.
+    pub groups: GroupCoordinator,
+    /// This shard's open client connections.
+    pub connections: crate::connections::Connections,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, node: Arc<NodeInfo>, mesh: Mesh<ShardMessage>) -> Rc<Shard> {
+        let budget = REQUEST_MEMORY_PER_SHARD_BYTES.max(2 * node.config.socket_request_max_bytes());
+        Rc::new(Shard {
+            id,
+            controller: (id == ShardId(0)).then(Controller::new),
+            metadata: RefCell::new(ClusterMetadata::new()),
+            topic_ids: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+            mesh,
+            pending: RefCell::new(HashMap::new()),
+            acks: RefCell::new(HashMap::new()),
+            acked: Event::new(),
+            next_request_id: Cell::new(0),
+            producer_ids: Cell::new((0, 0)),
+            ready: Cell::new(false),
+            ready_event: Event::new(),
+            request_memory: MemoryBudget::new(budget),
+            log_context: storage::LogContext::direct_io(
+                node.limits.log_memory_per_shard_bytes,
+                node.limits.open_segments_per_shard,
+            ),
+            metrics: Rc::new(ShardMetrics::default()),
+            metrics_pending: RefCell::new(HashMap::new()),
+            node_ready: Cell::new(false),
+            groups: GroupCoordinator::new(node.config.group_settings()),
+            connections: Default::default(),
+            node,
+        })
+    }
+
+    pub fn metadata(&self) -> Ref<'_, ClusterMetadata> {
+        self.metadata.borrow()
+    }
+
+    pub fn topic_name_by_id(&self, topic_id: &uuid::Uuid) -> Option<String> {
+        self.topic_ids.borrow().get(topic_id).cloned()
+    }
+
+    /// Finds a partition's log, or why it cannot be served here.
+    pub fn lookup(&self, topic: &str, partition: i32) -> Lookup {
+        // Borrowed, not cloned: this runs for every partition of every Produce and Fetch.
+        let partitions = self.partitions.borrow();
+        let Some(slots) = partitions.get(topic) else {
+            return Lookup::UnknownTopic;
+        };
+        match usize::try_from(partition)
+            .ok()
+            .and_then(|index| slots.get(index))
+        {
+            None => Lookup::UnknownPartition,
+            Some(None) => Lookup::NotOwned,
+            Some(Some(PartitionSlot::Online(log))) => Lookup::Owned(log.clone()),
+            Some(Some(PartitionSlot::Offline(reason))) => Lookup::Offline(reason.clone()),
+        }
+    }
+
+    /// The offsets log of the group's coordinator partition if this shard is its coordinator,
+    /// or the error a group request gets: COORDINATOR_NOT_AVAILABLE before the offsets topic
+    /// exists or while its partition is offline, NOT_COORDINATOR if another shard owns it.
+    pub fn coordinator_log(&self, group_id: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
+        match self.offsets_partition(group_id) {
+            Some((partition, owner)) if owner == self.id => self
+                .groups
+                .log(partition)
+                .filter(|log| log.offline_reason().is_none())
+                .ok_or(ErrorCode::CoordinatorNotAvailable),
+            Some(_) => Err(ErrorCode::NotCoordinator),
+            None => Err(ErrorCode::CoordinatorNotAvailable),
+        }
+    }
+
+    /// The `__consumer_offsets` partition of `group_id` and the shard that owns it, if the topic
+    /// exists.
+    fn offsets_partition(&self, group_id: &str) -> Option<(i32, ShardId)> {
+        let metadata = self.metadata.borrow();
+        let topic = metadata.topics.get(OFFSETS_TOPIC)?;
+        let partition = crate::groups::partition_for(group_id, topic.partitions.len() as i32);
+        let owner = topic.partitions.get(usize::try_from(partition).ok()?)?;
+        Some((partition, ShardId(*owner)))
+    }
+
+    /// The shard coordinating `group_id`, creating the offsets topic first if it does not exist
+    /// yet (as Kafka does on the first FindCoordinator).
+    pub async fn find_coordinator(self: &Rc<Self>, group_id: &str) -> Result<ShardId, String> {
+        if !self.metadata.borrow().topics.contains_key(OFFSETS_TOPIC) {
+            if let ControllerReply::Failed(reason) = self
+                .controller_request(ControllerRequest::CreateOffsetsTopic)
+                .await
+            {
+                return Err(reason);
+            }
+        }
+        self.offsets_partition(group_id)
+            .map(|(_, owner)| owner)
+            .ok_or_else(|| "the offsets topic could not be created".to_string())
+    }
+
+    /// Every log this shard owns.
+    pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flatten()
+            .filter_map(|slot| match slot {
+                Some(PartitionSlot::Online(log)) => Some(log.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Shard 0 only: the controller moved the next free producer id.
+    pub fn set_next_producer_id(&self, next: i64) {
+        self.metadata.borrow_mut().next_producer_id = next;
+    }
+
+    /// A producer id never handed out before, from this shard's block; a new block is fetched
+    /// from the controller when this one is used up.
+    pub async fn new_producer_id(self: &Rc<Self>) -> Result<i64, String> {
+        loop {
+            let (next, end) = self.producer_ids.get();
+            if next < end {
+                self.producer_ids.set((next + 1, end));
+                return Ok(next);
+            }
+            match self
+                .controller_request(ControllerRequest::AllocateProducerIds {
+                    count: PRODUCER_ID_BLOCK,
+                })
+                .await
+            {
+                ControllerReply::ProducerIds { first, count } => {
+                    self.producer_ids.set((first, first + count))
+                }
+                ControllerReply::Failed(reason) => return Err(reason),
+                ControllerReply::Topics(_) => return Err("unexpected controller reply".into()),
+            }
+        }
+    }
+
+    /// Whether this shard refuses writes for lack of disk space.
+    pub fn disk_full(&self) -> bool {
+        self.log_context.space.refusing()
+    }
+}
