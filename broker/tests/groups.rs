@@ -108,22 +108,6 @@ fn tally(seen: &[Vec<Seen>]) -> BTreeMap<(i32, i64), usize> {
     counts
 }
 
-fn text(value: &str) -> kafka_protocol::protocol::StrBytes {
-    kafka_protocol::protocol::StrBytes::from_string(value.to_string())
-}
-
-/// A raw connection to the shard that coordinates `group` (FindCoordinator v3 on the bootstrap).
-fn coordinator(broker: &Broker, group: &str) -> std::net::TcpStream {
-    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
-    let found: FindCoordinatorResponse = kafka_call(
-        &mut connect(&broker.bootstrap),
-        ApiKey::FindCoordinator,
-        3,
-        &FindCoordinatorRequest::default().with_key(text(group)),
-    );
-    connect(&format!("{}:{}", found.host, found.port))
-}
-
 #[test]
 fn three_members_share_partitions_on_several_shards_exactly_once() {
     let scratch = scratch_dir();

@@ -166,6 +166,30 @@ impl Broker {
         true
     }
 
+    /// The broker process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    /// Resident memory of the broker process, in bytes (Linux `/proc`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid().unwrap())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -207,6 +231,21 @@ impl Broker {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the broker first");
         self.launch();
+    }
+
+    /// Restarts with other extra arguments (another `--cores`, say).
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|arg| arg.to_string()).collect();
+        self.restart();
+    }
+
+    /// Waits (up to a minute) until `/v1/status/ready` answers 200.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http(&self.admin_address, "GET", "/v1/status/ready").0 != 200 {
+            assert!(Instant::now() < deadline, "the broker did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -285,6 +324,17 @@ impl Seen {
 /// Reads every partition of `topic` from the beginning until `expected` records arrived (or
 /// the deadline passed) and returns them in arrival order.
 pub fn consume_all(broker: &Broker, topic: &str, partitions: i32, expected: usize) -> Vec<Seen> {
+    let all: Vec<i32> = (0..partitions).collect();
+    consume_all_of(broker, topic, &all, expected)
+}
+
+/// `consume_all` for some partitions only.
+pub fn consume_all_of(
+    broker: &Broker,
+    topic: &str,
+    partitions: &[i32],
+    expected: usize,
+) -> Vec<Seen> {
     let consumer: BaseConsumer = broker
         .client_config()
         .set("enable.partition.eof", "false")
@@ -295,9 +345,9 @@ pub fn consume_all(broker: &Broker, topic: &str, partitions: i32, expected: usiz
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
+    for partition in partitions {
         assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
+            .add_partition_offset(topic, *partition, Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&assignment).unwrap();
@@ -554,6 +604,21 @@ pub fn request_frame<R: Encodable>(
     buffer.to_vec()
 }
 
+/// Asserts that the broker closes `stream` (end of stream or reset) within ten seconds, rather
+/// than leaving it open, waiting for more.
+pub fn assert_closed_by_broker(stream: &mut std::net::TcpStream, what: &str) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("{what}: expected the broker to close the connection, got {other:?}"),
+    }
+}
+
 /// Reads one response frame (without its size); `None` if the broker closed the connection.
 pub fn read_frame(stream: &mut std::net::TcpStream) -> Option<Bytes> {
     use std::io::Read;
@@ -562,6 +627,22 @@ pub fn read_frame(stream: &mut std::net::TcpStream) -> Option<Bytes> {
     let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
     stream.read_exact(&mut body).ok()?;
     Some(Bytes::from(body))
+}
+
+pub fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+/// A raw connection to the shard that coordinates `group` (FindCoordinator v3 on the bootstrap).
+pub fn coordinator(broker: &Broker, group: &str) -> std::net::TcpStream {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    let found: FindCoordinatorResponse = kafka_call(
+        &mut connect(&broker.bootstrap),
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(text(group)),
+    );
+    connect(&format!("{}:{}", found.host, found.port))
 }
 
 /// Sends one request and decodes its response.
@@ -575,6 +656,17 @@ pub fn kafka_call<Q: Encodable, R: Decodable>(
     stream
         .write_all(&request_frame(api_key, version, 1, request))
         .unwrap();
+    let mut response = read_frame(stream).expect("a response");
+    ResponseHeader::decode(&mut response, api_key.response_header_version(version)).unwrap();
+    R::decode(&mut response, version).unwrap()
+}
+
+/// Decodes one response frame read from `stream`.
+pub fn read_response<R: Decodable>(
+    stream: &mut std::net::TcpStream,
+    api_key: ApiKey,
+    version: i16,
+) -> R {
     let mut response = read_frame(stream).expect("a response");
     ResponseHeader::decode(&mut response, api_key.response_header_version(version)).unwrap();
     R::decode(&mut response, version).unwrap()
