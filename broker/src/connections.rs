@@ -200,22 +200,25 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: shards::net::Listener) {
             }
         };
         let ip = connection.peer_addr().map(|address| address.ip());
-        let slot = match quotas.admit(ip) {
-            Ok(slot) => slot,
-            Err(Refusal::TooManyFromAddress { count }) => {
-                info!(
-                    address = ?ip,
-                    count,
-                    "Rejected connection: the address already has the configured maximum of \
-                     connections (max.connections.per.ip)"
-                );
-                continue;
+        let slot = loop {
+            match quotas.admit(ip) {
+                Ok(slot) => break Some(slot),
+                Err(Refusal::TooManyFromAddress { count }) => {
+                    info!(
+                        address = ?ip,
+                        count,
+                        "Rejected connection: the address already has the configured maximum of \
+                         connections (max.connections.per.ip)"
+                    );
+                    break None;
+                }
+                // The last slot went to another shard since the check above: this connection
+                // waits for one, as Kafka's acceptor does.
+                Err(Refusal::NodeFull) => shards::task::sleep(NODE_FULL_RECHECK).await,
             }
-            // Taken by another shard since the check above: this one waits its turn.
-            Err(Refusal::NodeFull) => {
-                drop(connection);
-                continue;
-            }
+        };
+        let Some(slot) = slot else {
+            continue;
         };
         let registry = &shard.connections;
         registry.open.set(registry.open.get() + 1);

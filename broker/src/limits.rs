@@ -23,14 +23,17 @@ pub const METRICS_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// (`max.in.flight.requests.per.connection`); more are read only as earlier ones are answered.
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION: usize = 32;
 
-/// Bytes of request frames a shard holds at once, across all its connections. A frame is read
-/// only after its size is granted from this budget, so many clients claiming large frames wait
-/// instead of exhausting memory. Always at least two of the largest frames allowed.
+/// Bytes of request frames (and what they decode to) a shard holds at once, across all its
+/// connections. A frame is paid for as its bytes arrive, so clients claiming large frames hold
+/// only what they sent; when the budget runs out, readers wait (within `FRAME_STALL_TIMEOUT`).
+/// The shard's budget is at least twice `socket.request.max.bytes`. Not counted: each
+/// connection's read-ahead of at most `READ_AHEAD_BYTES` before a frame is recognized, bounded
+/// by the connection limit.
 pub const REQUEST_MEMORY_PER_SHARD_BYTES: usize = 256 * 1024 * 1024;
 
 /// A frame's buffer grows by at most this much per read, and is paid for a step at a time as
 /// its bytes arrive, so a client that claims a large frame and sends it slowly (or not at all)
-/// holds memory only for what it sent.
+/// holds at most one step more than it sent.
 pub const FRAME_READ_STEP_BYTES: usize = 1024 * 1024;
 
 /// Bytes a connection reads ahead when waiting for a frame: the next pipelined requests often

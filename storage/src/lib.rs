@@ -27,6 +27,34 @@ mod recovery_point;
 mod segment;
 pub mod sim;
 
+/// Entry points for the fuzz targets (`broker/fuzz`) into formats that are private to the crate.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads `bytes` as each of the crate's small metadata files (the checksummed envelope, a
+    /// segment index, a producer snapshot, a recovery point), and again with `bytes` sealed in
+    /// a valid envelope of each kind, so the parsers behind the checksum get the bytes too.
+    /// Must never panic.
+    pub fn metadata_file(bytes: &[u8]) {
+        let read_all = |file: &[u8]| {
+            for magic in [b"KIDX", b"KPSN", b"KRPT"] {
+                let _ = crate::envelope::open(file, magic, 1);
+            }
+            let _ = crate::segment::Segment::from_index(
+                crate::Offset(0),
+                std::path::PathBuf::from("/fuzz"),
+                file.len() as u64,
+                file,
+            );
+            let _ = crate::producer_state::ProducerStateTable::from_snapshot(file);
+            crate::recovery_point::decode_for_fuzzing(file);
+        };
+        read_all(bytes);
+        for magic in [b"KIDX", b"KPSN", b"KRPT"] {
+            read_all(&crate::envelope::seal(magic, 1, bytes));
+        }
+    }
+}
+
 /// Kafka v2 batches: the `record-format` crate, under the name the log's callers know it by.
 pub mod record_batch {
     pub use record_format::*;

@@ -120,10 +120,31 @@ impl MemoryGrant {
         self.bytes
     }
 
-    /// Takes `more` bytes into this grant, waiting for them.
+    /// Takes `more` bytes into this grant, waiting for them. A grant that would pass the whole
+    /// budget is let through once its holder is the only one left (as `acquire` does for an
+    /// oversized request), so growing can starve no one and wait on no one forever.
     pub async fn grow(&mut self, more: usize) {
-        let mut extra = self.budget.acquire(more).await;
-        self.bytes += std::mem::take(&mut extra.bytes);
+        let budget = self.budget.clone();
+        loop {
+            if let Some(mut extra) = budget.try_acquire(more) {
+                self.bytes += std::mem::take(&mut extra.bytes);
+                return;
+            }
+            if self.bytes + more > budget.total
+                && budget.available.get() + self.bytes >= budget.total
+            {
+                budget
+                    .available
+                    .set(budget.available.get().saturating_sub(more));
+                self.bytes += more;
+                return;
+            }
+            let listener = budget.freed.listen();
+            if budget.available.get() >= more {
+                continue;
+            }
+            listener.await;
+        }
     }
 
     /// Gives back all but `keep` bytes.
@@ -205,6 +226,18 @@ mod tests {
             let huge = oversized.await;
             assert_eq!(huge.bytes(), 500);
             drop(huge);
+            assert_eq!(budget.available(), 100);
+        });
+    }
+
+    #[test]
+    fn a_lone_grant_may_grow_past_the_budget_and_gives_it_all_back() {
+        futures_lite::future::block_on(async {
+            let budget = MemoryBudget::new(100);
+            let mut grant = budget.acquire(60).await;
+            grant.grow(80).await;
+            assert_eq!(grant.bytes(), 140);
+            drop(grant);
             assert_eq!(budget.available(), 100);
         });
     }

@@ -56,6 +56,10 @@ impl RecoveryPoint {
     }
 }
 
+pub(crate) fn decode_for_fuzzing(bytes: &[u8]) {
+    let _ = RecoveryPoint::decode(bytes);
+}
+
 fn slot_path(directory: &Path, sequence: u64) -> PathBuf {
     directory.join(SLOTS[(sequence % 2) as usize])
 }

@@ -750,9 +750,17 @@ impl DiskFile for SimFile {
         Box::pin(async move {
             self.disk.take_time().await;
             let mut state = self.disk.state.borrow_mut();
-            state
-                .begin(Some(FaultOp::Sync))
-                .map_err(|errno| error("fdatasync", &self.path, errno))?;
+            if let Err(errno) = state.begin(Some(FaultOp::Sync)) {
+                // After a failed sync the kernel may have thrown away what it could not write
+                // (and marked it clean): what was not durable is gone, for readers too. A
+                // writer that carries on as if its writes were there loses them.
+                if state.powered {
+                    let inode = &mut state.inodes[self.inode];
+                    inode.data = inode.durable.clone();
+                    inode.pending.clear();
+                }
+                return Err(error("fdatasync", &self.path, errno));
+            }
             if state.fsync_is_noop {
                 return Ok(());
             }

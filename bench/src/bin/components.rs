@@ -8,7 +8,10 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use storage::record_batch::{build_uncompressed_batch, check_integrity};
+use storage::record_batch::{
+    build_uncompressed_batch, check_integrity, validate_produced, BatchBuilder, Compression,
+    ProduceRules,
+};
 
 /// Runs `operation` for about `budget`, prints time per operation and, with `bytes`, bandwidth.
 fn measure(name: &str, bytes: Option<usize>, budget: Duration, mut operation: impl FnMut()) {
@@ -157,6 +160,45 @@ fn main() {
             std::hint::black_box(check_integrity(std::hint::black_box(&batch)).is_ok());
         },
     );
+    // The record walk of Kafka's LogValidator, on top of the integrity check: what validating
+    // every record of a produced batch costs, uncompressed and through a codec.
+    let rules = ProduceRules {
+        max_message_bytes: 1 << 30,
+        timestamp_after_max_ms: i64::MAX,
+        timestamp_before_max_ms: i64::MAX,
+        log_append_time: false,
+        keys_required: false,
+    };
+    measure(
+        "batch validation (integrity + record walk)",
+        Some(batch.len()),
+        budget,
+        || {
+            std::hint::black_box(
+                validate_produced(std::hint::black_box(&batch), &rules, 0).is_ok(),
+            );
+        },
+    );
+    for (name, compression) in [("lz4", Compression::Lz4), ("zstd", Compression::Zstd)] {
+        let mut builder = BatchBuilder::default();
+        let value: Vec<u8> = (0..1000u32)
+            .map(|index| (index % 61) as u8 + b'0')
+            .collect();
+        for index in 0..64 {
+            builder.push(index, None, Some(&value));
+        }
+        let Ok(compressed) = builder.finish_compressed(compression) else {
+            continue;
+        };
+        measure(
+            &format!("batch validation, {name} ({} bytes)", compressed.len()),
+            Some(64 * 1000),
+            budget,
+            || {
+                std::hint::black_box(validate_produced(&compressed, &rules, 0).is_ok());
+            },
+        );
+    }
     let request = produce_request_bytes(&batch);
     measure(
         "produce v9: shape check + decode",

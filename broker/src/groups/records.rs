@@ -178,7 +178,7 @@ pub fn read_batches(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
         for record in RecordIter::new(&section, count) {
             let record = record.map_err(|error| format!("reading an offsets batch: {error}"))?;
             records.push((
-                header.base_offset.0 + record.offset_delta,
+                header.base_offset.0.saturating_add(record.offset_delta),
                 record.key.map(Bytes::copy_from_slice),
                 record.value.map(Bytes::copy_from_slice),
             ));

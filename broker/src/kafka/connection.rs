@@ -62,20 +62,27 @@ pub fn api_name(api_key: i16) -> &'static str {
 }
 
 /// How far the connection's requests have got: the sequence number of the last one whose
-/// response is complete (responses complete in order), and how many are in flight.
+/// response is complete (responses complete in order), how many are in flight, and whether the
+/// writer has given up (then nothing more will complete).
 #[derive(Default)]
 struct Progress {
     completed: Cell<u64>,
     in_flight: Cell<usize>,
+    writer_gone: Cell<bool>,
     moved: Event,
 }
 
 impl Progress {
-    async fn wait_completed(&self, sequence: u64) {
+    /// Waits until request `sequence` has completed; false if it never will (the writer gave up
+    /// on the client).
+    async fn wait_completed(&self, sequence: u64) -> bool {
         loop {
             let listener = self.moved.listen();
             if self.completed.get() >= sequence {
-                return;
+                return true;
+            }
+            if self.writer_gone.get() {
+                return false;
             }
             listener.await;
         }
@@ -151,6 +158,9 @@ pub async fn serve(shard: Rc<Shard>, connection: Connection) {
                     break;
                 }
             }
+            // The reader may be waiting on requests this task will never complete.
+            progress.writer_gone.set(true);
+            progress.moved.notify(usize::MAX);
         }
     });
     let idle = shard.node.config.millis("connections.max.idle.ms");
@@ -216,7 +226,14 @@ pub async fn serve(shard: Rc<Shard>, connection: Connection) {
         } else {
             sequence - 1
         };
-        progress.wait_completed(after).await;
+        let ready = futures_lite::future::or(progress.wait_completed(after), async {
+            shard.connections.wait_stop().await;
+            false
+        })
+        .await;
+        if !ready {
+            break;
+        }
         if !is_produce {
             last_not_produce = sequence;
         }

@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod errors;
 pub mod handlers;
+pub mod request;
 pub mod wire;
 
 use std::future::Future;
@@ -10,17 +11,14 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::messages::ApiKey;
 
-use crate::limits::{DECODE_AMPLIFICATION_MAX, DECODE_SLACK_BYTES};
 use crate::shard::Shard;
 use errors::ErrorCode;
 use handlers::*;
+use request::{Request, Undecodable};
 use storage::memory::MemoryGrant;
-use wire::api_versions::supported_range;
-use wire::frame::{encode_response, RequestStart};
-use wire::shape::check_request_body;
+use wire::frame::encode_response;
 
 /// A response: its framed bytes (stored batches among them, not copied), and the memory they
 /// hold until they are written (disk reads for a fetch).
@@ -79,63 +77,41 @@ pub async fn dispatch(
     grant: &mut MemoryGrant,
     client_host: &Rc<str>,
 ) -> Dispatch {
-    let Some(start) = RequestStart::parse(&frame) else {
-        return Dispatch::Close("frame shorter than a request header".into());
-    };
-    let Ok(api_key) = ApiKey::try_from(start.api_key) else {
-        return Dispatch::Close(format!("unknown API key {}", start.api_key));
-    };
-    let version = start.api_version;
-    let correlation_id = start.correlation_id;
-    let Some(range) = supported_range(api_key) else {
-        return Dispatch::Close(format!("{api_key:?} is not supported"));
-    };
-    if !range.contains(&version) {
-        if api_key == ApiKey::ApiVersions {
+    let checked = match request::check(frame) {
+        Ok(checked) => checked,
+        Err(Undecodable::Close(reason)) => return Dispatch::Close(reason),
+        Err(Undecodable::UnsupportedApiVersions { correlation_id }) => {
             // KIP-511: answer in the v0 layout with UNSUPPORTED_VERSION and our table, so the
             // client can pick a version we speak and retry.
             let body = api_versions::response(ErrorCode::UnsupportedVersion);
-            return ready(encode_response(api_key, 0, correlation_id, &body));
-        }
-        return Dispatch::Close(format!(
-            "{api_key:?} v{version} is not supported (supported: {}-{})",
-            range.start(),
-            range.end()
-        ));
-    }
-    let header_version = api_key.request_header_version(version);
-    let mut body = frame;
-    let header = match RequestHeader::decode(&mut body, header_version) {
-        Ok(header) => header,
-        Err(error) => {
-            return Dispatch::Close(format!("malformed {api_key:?} request header: {error}"))
+            return ready(encode_response(
+                ApiKey::ApiVersions,
+                0,
+                correlation_id,
+                &body,
+            ));
         }
     };
-    let decoded_bytes = match check_request_body(api_key, version, header_version >= 2, &body) {
-        Ok(decoded_bytes) => decoded_bytes,
-        Err(error) => return Dispatch::Close(format!("{api_key:?} v{version}: {error}")),
-    };
-    // No request may cost more than a small multiple of its own size, and what it decodes to is
-    // paid for from the shard's request memory like its bytes are.
-    let allowed = DECODE_AMPLIFICATION_MAX * body.len() + DECODE_SLACK_BYTES;
-    if decoded_bytes > allowed {
+    // What the request decodes to is paid for from the shard's request memory, as its bytes are;
+    // a request that could never be paid for is refused rather than waited on.
+    if grant.bytes() + checked.decoded_bytes > shard.request_memory.total() {
         return Dispatch::Close(format!(
-            "{api_key:?} v{version} of {} bytes would decode to about {decoded_bytes} bytes, \
-             more than {DECODE_AMPLIFICATION_MAX} times its size",
-            body.len()
+            "{:?} would need {} bytes of request memory, more than the shard has ({})",
+            checked.api_key,
+            grant.bytes() + checked.decoded_bytes,
+            shard.request_memory.total()
         ));
     }
-    grant.grow(decoded_bytes).await;
-    macro_rules! decode {
-        ($request:ty) => {
-            match <$request>::decode(&mut body, version) {
-                Ok(request) => request,
-                Err(error) => {
-                    return Dispatch::Close(format!("malformed {api_key:?} v{version}: {error}"))
-                }
-            }
-        };
-    }
+    grant.grow(checked.decoded_bytes).await;
+    let (checked, request) = match checked.decode() {
+        Ok(decoded) => decoded,
+        Err(Undecodable::Close(reason)) => return Dispatch::Close(reason),
+        Err(Undecodable::UnsupportedApiVersions { .. }) => {
+            return Dispatch::Close("unexpected version refusal".into())
+        }
+    };
+    let (api_key, version, correlation_id) =
+        (checked.api_key, checked.version, checked.correlation_id);
     macro_rules! later {
         ($future:expr) => {{
             let future = $future;
@@ -145,23 +121,17 @@ pub async fn dispatch(
             }))
         }};
     }
+    macro_rules! now {
+        ($body:expr) => {{
+            let body = $body;
+            ready(encode_response(api_key, version, correlation_id, &body))
+        }};
+    }
     let shard = shard.clone();
-    match api_key {
-        ApiKey::ApiVersions => {
-            let _request = decode!(ApiVersionsRequest);
-            ready(encode_response(
-                api_key,
-                version,
-                correlation_id,
-                &api_versions::response(ErrorCode::None),
-            ))
-        }
-        ApiKey::Metadata => {
-            let request = decode!(MetadataRequest);
-            later!(metadata::handle(shard, request, version))
-        }
-        ApiKey::Produce => {
-            let request = decode!(ProduceRequest);
+    match request {
+        Request::ApiVersions(_) => now!(api_versions::response(ErrorCode::None)),
+        Request::Metadata(request) => later!(metadata::handle(shard, request, version)),
+        Request::Produce(request) => {
             let phase = produce::append(&shard, request, version).await;
             if phase.wants_response() {
                 later!(phase.acknowledge())
@@ -169,51 +139,27 @@ pub async fn dispatch(
                 Dispatch::NoResponse
             }
         }
-        ApiKey::Fetch => {
-            let request = decode!(FetchRequest);
-            Dispatch::Respond(Box::pin(async move {
-                Ok(fetch::handle(shard, request, version, correlation_id).await)
-            }))
+        Request::Fetch(request) => Dispatch::Respond(Box::pin(async move {
+            Ok(fetch::handle(shard, request, version, correlation_id).await)
+        })),
+        Request::ListOffsets(request) => later!(list_offsets::handle(shard, request, version)),
+        Request::OffsetForLeaderEpoch(request) => {
+            now!(offset_for_leader_epoch::handle(shard, request))
         }
-        ApiKey::ListOffsets => {
-            let request = decode!(ListOffsetsRequest);
-            later!(list_offsets::handle(shard, request, version))
+        Request::CreateTopics(request) => later!(create_topics::handle(shard, request, version)),
+        Request::DeleteTopics(request) => later!(delete_topics::handle(shard, request, version)),
+        Request::DescribeConfigs(request) => {
+            now!(describe_configs::handle(shard, request, version))
         }
-        ApiKey::OffsetForLeaderEpoch => {
-            let request = decode!(OffsetForLeaderEpochRequest);
-            let body = offset_for_leader_epoch::handle(shard, request);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::CreateTopics => {
-            let request = decode!(CreateTopicsRequest);
-            later!(create_topics::handle(shard, request, version))
-        }
-        ApiKey::DeleteTopics => {
-            let request = decode!(DeleteTopicsRequest);
-            later!(delete_topics::handle(shard, request, version))
-        }
-        ApiKey::DescribeConfigs => {
-            let request = decode!(DescribeConfigsRequest);
-            let body = describe_configs::handle(shard, request, version);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::InitProducerId => {
-            let request = decode!(InitProducerIdRequest);
-            later!(init_producer_id::handle(shard, request))
-        }
-        ApiKey::DescribeProducers => {
-            let request = decode!(DescribeProducersRequest);
-            let body = describe_producers::handle(shard, request);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::FindCoordinator => {
-            let request = decode!(FindCoordinatorRequest);
+        Request::InitProducerId(request) => later!(init_producer_id::handle(shard, request)),
+        Request::DescribeProducers(request) => now!(describe_producers::handle(shard, request)),
+        Request::FindCoordinator(request) => {
             later!(find_coordinator::handle(shard, request, version))
         }
-        ApiKey::JoinGroup => {
-            let request = decode!(JoinGroupRequest);
+        Request::JoinGroup(request) => {
             let context = RequestContext {
-                client_id: header
+                client_id: checked
+                    .header
                     .client_id
                     .map(|id| id.to_string())
                     .unwrap_or_default(),
@@ -221,47 +167,14 @@ pub async fn dispatch(
             };
             later!(join_group::handle(shard, request, version, context))
         }
-        ApiKey::SyncGroup => {
-            let request = decode!(SyncGroupRequest);
-            later!(sync_group::handle(shard, request, version))
-        }
-        ApiKey::Heartbeat => {
-            let request = decode!(HeartbeatRequest);
-            let body = heartbeat::handle(shard, request);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::LeaveGroup => {
-            let request = decode!(LeaveGroupRequest);
-            let body = leave_group::handle(shard, request, version);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::OffsetCommit => {
-            let request = decode!(OffsetCommitRequest);
-            later!(offset_commit::handle(shard, request, version))
-        }
-        ApiKey::OffsetFetch => {
-            let request = decode!(OffsetFetchRequest);
-            let body = offset_fetch::handle(shard, request, version);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::ListGroups => {
-            let request = decode!(ListGroupsRequest);
-            let body = list_groups::handle(shard, request, version);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::DescribeGroups => {
-            let request = decode!(DescribeGroupsRequest);
-            let body = describe_groups::handle(shard, request, version);
-            ready(encode_response(api_key, version, correlation_id, &body))
-        }
-        ApiKey::DeleteGroups => {
-            let request = decode!(DeleteGroupsRequest);
-            later!(delete_groups::handle(shard, request))
-        }
-        ApiKey::OffsetDelete => {
-            let request = decode!(OffsetDeleteRequest);
-            later!(offset_delete::handle(shard, request))
-        }
-        other => Dispatch::Close(format!("{other:?} has no handler")),
+        Request::SyncGroup(request) => later!(sync_group::handle(shard, request, version)),
+        Request::Heartbeat(request) => now!(heartbeat::handle(shard, request)),
+        Request::LeaveGroup(request) => now!(leave_group::handle(shard, request, version)),
+        Request::OffsetCommit(request) => later!(offset_commit::handle(shard, request, version)),
+        Request::OffsetFetch(request) => now!(offset_fetch::handle(shard, request, version)),
+        Request::ListGroups(request) => now!(list_groups::handle(shard, request, version)),
+        Request::DescribeGroups(request) => now!(describe_groups::handle(shard, request, version)),
+        Request::DeleteGroups(request) => later!(delete_groups::handle(shard, request)),
+        Request::OffsetDelete(request) => later!(offset_delete::handle(shard, request)),
     }
 }

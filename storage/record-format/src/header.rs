@@ -137,12 +137,18 @@ impl BatchHeader {
             .map(|length| length + LOG_OVERHEAD)
     }
 
+    /// Saturating, like `next_offset`: headers read from strangers or from a damaged disk may
+    /// hold any values, and arithmetic on them must not panic (validation refuses such a batch).
     pub fn last_offset(&self) -> Offset {
-        Offset(self.base_offset.0 + i64::from(self.last_offset_delta))
+        Offset(
+            self.base_offset
+                .0
+                .saturating_add(i64::from(self.last_offset_delta)),
+        )
     }
 
     pub fn next_offset(&self) -> Offset {
-        Offset(self.last_offset().0 + 1)
+        Offset(self.last_offset().0.saturating_add(1))
     }
 
     /// The codec; the unassigned values 5-7 read as `None` here and are refused by validation.
@@ -209,7 +215,9 @@ pub fn check_integrity(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             ),
         });
     }
-    if header.last_offset_delta < 0 || header.records_count != header.last_offset_delta + 1 {
+    if header.last_offset_delta < 0
+        || i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1
+    {
         return Err(BatchError::Invalid {
             reason: format!(
                 "Inconsistent batch offset range [0, {}] and count of records {}",

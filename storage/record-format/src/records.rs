@@ -309,10 +309,10 @@ pub fn first_offset_at_or_after(batch: &[u8], target_ms: i64) -> Option<(Offset,
     let records = records_section(batch).ok()?;
     for record in RecordIter::new(&records, usize::try_from(header.records_count).ok()?) {
         let record = record.ok()?;
-        let timestamp = header.base_timestamp + record.timestamp_delta;
+        let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
         if timestamp >= target_ms {
             return Some((
-                Offset(header.base_offset.0 + record.offset_delta),
+                Offset(header.base_offset.0.saturating_add(record.offset_delta)),
                 timestamp,
             ));
         }

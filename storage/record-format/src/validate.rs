@@ -303,6 +303,20 @@ mod tests {
     }
 
     #[test]
+    fn extreme_header_values_are_refused_without_overflowing() {
+        let mut batch = build_uncompressed_batch(1, 3, 1_000);
+        batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
+        batch[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        recrc(&mut batch);
+        assert!(validate_produced(&batch, &RULES, 1_000).is_err());
+        let mut stored = batch.clone();
+        assign_offset(&mut stored, Offset(i64::MAX - 1), 0);
+        let header = BatchHeader::parse(&stored).unwrap();
+        assert_eq!(header.next_offset(), Offset(i64::MAX));
+    }
+
+    #[test]
     fn offset_deltas_must_count_up_from_zero() {
         let mut batch = build_uncompressed_batch(2, 3, 1_000);
         // Record 0 is [length, attributes, timestampDelta, offsetDelta, ...]: make record 1's

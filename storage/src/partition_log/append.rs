@@ -253,6 +253,7 @@ impl PartitionLog {
             .insert(new_base, Segment::new(new_base, path, 0));
         let progress = state.appended;
         state.written = WritePoint::start_of_segment(new_base, progress);
+        state.written_high = new_base;
         state.durable = WritePoint::start_of_segment(new_base, progress);
         state.check_invariants();
         drop(state);

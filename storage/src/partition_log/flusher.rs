@@ -282,6 +282,7 @@ impl PartitionLog {
                 // The sync may have lost what it was to make durable: write it all again.
                 let _write = self.write_lock.lock().await;
                 let mut state = self.state.borrow_mut();
+                state.written_high = state.written_high();
                 state.written = state.durable.clone();
                 state.check_invariants();
                 drop(state);

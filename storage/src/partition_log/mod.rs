@@ -256,6 +256,11 @@ struct State {
     log_end_offset: Offset,
     /// After the last completed write.
     written: WritePoint,
+    /// The highest written offset ever: relaxed mode's high watermark and acknowledgement
+    /// point. A sync that fails with ENOSPC rewinds `written` to rewrite from the durable point,
+    /// but what was written once stays in the file (the rewrite writes the same bytes), so what
+    /// consumers were shown and producers were told stays true, and never moves back.
+    written_high: Offset,
     /// As of the last completed sync; a sync that fails with ENOSPC rewinds `written` to it.
     durable: WritePoint,
     appended: Progress,
@@ -279,6 +284,11 @@ impl State {
 
     fn written_offset(&self) -> Offset {
         self.written.offset
+    }
+
+    /// What relaxed mode acknowledges and shows consumers (see `written_high`).
+    fn written_high(&self) -> Offset {
+        self.written_high.max(self.written.offset)
     }
 
     /// Appended bytes not yet durable: they are held in memory until they are.
@@ -536,7 +546,7 @@ impl PartitionLog {
         if self.is_durable_mode() {
             state.durable_offset()
         } else {
-            state.written_offset()
+            state.written_high()
         }
     }
 
@@ -683,12 +693,12 @@ impl PartitionLog {
     pub async fn wait_written(&self, offset: Offset) -> Result<(), LogError> {
         loop {
             self.check_online()?;
-            if self.state.borrow().written_offset() >= offset {
+            if self.state.borrow().written_high() >= offset {
                 return Ok(());
             }
             let listener = self.written_moved.listen();
             self.check_online()?;
-            if self.state.borrow().written_offset() >= offset {
+            if self.state.borrow().written_high() >= offset {
                 return Ok(());
             }
             listener.await;

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::snapshots::{rebuild_producer_state, remove_snapshots_after};
 use super::{Gate, LogConfig, LogContext, LogError, PartitionLog, Progress, State, WritePoint};
-use crate::io::{align_down, read_small_file, DiskFile};
+use crate::io::{align_down, read_small_file};
 use crate::memory::Reclaim;
 use crate::recovery::{scan_segment, valid_batch_after, ScanEnd};
 use crate::recovery_point::{self, RecoveryPoint};
@@ -66,6 +66,17 @@ impl PartitionLog {
             .collect();
         bases.sort();
         let mut recovery_point = recovery_point::load(&*disk, directory).await?;
+        if let Some(point) = recovery_point.filter(|point| bases.is_empty() && point.offset.0 > 0) {
+            return Err(LogError::Corrupt {
+                path: directory.to_path_buf(),
+                position: 0,
+                reason: format!(
+                    "every segment is missing, but the recovery point says offsets below {} \
+                     were synced",
+                    point.offset
+                ),
+            });
+        }
         if bases.is_empty() {
             // A new log: its recovery point exists before its first segment does, so a log
             // with segments and no recovery point can only be one from an older broker.
@@ -83,7 +94,18 @@ impl PartitionLog {
             bases.push(Offset(0));
         }
 
-        let mut kept: BTreeMap<Offset, (Segment, Rc<dyn DiskFile>)> = BTreeMap::new();
+        // Sizes first: which segment is the last to hold anything decides what recovery may
+        // cut. Sealed segment files wait in the shard's bounded cache, not all open at once.
+        let mut sizes = Vec::with_capacity(bases.len());
+        for base in &bases {
+            let path = directory.join(segment_file_name(*base));
+            let file = disk.open(&path, false).await?;
+            sizes.push(file.size().await?);
+            context.files.insert(&path, file);
+        }
+        let last_holding = sizes.iter().rposition(|size| *size > 0);
+
+        let mut kept: BTreeMap<Offset, Segment> = BTreeMap::new();
         let mut cut: Option<Cut> = None;
         let mut removed = Vec::new();
         let mut previous_next: Option<Offset> = None;
@@ -92,10 +114,30 @@ impl PartitionLog {
                 removed.push(base);
                 continue;
             }
-            let is_last = index + 1 == bases.len();
             let path = directory.join(segment_file_name(base));
-            // Bytes of this segment below the recovery point: they must all be valid.
+            let file_size = sizes[index];
+            let is_last = last_holding.is_none_or(|last| index >= last);
+            // A roll seals only a segment that holds batches, so an empty segment is either the
+            // fresh active one (the last file, where the log continues) or what a failed roll
+            // left behind: nothing was ever in it.
+            if file_size == 0 {
+                let continues = previous_next.is_none_or(|expected| expected == base);
+                if index + 1 == bases.len() && continues {
+                    previous_next = Some(base);
+                    kept.insert(base, Segment::new(base, path, 0));
+                } else {
+                    warn!(path = %path.display(), "removing an empty segment left by a failed roll");
+                    context.files.forget(&path);
+                    disk.remove_file(&path).await?;
+                    disk.sync_directory(directory).await?;
+                }
+                continue;
+            }
+            // Bytes that were synced and must all be valid: all of a segment another one
+            // follows (a roll syncs the sealed segment before it creates the next), and of the
+            // last one, what the recovery point covers.
             let protected = match recovery_point {
+                _ if !is_last => u64::MAX,
                 Some(point) if base < point.segment_base => u64::MAX,
                 Some(point) if base == point.segment_base => point.position,
                 _ => 0,
@@ -105,38 +147,13 @@ impl PartitionLog {
                 position,
                 reason,
             };
-            let file = disk.open(&path, false).await?;
-            let file_size = file.size().await?;
-            // A roll seals only a segment that holds batches, so an empty segment that is not
-            // where the log continues is what a failed roll left: nothing was ever in it.
-            let leftover =
-                file_size == 0 && previous_next.is_some_and(|expected| base < expected || !is_last);
-            if leftover {
-                drop(file);
-                warn!(path = %path.display(), "removing an empty segment left by a failed roll");
-                disk.remove_file(&path).await?;
-                disk.sync_directory(directory).await?;
-                continue;
-            }
             if let Some(expected) = previous_next.filter(|expected| *expected != base) {
-                let reason =
-                    format!("the segment starts at offset {base} where {expected} was expected");
-                if protected > 0 {
-                    return Err(corrupt(0, reason));
-                }
-                if recovery_point.is_none() {
-                    return Err(corrupt(
-                        0,
-                        format!("{reason} (the log has no recovery point)"),
-                    ));
-                }
-                // This segment and every later one go; the previous one stays as it is.
-                removed.push(base);
-                cut = Some(Cut {
-                    truncate: None,
-                    reason,
-                });
-                continue;
+                // The segment before was sealed (synced) at its end: a gap or an overlap here is
+                // damage, never a torn write.
+                return Err(corrupt(
+                    0,
+                    format!("the segment starts at offset {base} where {expected} was expected"),
+                ));
             }
             let trust_index = !is_last
                 && (clean_shutdown
@@ -146,10 +163,11 @@ impl PartitionLog {
                     load_sealed(context, directory, base, &path, file_size).await?
                 {
                     previous_next = Some(segment.next_offset);
-                    kept.insert(base, (segment, file));
+                    kept.insert(base, segment);
                     continue;
                 }
             }
+            let file = context.files.open(&path).await?;
             let mut segment = Segment::new(base, path.clone(), file_size);
             match scan_segment(&*file, &mut segment, file_size, !clean_shutdown).await? {
                 ScanEnd::Clean => {
@@ -169,8 +187,7 @@ impl PartitionLog {
                         return Err(corrupt(position, reason));
                     }
                     if recovery_point.is_none() {
-                        let (valid_at, nonzero_bytes) =
-                            valid_batch_after(&*file, position, file_size).await?;
+                        let (valid_at, _) = valid_batch_after(&*file, position, file_size).await?;
                         if let Some(valid_at) = valid_at {
                             return Err(LogError::CorruptWithoutRecoveryPoint {
                                 path,
@@ -178,12 +195,6 @@ impl PartitionLog {
                                 valid_at,
                                 reason,
                             });
-                        }
-                        if !is_last && nonzero_bytes > 0 {
-                            return Err(corrupt(
-                                position,
-                                format!("{reason}, inside a segment that is not the last"),
-                            ));
                         }
                     }
                     cut = Some(Cut {
@@ -193,7 +204,7 @@ impl PartitionLog {
                 }
             }
             previous_next = Some(segment.next_offset);
-            kept.insert(base, (segment, file));
+            kept.insert(base, segment);
         }
 
         if let Some(cut) = &cut {
@@ -201,7 +212,7 @@ impl PartitionLog {
         }
         let (log_start_offset, log_end_offset) =
             match (kept.values().next(), kept.values().next_back()) {
-                (Some((first, _)), Some((last, _))) => (first.base_offset, last.next_offset),
+                (Some(first), Some(last)) => (first.base_offset, last.next_offset),
                 _ => unreachable!("recovery keeps at least the first segment"),
             };
         if let Some(point) = recovery_point {
@@ -220,27 +231,29 @@ impl PartitionLog {
         if !clean_shutdown || recovery_point.is_none() {
             // Bytes past the recovery point may have been written and never synced; they become
             // durable (and visible, and able to answer a retry) only now.
-            for (segment, file) in kept.values() {
+            for segment in kept.values() {
                 if recovery_point.is_none_or(|point| segment.base_offset >= point.segment_base) {
-                    file.fdatasync().await?;
+                    context
+                        .files
+                        .open(segment.path())
+                        .await?
+                        .fdatasync()
+                        .await?;
                 }
             }
         }
 
-        let mut segments = BTreeMap::new();
-        let mut active_file = None;
-        let count = kept.len();
-        for (index, (base, (segment, file))) in kept.into_iter().enumerate() {
-            if index + 1 == count {
-                active_file = Some(file);
-            } else {
-                context.files.insert(segment.path(), file);
-            }
-            segments.insert(base, segment);
-        }
-        let Some(active_file) = active_file else {
+        let segments = kept;
+        let Some(active_path) = segments
+            .values()
+            .next_back()
+            .map(|active| active.path().to_path_buf())
+        else {
             unreachable!("recovery keeps at least the first segment");
         };
+        // The active segment's file is the log's own for as long as it is active.
+        let active_file = context.files.open(&active_path).await?;
+        context.files.forget(&active_path);
         let (active_base, active_size) = match segments.values().next_back() {
             Some(active) => (active.base_offset, active.size),
             None => unreachable!("recovery keeps at least the first segment"),
@@ -248,11 +261,13 @@ impl PartitionLog {
         let position = align_down(active_size);
         let tail_length = (active_size - position) as usize;
         let tail_block = active_file.read(position, tail_length).await?;
-        assert_eq!(
-            tail_block.len(),
-            tail_length,
-            "the tail block reads back whole"
-        );
+        if tail_block.len() != tail_length {
+            return Err(LogError::Corrupt {
+                path: active_path,
+                position,
+                reason: "the segment shrank while it was being opened".into(),
+            });
+        }
 
         remove_snapshots_after(&*disk, directory, log_end_offset).await;
         let producers = rebuild_producer_state(
@@ -307,6 +322,7 @@ impl PartitionLog {
                 active_file,
                 log_start_offset,
                 log_end_offset,
+                written_high: write_point.offset,
                 written: write_point.clone(),
                 durable: write_point,
                 appended: Progress::default(),
@@ -345,13 +361,14 @@ async fn apply_cut(
     context: &LogContext,
     directory: &Path,
     cut: &Cut,
-    kept: &mut BTreeMap<Offset, (Segment, Rc<dyn DiskFile>)>,
+    kept: &mut BTreeMap<Offset, Segment>,
     removed: &[Offset],
 ) -> Result<(), crate::io::IoError> {
     let disk = &context.disk;
     let mut dropped_bytes = 0u64;
     if let Some((base, position)) = cut.truncate {
-        if let Some((segment, file)) = kept.get_mut(&base) {
+        if let Some(segment) = kept.get_mut(&base) {
+            let file = context.files.open(segment.path()).await?;
             let size = file.size().await?;
             dropped_bytes += size.saturating_sub(position);
             file.truncate(position).await?;

@@ -20,6 +20,9 @@ use crate::Offset;
 pub struct Fetched {
     pub runs: Vec<Bytes>,
     pub memory: Option<MemoryGrant>,
+    /// The read needed the disk and the shard's memory had no room for it (`read_if_room`):
+    /// nothing was read.
+    pub short_of_memory: bool,
 }
 
 impl Fetched {
@@ -55,6 +58,28 @@ impl PartitionLog {
         max_bytes: usize,
         upper: Offset,
     ) -> Result<Fetched, LogError> {
+        self.read_with(from, max_bytes, upper, true).await
+    }
+
+    /// `read`, but a read that needs the disk takes memory only if it is free now: a caller that
+    /// already holds memory (a fetch's earlier partitions) must not wait for more, or fetches
+    /// holding part of the budget would wait on each other.
+    pub async fn read_if_room(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        upper: Offset,
+    ) -> Result<Fetched, LogError> {
+        self.read_with(from, max_bytes, upper, false).await
+    }
+
+    async fn read_with(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        upper: Offset,
+        wait_for_memory: bool,
+    ) -> Result<Fetched, LogError> {
         let disk_plan = {
             let state = self.state.borrow();
             if from < state.log_start_offset || from > state.log_end_offset {
@@ -86,7 +111,10 @@ impl PartitionLog {
                     total += batch.bytes.len();
                     runs.push(batch.bytes.clone());
                 }
-                return Ok(Fetched { runs, memory: None });
+                return Ok(Fetched {
+                    runs,
+                    ..Fetched::default()
+                });
             }
             let segment = state
                 .segments
@@ -115,6 +143,7 @@ impl PartitionLog {
         let file = self.segment_file(&path, active).await?;
         read_batches_from_disk(
             &self.context.memory,
+            wait_for_memory,
             &*file,
             start,
             disk_end,
@@ -196,8 +225,10 @@ pub(super) fn larger_batch(chunk: &[u8]) -> Option<(BatchHeader, usize)> {
         .then_some((header, total))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_batches_from_disk(
     memory: &Rc<MemoryBudget>,
+    wait_for_memory: bool,
     file: &dyn DiskFile,
     start: u64,
     disk_end: u64,
@@ -209,7 +240,19 @@ async fn read_batches_from_disk(
     // Skip batches before `from` a chunk at a time, then return one contiguous run.
     while position < disk_end {
         let length = ((disk_end - position) as usize).min(max_bytes.max(64 * 1024) + 64 * 1024);
-        let grant = memory.acquire(length).await;
+        let grant = if wait_for_memory {
+            memory.acquire(length).await
+        } else {
+            match memory.try_acquire(length) {
+                Some(grant) => grant,
+                None => {
+                    return Ok(Fetched {
+                        short_of_memory: true,
+                        ..Fetched::default()
+                    })
+                }
+            }
+        };
         let chunk = file.read(position, length).await?;
         let mut first: Option<usize> = None;
         let mut end = 0usize;
@@ -240,6 +283,7 @@ async fn read_batches_from_disk(
             return Ok(Fetched {
                 runs: vec![chunk.slice(first..end)],
                 memory: Some(grant),
+                short_of_memory: false,
             });
         }
         if skipped > 0 {
@@ -255,12 +299,25 @@ async fn read_batches_from_disk(
             break;
         }
         drop(grant);
-        let grant = memory.acquire(total).await;
+        let grant = if wait_for_memory {
+            memory.acquire(total).await
+        } else {
+            match memory.try_acquire(total) {
+                Some(grant) => grant,
+                None => {
+                    return Ok(Fetched {
+                        short_of_memory: true,
+                        ..Fetched::default()
+                    })
+                }
+            }
+        };
         let whole = file.read(position, total).await?;
         if header.last_offset() >= from {
             return Ok(Fetched {
                 runs: vec![whole],
                 memory: Some(grant),
+                short_of_memory: false,
             });
         }
         position += total as u64;

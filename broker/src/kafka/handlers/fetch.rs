@@ -82,6 +82,7 @@ async fn read_once(
 ) -> (Vec<FetchedTopic>, usize, usize) {
     let mut total = 0usize;
     let mut errors = 0usize;
+    let mut short_of_memory = false;
     let mut fetched = Vec::with_capacity(topics.len());
     for topic in topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -111,9 +112,19 @@ async fn read_once(
                     // KIP-74: the first batch of the first non-empty partition is returned even
                     // if it exceeds the limits; after that the request's max_bytes caps it.
                     let budget = wanted.max_bytes.min(max_bytes.saturating_sub(total));
-                    if budget > 0 || total == 0 {
-                        match log.read(Offset(wanted.offset), budget.max(1), upper).await {
+                    if (budget > 0 || total == 0) && !short_of_memory {
+                        // Only a fetch that holds no memory yet may wait for some.
+                        let read = if memory.is_empty() {
+                            log.read(Offset(wanted.offset), budget.max(1), upper).await
+                        } else {
+                            log.read_if_room(Offset(wanted.offset), budget.max(1), upper)
+                                .await
+                        };
+                        match read {
                             Ok(fetched) => {
+                                // Out of memory: answer with what was read, as Kafka returns
+                                // a partial response; the client fetches the rest next time.
+                                short_of_memory = fetched.short_of_memory;
                                 memory.extend(fetched.memory);
                                 partition.records = fetched.runs;
                                 total += partition.records_bytes();

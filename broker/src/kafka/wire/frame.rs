@@ -100,12 +100,18 @@ impl FrameReader {
     async fn fill(&mut self, wanted: usize, grant: &mut MemoryGrant) -> Result<(), FrameError> {
         while self.filled < wanted {
             let step = (wanted - self.filled).min(FRAME_READ_STEP_BYTES);
-            // Pay for the bytes before they arrive: at most one step more than has arrived.
+            // Pay for the bytes before they arrive: at most one step more than has arrived. The
+            // wait for memory counts against the stall timeout too: partly read frames that
+            // together hold the whole budget would otherwise wait on each other forever; this
+            // way the one that waited longest gives its memory back.
             let needed = self.filled + step;
-            if grant.bytes() < needed {
-                grant.grow(needed - grant.bytes()).await;
-            }
-            match shards::task::timeout(FRAME_STALL_TIMEOUT, self.read_some(step)).await {
+            let step_read = async {
+                if grant.bytes() < needed {
+                    grant.grow(needed - grant.bytes()).await;
+                }
+                self.read_some(step).await
+            };
+            match shards::task::timeout(FRAME_STALL_TIMEOUT, step_read).await {
                 None => return Err(FrameError::Stalled(FRAME_STALL_TIMEOUT)),
                 Some(Err(error)) => return Err(error),
                 Some(Ok(0)) => return Err(FrameError::Truncated),
