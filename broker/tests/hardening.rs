@@ -170,6 +170,7 @@ fn size_prefixes_alone_hold_no_memory_and_other_clients_are_served() {
     }
     // Served at once (the old broker never answered until the six sockets closed): the bound
     // is generous for a loaded CI machine, the point is that nothing waits on the prefixes.
+    eprintln!("served beside the prefixes in {:?}", started.elapsed());
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -247,6 +248,7 @@ fn metadata_requests_cannot_cost_a_hundred_times_their_size() {
     assert_eq!(response.topics.len(), 95_000);
     assert!(response.topics.iter().all(|topic| topic.error_code == 3));
     let growth = peak_rss_bytes(&broker).saturating_sub(before);
+    eprintln!("peak resident memory grew by {} MiB", growth >> 20);
     assert!(
         growth < 256 << 20,
         "peak resident memory grew by {} MiB",
