@@ -19,7 +19,7 @@
 //! - Every operation yields to the executor a seeded number of times before it completes, so
 //!   writes, syncs and appends interleave differently from seed to seed.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -506,6 +506,19 @@ impl SimDisk {
     }
 
     /// Yields to the executor a seeded number of times: the operation "takes time".
+    /// Starts one operation: counts it, lets the seeded faults and the power cut decide its
+    /// fate, and hands over the disk's state for it.
+    fn operate(
+        &self,
+        kind: Option<FaultOp>,
+        op: &'static str,
+        path: &Path,
+    ) -> Result<RefMut<'_, State>, IoError> {
+        let mut state = self.state.borrow_mut();
+        state.begin(kind).map_err(|errno| error(op, path, errno))?;
+        Ok(state)
+    }
+
     async fn take_time(&self) {
         let yields = {
             let mut state = self.state.borrow_mut();
@@ -532,10 +545,7 @@ impl Disk for SimDisk {
     fn open<'a>(&'a self, path: &'a Path, create: bool) -> IoFuture<'a, Rc<dyn DiskFile>> {
         Box::pin(async move {
             self.take_time().await;
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("open", path, errno))?;
+            let mut state = self.operate(None, "open", path)?;
             let inode = match state.names.get(path).copied() {
                 Some(Entry::File(inode)) => inode,
                 Some(Entry::Directory) => return Err(error("open", path, EEXIST)),
@@ -561,10 +571,7 @@ impl Disk for SimDisk {
     fn create_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
             self.take_time().await;
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("create directory", path, errno))?;
+            let mut state = self.operate(None, "create directory", path)?;
             let mut missing = Vec::new();
             let mut at = Some(path);
             while let Some(directory) = at {
@@ -585,10 +592,7 @@ impl Disk for SimDisk {
     fn remove_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
             self.take_time().await;
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("remove directory", path, errno))?;
+            let mut state = self.operate(None, "remove directory", path)?;
             let doomed: Vec<PathBuf> = state
                 .names
                 .keys()
@@ -606,10 +610,7 @@ impl Disk for SimDisk {
     fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
             self.take_time().await;
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("remove file", path, errno))?;
+            let mut state = self.operate(None, "remove file", path)?;
             match state.names.get(path) {
                 Some(Entry::File(_)) => {
                     state.unlink(path);
@@ -623,10 +624,7 @@ impl Disk for SimDisk {
     fn list<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>> {
         Box::pin(async move {
             self.take_time().await;
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("list directory", path, errno))?;
+            let state = self.operate(None, "list directory", path)?;
             if !SimDisk::directory_exists(&state, path) {
                 return Err(error("list directory", path, ENOENT));
             }
@@ -641,10 +639,7 @@ impl Disk for SimDisk {
 
     fn exists<'a>(&'a self, path: &'a Path) -> IoFuture<'a, bool> {
         Box::pin(async move {
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("stat", path, errno))?;
+            let state = self.operate(None, "stat", path)?;
             Ok(state.names.contains_key(path))
         })
     }
@@ -652,10 +647,7 @@ impl Disk for SimDisk {
     fn sync_directory<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()> {
         Box::pin(async move {
             self.take_time().await;
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(Some(FaultOp::Sync))
-                .map_err(|errno| error("fsync directory", path, errno))?;
+            let mut state = self.operate(Some(FaultOp::Sync), "fsync directory", path)?;
             if state.fsync_is_noop {
                 return Ok(());
             }
@@ -677,10 +669,7 @@ impl Disk for SimDisk {
 
     fn available_bytes<'a>(&'a self, path: &'a Path) -> IoFuture<'a, u64> {
         Box::pin(async move {
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("statvfs", path, errno))?;
+            let state = self.operate(None, "statvfs", path)?;
             Ok(state.capacity_bytes.map_or(u64::MAX / 2, |capacity| {
                 capacity.saturating_sub(state.used_bytes())
             }))
@@ -689,10 +678,7 @@ impl Disk for SimDisk {
 
     fn total_bytes<'a>(&'a self, path: &'a Path) -> IoFuture<'a, u64> {
         Box::pin(async move {
-            let mut state = self.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("statvfs", path, errno))?;
+            let state = self.operate(None, "statvfs", path)?;
             Ok(state.capacity_bytes.unwrap_or(u64::MAX / 2))
         })
     }
@@ -709,10 +695,9 @@ impl DiskFile for SimFile {
             let mut data: Vec<u8> = parts.concat();
             data.resize(crate::io::align_up(data.len() as u64) as usize, 0);
             {
-                let mut state = self.disk.state.borrow_mut();
-                state
-                    .begin(Some(FaultOp::Write))
-                    .map_err(|errno| error("write", &self.path, errno))?;
+                let mut state = self
+                    .disk
+                    .operate(Some(FaultOp::Write), "write", &self.path)?;
                 let end = position + data.len() as u64;
                 if !state.grow_within_capacity(self.inode, end) {
                     return Err(error("write", &self.path, ENOSPC));
@@ -735,10 +720,7 @@ impl DiskFile for SimFile {
     fn read(&self, position: u64, length: usize) -> IoFuture<'_, Bytes> {
         Box::pin(async move {
             self.disk.take_time().await;
-            let mut state = self.disk.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("read", &self.path, errno))?;
+            let state = self.disk.operate(None, "read", &self.path)?;
             let data = &state.inodes[self.inode].data;
             let start = (position as usize).min(data.len());
             let end = start.saturating_add(length).min(data.len());
@@ -781,10 +763,7 @@ impl DiskFile for SimFile {
 
     fn size(&self) -> IoFuture<'_, u64> {
         Box::pin(async move {
-            let mut state = self.disk.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("stat", &self.path, errno))?;
+            let state = self.disk.operate(None, "stat", &self.path)?;
             Ok(state.inodes[self.inode].data.len() as u64)
         })
     }
@@ -792,10 +771,9 @@ impl DiskFile for SimFile {
     fn allocate(&self, size: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
             self.disk.take_time().await;
-            let mut state = self.disk.state.borrow_mut();
-            state
-                .begin(Some(FaultOp::Allocate))
-                .map_err(|errno| error("fallocate", &self.path, errno))?;
+            let mut state = self
+                .disk
+                .operate(Some(FaultOp::Allocate), "fallocate", &self.path)?;
             if !state.grow_within_capacity(self.inode, size) {
                 // Like a real filesystem, a failed allocation may keep part of what it got:
                 // the caller must give it back.
@@ -821,10 +799,7 @@ impl DiskFile for SimFile {
     fn truncate(&self, size: u64) -> IoFuture<'_, ()> {
         Box::pin(async move {
             self.disk.take_time().await;
-            let mut state = self.disk.state.borrow_mut();
-            state
-                .begin(None)
-                .map_err(|errno| error("truncate", &self.path, errno))?;
+            let mut state = self.disk.operate(None, "truncate", &self.path)?;
             let inode = &mut state.inodes[self.inode];
             inode.data.resize(size as usize, 0);
             inode.pending.push(Pending::SetLength(size));

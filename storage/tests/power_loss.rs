@@ -215,6 +215,19 @@ async fn workload(seed: u64, mode: Mode, cut: Option<u64>) -> Run {
     }
 }
 
+/// The stored batches of a log, by base offset.
+fn by_base_offset(batches: Vec<Vec<u8>>) -> BTreeMap<Offset, Vec<u8>> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            (
+                storage::BatchHeader::parse(&batch).unwrap().base_offset,
+                batch,
+            )
+        })
+        .collect()
+}
+
 async fn recover_and_check(seed: u64, run: Run) -> Result<Coverage, String> {
     let Run {
         disk,
@@ -237,16 +250,7 @@ async fn recover_and_check(seed: u64, run: Run) -> Result<Coverage, String> {
             ))
         }
     };
-    let recovered: BTreeMap<Offset, Vec<u8>> = common::try_read_all(&log)
-        .await?
-        .into_iter()
-        .map(|batch| {
-            (
-                storage::BatchHeader::parse(&batch).unwrap().base_offset,
-                batch,
-            )
-        })
-        .collect();
+    let recovered = by_base_offset(common::try_read_all(&log).await?);
     for promise in &acknowledged {
         match recovered.get(&promise.base_offset) {
             Some(found) if *found == promise.stored => {}
@@ -472,16 +476,7 @@ fn relaxed_mode_acknowledgements_survive_a_process_crash() {
             let log = PartitionLog::open(&context, directory, config, false)
                 .await
                 .unwrap();
-            let recovered: BTreeMap<Offset, Vec<u8>> = common::read_all(&log)
-                .await
-                .into_iter()
-                .map(|batch| {
-                    (
-                        storage::BatchHeader::parse(&batch).unwrap().base_offset,
-                        batch,
-                    )
-                })
-                .collect();
+            let recovered = by_base_offset(common::read_all(&log).await);
             for promise in &acknowledged {
                 assert_eq!(
                     recovered.get(&promise.base_offset),

@@ -675,30 +675,33 @@ impl PartitionLog {
 
     /// Waits until every offset below `offset` is durable, or the log goes offline.
     pub async fn wait_durable(&self, offset: Offset) -> Result<(), LogError> {
-        loop {
-            self.check_online()?;
-            if self.state.borrow().durable_offset() >= offset {
-                return Ok(());
-            }
-            let listener = self.durable_moved.listen();
-            self.check_online()?;
-            if self.state.borrow().durable_offset() >= offset {
-                return Ok(());
-            }
-            listener.await;
-        }
+        self.wait_until(&self.durable_moved, |state| {
+            state.durable_offset() >= offset
+        })
+        .await
     }
 
     /// Waits until every offset below `offset` is written to the device, or the log goes offline.
     pub async fn wait_written(&self, offset: Offset) -> Result<(), LogError> {
+        self.wait_until(&self.written_moved, |state| state.written_high() >= offset)
+            .await
+    }
+
+    /// Waits until `reached` holds, re-checking whenever `moved` fires, or the log goes offline.
+    /// The listener is made before the second check, so no notification is missed in between.
+    async fn wait_until(
+        &self,
+        moved: &Event,
+        reached: impl Fn(&State) -> bool,
+    ) -> Result<(), LogError> {
         loop {
             self.check_online()?;
-            if self.state.borrow().written_high() >= offset {
+            if reached(&self.state.borrow()) {
                 return Ok(());
             }
-            let listener = self.written_moved.listen();
+            let listener = moved.listen();
             self.check_online()?;
-            if self.state.borrow().written_high() >= offset {
+            if reached(&self.state.borrow()) {
                 return Ok(());
             }
             listener.await;

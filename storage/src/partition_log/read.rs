@@ -225,6 +225,20 @@ pub(super) fn larger_batch(chunk: &[u8]) -> Option<(BatchHeader, usize)> {
         .then_some((header, total))
 }
 
+/// Memory for a disk read: waited for, or `None` at once if the budget is short and the caller
+/// would rather answer with what it has.
+async fn grant_for_read(
+    memory: &Rc<MemoryBudget>,
+    wait: bool,
+    bytes: usize,
+) -> Option<MemoryGrant> {
+    if wait {
+        Some(memory.acquire(bytes).await)
+    } else {
+        memory.try_acquire(bytes)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_batches_from_disk(
     memory: &Rc<MemoryBudget>,
@@ -240,18 +254,11 @@ async fn read_batches_from_disk(
     // Skip batches before `from` a chunk at a time, then return one contiguous run.
     while position < disk_end {
         let length = ((disk_end - position) as usize).min(max_bytes.max(64 * 1024) + 64 * 1024);
-        let grant = if wait_for_memory {
-            memory.acquire(length).await
-        } else {
-            match memory.try_acquire(length) {
-                Some(grant) => grant,
-                None => {
-                    return Ok(Fetched {
-                        short_of_memory: true,
-                        ..Fetched::default()
-                    })
-                }
-            }
+        let Some(grant) = grant_for_read(memory, wait_for_memory, length).await else {
+            return Ok(Fetched {
+                short_of_memory: true,
+                ..Fetched::default()
+            });
         };
         let chunk = file.read(position, length).await?;
         let mut first: Option<usize> = None;
@@ -299,18 +306,11 @@ async fn read_batches_from_disk(
             break;
         }
         drop(grant);
-        let grant = if wait_for_memory {
-            memory.acquire(total).await
-        } else {
-            match memory.try_acquire(total) {
-                Some(grant) => grant,
-                None => {
-                    return Ok(Fetched {
-                        short_of_memory: true,
-                        ..Fetched::default()
-                    })
-                }
-            }
+        let Some(grant) = grant_for_read(memory, wait_for_memory, total).await else {
+            return Ok(Fetched {
+                short_of_memory: true,
+                ..Fetched::default()
+            });
         };
         let whole = file.read(position, total).await?;
         if header.last_offset() >= from {
