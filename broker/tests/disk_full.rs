@@ -181,14 +181,7 @@ fn a_full_disk_refuses_writes_frees_space_on_delete_and_serves_reads_after_a_res
     drop(kept_producer);
     broker.stop();
     broker.restart();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http(&broker.admin_address, "GET", "/v1/status/ready").0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the broker did not become ready on a full disk"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    broker.wait_ready();
     let acknowledged = 200 + appended_meanwhile + 1;
     let seen = consume_all(&broker, "kept", 1, acknowledged);
     assert_eq!(

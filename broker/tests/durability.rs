@@ -3,12 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use rdkafka::producer::Producer;
-
 use common::*;
 
 /// After SIGTERM the broker exits cleanly, and on restart every record is there at its offset.
@@ -54,46 +48,8 @@ fn acknowledged_records_survive_sigkill_during_produce() {
     let mut broker = Broker::start(&scratch.path().join("data"), &[]);
     create_topic(&broker, "payments", 4, &[("segment.bytes", "262144")]);
     let base = now_ms() - 60_000;
-    let (producer, deliveries) = producer(
-        &broker,
-        &[
-            ("acks", "all"),
-            ("message.timeout.ms", "5000"),
-            ("retries", "0"),
-        ],
-    );
-    let producer = Arc::new(producer);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let producer = producer.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut next = 0usize;
-            while !stop.load(Ordering::Relaxed) && next < 200_000 {
-                send_records(&producer, "payments", 4, next..next + 50, base);
-                next += 50;
-                producer.poll(Duration::from_millis(1));
-            }
-            next
-        })
-    };
     // Kill once a good number of records have been acknowledged, mid-stream.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while deliveries.0.lock().unwrap().len() < 5000 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    broker.kill();
-    stop.store(true, Ordering::Relaxed);
-    let sent = sender.join().unwrap();
-    producer.flush(Duration::from_secs(10)).ok();
-    let acknowledged: Vec<Delivery> = deliveries
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|d| d.error.is_none())
-        .cloned()
-        .collect();
+    let (acknowledged, sent) = kill_while_producing(&mut broker, "payments", 4, base, 5000);
     assert!(
         acknowledged.len() >= 5000,
         "only {} acknowledged",
@@ -109,12 +65,7 @@ fn acknowledged_records_survive_sigkill_during_produce() {
         broker.log_text().contains("clean_shutdown=false"),
         "the restart after SIGKILL runs recovery"
     );
-    let mut per_partition = [0i64; 4];
-    for delivery in &acknowledged {
-        let slot = &mut per_partition[delivery.partition as usize];
-        *slot = (*slot).max(delivery.offset + 1);
-    }
-    let minimum: usize = per_partition.iter().sum::<i64>() as usize;
+    let minimum = acknowledged_ends(&acknowledged, 4).iter().sum::<i64>() as usize;
     let seen = consume_all(&broker, "payments", 4, minimum);
     for partition in 0..4 {
         let offsets: Vec<i64> = seen
@@ -125,17 +76,5 @@ fn acknowledged_records_survive_sigkill_during_produce() {
         let dense: Vec<i64> = (0..offsets.len() as i64).collect();
         assert_eq!(offsets, dense, "partition {partition} is a dense run");
     }
-    for delivery in &acknowledged {
-        let record = test_record(delivery.index, base);
-        let found = seen
-            .iter()
-            .find(|s| s.partition == delivery.partition && s.offset == delivery.offset)
-            .unwrap_or_else(|| {
-                panic!(
-                    "acknowledged record {} at {}-{} is missing",
-                    delivery.index, delivery.partition, delivery.offset
-                )
-            });
-        assert_eq!(found.value.as_deref(), Some(record.value.as_bytes()));
-    }
+    assert_acknowledged_present(&seen, &acknowledged, base);
 }

@@ -8,8 +8,6 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +15,6 @@ use common::*;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::producer::Producer;
 use storage::record_batch::{
     build_uncompressed_batch, compute_crc, BatchBuilder, CRC_AT, LAST_OFFSET_DELTA_AT,
     RECORDS_COUNT_AT,
@@ -367,14 +364,7 @@ fn partitions_beyond_the_per_shard_limit_are_refused_and_a_full_broker_restarts_
     drop(admin);
     assert!(broker.stop());
     broker.restart();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while http(&broker.admin_address, "GET", "/v1/status/ready").0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the full broker did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    broker.wait_ready_within(Duration::from_secs(120));
     assert_eq!(leaders(&broker, "filled").len(), (30 * shards) as usize);
 }
 
@@ -550,69 +540,16 @@ fn relaxed_mode_loses_nothing_acknowledged_to_a_kill_9() {
         &[("flush.ms", "60000"), ("segment.bytes", "262144")],
     );
     let base = now_ms() - 60_000;
-    let (producer, deliveries) = producer(
-        &broker,
-        &[
-            ("acks", "all"),
-            ("message.timeout.ms", "5000"),
-            ("retries", "0"),
-        ],
-    );
-    let producer = Arc::new(producer);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let producer = producer.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut next = 0usize;
-            while !stop.load(Ordering::Relaxed) && next < 200_000 {
-                send_records(&producer, "relaxed", 2, next..next + 50, base);
-                next += 50;
-                producer.poll(Duration::from_millis(1));
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while deliveries.0.lock().unwrap().len() < 5000 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    broker.kill();
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
-    producer.flush(Duration::from_secs(10)).ok();
-    let acknowledged: Vec<Delivery> = deliveries
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|delivery| delivery.error.is_none())
-        .cloned()
-        .collect();
+    let (acknowledged, _) = kill_while_producing(&mut broker, "relaxed", 2, base, 5000);
     assert!(
         acknowledged.len() >= 5000,
         "only {} acknowledged",
         acknowledged.len()
     );
     broker.restart();
-    let mut ends = [0i64; 2];
-    for delivery in &acknowledged {
-        ends[delivery.partition as usize] =
-            ends[delivery.partition as usize].max(delivery.offset + 1);
-    }
+    let ends = acknowledged_ends(&acknowledged, 2);
     let seen = consume_all(&broker, "relaxed", 2, (ends[0] + ends[1]) as usize);
-    for delivery in &acknowledged {
-        let record = test_record(delivery.index, base);
-        let found = seen
-            .iter()
-            .find(|seen| seen.partition == delivery.partition && seen.offset == delivery.offset)
-            .unwrap_or_else(|| {
-                panic!(
-                    "acknowledged record {} at {}-{} is missing",
-                    delivery.index, delivery.partition, delivery.offset
-                )
-            });
-        assert_eq!(found.value.as_deref(), Some(record.value.as_bytes()));
-    }
+    assert_acknowledged_present(&seen, &acknowledged, base);
 }
 
 /// Starting with fewer `--cores` keeps serving every partition: the partitions of shards that

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -12,11 +12,7 @@ fn health_turns_ready_and_metrics_count_the_produce_requests() {
     let scratch = scratch_dir();
     let broker = Broker::start(&scratch.path().join("data"), &[]);
     assert_eq!(http(&broker.admin_address, "GET", "/v1/status/live").0, 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http(&broker.admin_address, "GET", "/v1/status/ready").0 != 200 {
-        assert!(Instant::now() < deadline, "never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    broker.wait_ready_within(Duration::from_secs(30));
     assert_eq!(http(&broker.admin_address, "GET", "/nowhere").0, 404);
     assert_eq!(http(&broker.admin_address, "POST", "/metrics").0, 405);
 

@@ -241,9 +241,17 @@ impl Broker {
 
     /// Waits (up to a minute) until `/v1/status/ready` answers 200.
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_ready_within(Duration::from_secs(60));
+    }
+
+    /// Waits up to `limit` until `/v1/status/ready` answers 200.
+    pub fn wait_ready_within(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
         while http(&self.admin_address, "GET", "/v1/status/ready").0 != 200 {
-            assert!(Instant::now() < deadline, "the broker did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "the broker did not become ready within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -494,6 +502,94 @@ pub fn flush(producer: &BaseProducer<Deliveries>, deliveries: &Deliveries) -> Ve
     let mut reports = deliveries.0.lock().unwrap().clone();
     reports.sort_by_key(|delivery| delivery.index);
     reports
+}
+
+/// Produces records (acks=all, no retries) to `topic` from a background thread and SIGKILLs
+/// the broker once `acknowledged` deliveries have come back, or after a minute. Returns the
+/// deliveries that were acknowledged and how many records had been sent by then.
+pub fn kill_while_producing(
+    broker: &mut Broker,
+    topic: &str,
+    partitions: i32,
+    base_timestamp: i64,
+    acknowledged: usize,
+) -> (Vec<Delivery>, usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (producer, deliveries) = producer(
+        broker,
+        &[
+            ("acks", "all"),
+            ("message.timeout.ms", "5000"),
+            ("retries", "0"),
+        ],
+    );
+    let producer = Arc::new(producer);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let producer = producer.clone();
+        let stop = stop.clone();
+        let topic = topic.to_string();
+        std::thread::spawn(move || {
+            let mut next = 0usize;
+            while !stop.load(Ordering::Relaxed) && next < 200_000 {
+                send_records(
+                    &producer,
+                    &topic,
+                    partitions,
+                    next..next + 50,
+                    base_timestamp,
+                );
+                next += 50;
+                producer.poll(Duration::from_millis(1));
+            }
+            next
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while deliveries.0.lock().unwrap().len() < acknowledged && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broker.kill();
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    producer.flush(Duration::from_secs(10)).ok();
+    let acknowledged = deliveries
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|delivery| delivery.error.is_none())
+        .cloned()
+        .collect();
+    (acknowledged, sent)
+}
+
+/// One past the highest acknowledged offset of each partition: what a consumer must reach.
+pub fn acknowledged_ends(acknowledged: &[Delivery], partitions: usize) -> Vec<i64> {
+    let mut ends = vec![0i64; partitions];
+    for delivery in acknowledged {
+        let end = &mut ends[delivery.partition as usize];
+        *end = (*end).max(delivery.offset + 1);
+    }
+    ends
+}
+
+/// Checks that every acknowledged record is in `seen` at its acknowledged offset, with the
+/// content `send_records` gave it.
+pub fn assert_acknowledged_present(seen: &[Seen], acknowledged: &[Delivery], base_timestamp: i64) {
+    for delivery in acknowledged {
+        let record = test_record(delivery.index, base_timestamp);
+        let found = seen
+            .iter()
+            .find(|seen| seen.partition == delivery.partition && seen.offset == delivery.offset)
+            .unwrap_or_else(|| {
+                panic!(
+                    "acknowledged record {} at {}-{} is missing",
+                    delivery.index, delivery.partition, delivery.offset
+                )
+            });
+        assert_eq!(found.value.as_deref(), Some(record.value.as_bytes()));
+    }
 }
 
 /// Checks that `seen` holds exactly records `0..count` as `send_records` sent them: right
