@@ -243,10 +243,22 @@ impl SimDisk {
     pub fn new(seed: u64) -> SimDisk {
         let mut names = BTreeMap::new();
         names.insert(PathBuf::from("/"), Entry::Directory);
+        SimDisk::powered_on(SimRng::new(seed), Vec::new(), names, None, 3)
+    }
+
+    /// A disk that has just come up holding `inodes` under `names`, all of it durable: no
+    /// faults armed, nothing counted yet, the power on.
+    fn powered_on(
+        rng: SimRng,
+        inodes: Vec<Inode>,
+        names: BTreeMap<PathBuf, Entry>,
+        capacity_bytes: Option<u64>,
+        max_yields: u64,
+    ) -> SimDisk {
         SimDisk {
             state: Rc::new(RefCell::new(State {
-                rng: SimRng::new(seed),
-                inodes: Vec::new(),
+                rng,
+                inodes,
                 durable_names: names.clone(),
                 names,
                 directory_changes: BTreeMap::new(),
@@ -256,9 +268,9 @@ impl SimDisk {
                 operations: 0,
                 power_cut_at: None,
                 powered: true,
-                capacity_bytes: None,
+                capacity_bytes,
                 fsync_is_noop: false,
-                max_yields: 3,
+                max_yields,
             })),
         }
     }
@@ -451,24 +463,13 @@ impl SimDisk {
                     .parent()
                     .is_some_and(|parent| directories.iter().any(|directory| directory == parent))
         });
-        SimDisk {
-            state: Rc::new(RefCell::new(State {
-                rng: SimRng::new(seed.wrapping_mul(31).wrapping_add(7)),
-                inodes,
-                durable_names: names.clone(),
-                names,
-                directory_changes: BTreeMap::new(),
-                faults: Vec::new(),
-                counts: BTreeMap::new(),
-                faults_fired: 0,
-                operations: 0,
-                power_cut_at: None,
-                powered: true,
-                capacity_bytes: state.capacity_bytes,
-                fsync_is_noop: false,
-                max_yields: state.max_yields,
-            })),
-        }
+        SimDisk::powered_on(
+            SimRng::new(seed.wrapping_mul(31).wrapping_add(7)),
+            inodes,
+            names,
+            state.capacity_bytes,
+            state.max_yields,
+        )
     }
 
     /// What the disk holds after the process died but the machine did not: every completed
@@ -485,27 +486,15 @@ impl SimDisk {
                 pending: Vec::new(),
             })
             .collect();
-        SimDisk {
-            state: Rc::new(RefCell::new(State {
-                rng: state.rng.clone(),
-                inodes,
-                durable_names: state.names.clone(),
-                names: state.names.clone(),
-                directory_changes: BTreeMap::new(),
-                faults: Vec::new(),
-                counts: BTreeMap::new(),
-                faults_fired: 0,
-                operations: 0,
-                power_cut_at: None,
-                powered: true,
-                capacity_bytes: state.capacity_bytes,
-                fsync_is_noop: false,
-                max_yields: state.max_yields,
-            })),
-        }
+        SimDisk::powered_on(
+            state.rng.clone(),
+            inodes,
+            state.names.clone(),
+            state.capacity_bytes,
+            state.max_yields,
+        )
     }
 
-    /// Yields to the executor a seeded number of times: the operation "takes time".
     /// Starts one operation: counts it, lets the seeded faults and the power cut decide its
     /// fate, and hands over the disk's state for it.
     fn operate(
@@ -519,6 +508,7 @@ impl SimDisk {
         Ok(state)
     }
 
+    /// Yields to the executor a seeded number of times: the operation "takes time".
     async fn take_time(&self) {
         let yields = {
             let mut state = self.state.borrow_mut();
