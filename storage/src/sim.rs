@@ -95,6 +95,11 @@ struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<Pending>,
+    /// The block ranges of writes in flight: a device may apply overlapping writes in flight
+    /// in either order, so the simulator refuses to be given two.
+    writing: Vec<(u64, u64)>,
+    /// The end of the furthest block ever written (zeros or data), as opposed to allocated.
+    written_end: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +362,15 @@ impl SimDisk {
         }
     }
 
+    /// How far a file's blocks have ever been written (zeros or data), as opposed to allocated.
+    pub fn written_extent(&self, path: &Path) -> Option<u64> {
+        let state = self.state.borrow();
+        match state.names.get(path)? {
+            Entry::File(inode) => Some(state.inodes[*inode].written_end),
+            Entry::Directory => None,
+        }
+    }
+
     /// Media corruption: flips bits of one durable byte of a file (its current content too).
     pub fn corrupt_byte(&self, path: &Path, position: usize) -> bool {
         let mut state = self.state.borrow_mut();
@@ -432,8 +446,9 @@ impl SimDisk {
             }
             inodes.push(Inode {
                 durable: data.clone(),
+                written_end: data.len() as u64,
                 data,
-                pending: Vec::new(),
+                ..Inode::default()
             });
         }
         let mut names = state.durable_names.clone();
@@ -483,7 +498,8 @@ impl SimDisk {
             .map(|inode| Inode {
                 data: inode.data.clone(),
                 durable: inode.data.clone(),
-                pending: Vec::new(),
+                written_end: inode.written_end,
+                ..Inode::default()
             })
             .collect();
         SimDisk::powered_on(
@@ -684,15 +700,28 @@ impl DiskFile for SimFile {
             assert_eq!(position % BLOCK_BYTES, 0, "direct writes start on a block");
             let mut data: Vec<u8> = parts.concat();
             data.resize(crate::io::align_up(data.len() as u64) as usize, 0);
+            let end = position + data.len() as u64;
             {
                 let mut state = self
                     .disk
                     .operate(Some(FaultOp::Write), "write", &self.path)?;
-                let end = position + data.len() as u64;
                 if !state.grow_within_capacity(self.inode, end) {
                     return Err(error("write", &self.path, ENOSPC));
                 }
                 let inode = &mut state.inodes[self.inode];
+                if let Some((from, to)) = inode
+                    .writing
+                    .iter()
+                    .find(|(from, to)| *from < end && position < *to)
+                {
+                    panic!(
+                        "{}: a write of [{position}, {end}) while one of [{from}, {to}) is in \
+                         flight: the device may apply them in either order",
+                        self.path.display()
+                    );
+                }
+                inode.writing.push((position, end));
+                inode.written_end = inode.written_end.max(end);
                 if (inode.data.len() as u64) < end {
                     inode.data.resize(end as usize, 0);
                 }
@@ -700,6 +729,13 @@ impl DiskFile for SimFile {
                 inode.pending.push(Pending::Write { position, data });
             }
             self.disk.take_time().await;
+            {
+                let mut state = self.disk.state.borrow_mut();
+                let writing = &mut state.inodes[self.inode].writing;
+                if let Some(at) = writing.iter().position(|range| *range == (position, end)) {
+                    writing.swap_remove(at);
+                }
+            }
             if !self.disk.powered() {
                 return Err(error("write", &self.path, EIO));
             }
@@ -791,7 +827,15 @@ impl DiskFile for SimFile {
             self.disk.take_time().await;
             let mut state = self.disk.operate(None, "truncate", &self.path)?;
             let inode = &mut state.inodes[self.inode];
+            if let Some((from, to)) = inode.writing.iter().find(|(_, to)| *to > size) {
+                panic!(
+                    "{}: truncating to {size} while a write of [{from}, {to}) is in flight: it \
+                     would land past the new end",
+                    self.path.display()
+                );
+            }
             inode.data.resize(size as usize, 0);
+            inode.written_end = inode.written_end.min(size);
             inode.pending.push(Pending::SetLength(size));
             Ok(())
         })

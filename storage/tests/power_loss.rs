@@ -126,7 +126,13 @@ async fn workload(seed: u64, mode: Mode, cut: Option<u64>) -> Run {
     }
     let config = config(&mut rng);
     let directory = Path::new(DIRECTORY);
-    let context = common::simulated(&disk, 64 << 20);
+    // Half the cases prepare segment blocks ahead of the log, as the real disk does, so zero
+    // writes race the writer and the power loss.
+    let mut context = common::simulated(&disk, 64 << 20);
+    let mut prepare = SimRng::new(seed ^ 0x9e);
+    if prepare.below(2) == 0 {
+        context = context.preparing_ahead(4096 * (1 + prepare.below(16)));
+    }
     let acknowledged = Rc::new(RefCell::new(Vec::<Acknowledged>::new()));
     let views = Rc::new(RefCell::new(Vec::<ProducerView>::new()));
     let now = common::now_ms();

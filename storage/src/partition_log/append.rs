@@ -157,14 +157,23 @@ impl PartitionLog {
                 self.config.borrow().segment_bytes,
             )
         };
-        if needed <= allocated {
+        // The preparer works inside allocated blocks: keep its window allocated too.
+        let window = self
+            .context
+            .prepare_ahead_bytes
+            .min(align_up(segment_bytes));
+        if needed + window <= allocated {
             return Ok(());
         }
         let step = PREALLOCATE_STEP_BYTES
             .min(align_up(segment_bytes))
             .max(BLOCK_BYTES);
-        let ahead = align_up(needed.max(allocated + step));
+        let ahead = align_up((needed + window).max(allocated + step));
         for size in [ahead, needed] {
+            if size <= allocated {
+                // Only the window ahead could not be had: the batch itself fits.
+                return Ok(());
+            }
             match file.allocate(size).await {
                 Ok(()) => {
                     self.state.borrow_mut().active_mut().allocated = size;
@@ -200,6 +209,8 @@ impl PartitionLog {
             });
         };
         self.flush().await?;
+        // No zero write may land behind the sealed segment's end once it is trimmed.
+        let _prepare = self.prepare_lock.lock().await;
         let (sealed_file, sealed_size, sealed_base, index, new_base) = {
             let state = self.state.borrow();
             let active = state.active();
@@ -255,6 +266,7 @@ impl PartitionLog {
         state.written = WritePoint::start_of_segment(new_base, progress);
         state.written_high = new_base;
         state.durable = WritePoint::start_of_segment(new_base, progress);
+        state.prepared = 0;
         state.check_invariants();
         drop(state);
         self.checkpoint_wanted.notify(usize::MAX);

@@ -6,6 +6,11 @@
 //!   writer already writes what arrived meanwhile, so the disk keeps busy during the flush, and
 //!   the next sync covers all of it (group commit).
 //! - The checkpointer writes the recovery point now and then, off the hot path.
+//! - The preparer writes zeros into the active segment's fallocated blocks ahead of the log end
+//!   (`limits::PREPARE_AHEAD_BYTES`), so that the writer overwrites written blocks and the
+//!   `fdatasync` an acknowledgement waits for has no extent conversion to commit. It never
+//!   writes below the end of the appended batches, and the writer never writes over a zero
+//!   write in flight: it waits for it (`prepare_lock`).
 //!
 //! Failures: EIO (anything but ENOSPC) on a write or sync takes the log offline for good
 //! (fail-stop: after a failed `fdatasync` the kernel may have dropped the data it could not
@@ -21,8 +26,8 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::{now_ms, tail_of, FlushPolicy, LogError, PartitionLog, WritePoint};
-use crate::io::align_down;
-use crate::limits::RECENT_CACHE_BYTES;
+use crate::io::{align_down, align_up};
+use crate::limits::{PREPARE_CHUNK_BYTES, RECENT_CACHE_BYTES};
 use crate::recovery_point::{self, RecoveryPoint};
 
 /// How long a relaxed-mode log may hold written but unsynced data at most, whatever `flush.ms`
@@ -38,12 +43,15 @@ const RELAXED_SYNC_BYTES: u64 = RECENT_CACHE_BYTES as u64 / 2;
 const NO_SPACE_RETRY_FIRST: Duration = Duration::from_millis(50);
 const NO_SPACE_RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// What the preparer writes.
+static ZEROS: [u8; PREPARE_CHUNK_BYTES] = [0; PREPARE_CHUNK_BYTES];
+
 impl PartitionLog {
     /// The log's flusher: run it as one task on the owning shard for the life of the log.
     pub async fn run_flusher(self: std::rc::Rc<Self>) {
         futures_lite::future::zip(
-            self.run_writer(),
-            futures_lite::future::zip(self.run_syncer(), self.run_checkpointer()),
+            futures_lite::future::zip(self.run_writer(), self.run_syncer()),
+            futures_lite::future::zip(self.run_checkpointer(), self.run_preparer()),
         )
         .await;
     }
@@ -127,6 +135,81 @@ impl PartitionLog {
                     return;
                 }
                 warn!(directory = %self.directory.display(), %error, "cannot write the recovery point; retrying later");
+            }
+        }
+    }
+
+    async fn run_preparer(&self) {
+        if self.context.prepare_ahead_bytes == 0 {
+            return;
+        }
+        let mut filling = false;
+        loop {
+            let listener = self.appended.listen();
+            if self.stopped() {
+                return;
+            }
+            match self.prepare_chunk(filling).await {
+                Ok(wrote) => {
+                    filling = wrote;
+                    if !wrote {
+                        listener.await;
+                    }
+                }
+                Err(error) => {
+                    if error.is_no_space() {
+                        // Inside fallocated space this cannot happen; if it does, the log
+                        // still works, only its syncs cost more.
+                        warn!(directory = %self.directory.display(), %error, "stopped preparing segment blocks ahead");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes the next chunk of zeros ahead of the log end, if the active segment wants one:
+    /// refilling starts when less than half of the window ahead is prepared (`filling` is false)
+    /// and goes on to the whole window (`filling` is true), within the allocated blocks.
+    /// Returns whether it wrote.
+    async fn prepare_chunk(&self, filling: bool) -> Result<bool, LogError> {
+        let _prepare = self.prepare_lock.lock().await;
+        let (file, from, length) = {
+            let mut state = self.state.borrow_mut();
+            if state.offline.is_some() || self.closed.get() {
+                return Ok(false);
+            }
+            let window = self
+                .context
+                .prepare_ahead_bytes
+                .min(align_up(self.config.borrow().segment_bytes));
+            let active = state.active();
+            let end = align_up(active.size);
+            let from = state.prepared.max(end);
+            let target = (end + window).min(align_down(active.allocated));
+            let start_below = if filling { target } else { end + window / 2 };
+            if from >= target || from >= start_below {
+                return Ok(false);
+            }
+            let length = (target - from).min(PREPARE_CHUNK_BYTES as u64);
+            state.zeroing_from = Some(from);
+            (state.active_file.clone(), from, length)
+        };
+        let written = file.write_blocks(from, &[&ZEROS[..length as usize]]).await;
+        let mut state = self.state.borrow_mut();
+        state.zeroing_from = None;
+        match written {
+            Ok(()) => {
+                state.prepared = from + length;
+                state.check_invariants();
+                Ok(true)
+            }
+            // A full disk (not expected inside fallocated space) only stops the preparing: the
+            // blocks past the log end hold nothing, and the writer overwrites them anyway.
+            Err(error) if error.is_no_space() => Err(LogError::Io(error)),
+            Err(error) => {
+                drop(state);
+                Err(self.write_failed(error))
             }
         }
     }
@@ -226,6 +309,12 @@ impl PartitionLog {
             end_position,
             "a write covers exactly its range"
         );
+        // A zero write in flight that this write reaches ends before this one starts. Any
+        // zero write started later begins past the appended batches, so past this write.
+        let zeroing = self.state.borrow().zeroing_from;
+        if zeroing.is_some_and(|start| start < align_up(end_position)) {
+            drop(self.prepare_lock.lock().await);
+        }
         // A write may run while the previous write's sync is in flight. It rewrites that
         // write's tail block with the same leading bytes, so whichever version the sync
         // catches (each sector old or new, see the module notes) holds them.
@@ -349,6 +438,7 @@ impl PartitionLog {
         self.closed.set(true);
         self.notify_everyone();
         self.flush().await?;
+        let _prepare = self.prepare_lock.lock().await;
         let (file, size) = {
             let state = self.state.borrow();
             (state.active_file.clone(), state.active().size)

@@ -76,6 +76,9 @@ pub struct LogContext {
     pub memory: Rc<MemoryBudget>,
     pub files: Rc<FileCache>,
     pub space: Rc<SpaceGuard>,
+    /// How far ahead of the log end the active segment's blocks are written with zeros before
+    /// the log reaches them (`flusher::run_preparer`); 0 turns preparing off.
+    pub prepare_ahead_bytes: u64,
 }
 
 impl LogContext {
@@ -85,12 +88,20 @@ impl LogContext {
             disk,
             memory: MemoryBudget::new(memory_bytes),
             space: SpaceGuard::new(),
+            prepare_ahead_bytes: 0,
         }
     }
 
-    /// A shard's real disk, through glommio.
+    /// A shard's real disk, through glommio, with segments prepared ahead of the log.
     pub fn direct_io(memory_bytes: usize, open_files_max: usize) -> LogContext {
         LogContext::new(Rc::new(crate::dma::DmaDisk), memory_bytes, open_files_max)
+            .preparing_ahead(crate::limits::PREPARE_AHEAD_BYTES)
+    }
+
+    /// The same context with segments prepared `bytes` ahead of the log end.
+    pub fn preparing_ahead(mut self, bytes: u64) -> LogContext {
+        self.prepare_ahead_bytes = crate::io::align_up(bytes);
+        self
     }
 }
 
@@ -275,6 +286,11 @@ struct State {
     /// The last recovery point stored, and its sequence number.
     recovery_point: Offset,
     recovery_point_sequence: u64,
+    /// The active segment's blocks below this position have been written (zeros or batches),
+    /// so a write there changes no extent and its `fdatasync` carries no filesystem metadata.
+    prepared: u64,
+    /// Where the zero write in flight starts, if there is one: the writer does not write over it.
+    zeroing_from: Option<u64>,
 }
 
 impl State {
@@ -370,6 +386,12 @@ impl State {
             self.written.end_position() <= self.active().size,
             "the written end is inside the active segment"
         );
+        if let Some(zeroing) = self.zeroing_from {
+            assert!(
+                crate::io::align_up(self.written.end_position()) <= zeroing,
+                "no zero write in flight is behind written batches"
+            );
+        }
         if self.written.offset < self.log_end_offset {
             assert!(
                 self.recent
@@ -440,6 +462,9 @@ pub struct PartitionLog {
     sync_lock: async_lock::Mutex<()>,
     /// One recovery-point write at a time.
     checkpoint_lock: async_lock::Mutex<()>,
+    /// Held by the preparer while it writes zeros ahead of the log end; a roll or close holds it
+    /// to trim the active segment with no zero write in flight behind its end.
+    prepare_lock: async_lock::Mutex<()>,
     /// The durable offset moved, or the log went offline.
     durable_moved: Event,
     /// The written offset moved (relaxed mode's acknowledgements wait on it).
