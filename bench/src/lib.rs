@@ -4,7 +4,10 @@
 //! - `disk-ceiling`: the disk's direct-I/O sequential write bandwidth and its `fdatasync` latency
 //!   distribution, through the same I/O path the broker's logs use (`storage::dma`).
 //! - `produce-probe`: an independent librdkafka producer that reports produce throughput and
-//!   produce-to-acknowledgement latency percentiles against any Kafka-compatible broker.
+//!   produce-to-acknowledgement latency percentiles against any Kafka-compatible broker, closed
+//!   loop or at a fixed rate.
+//! - `consume-probe`: a librdkafka consumer that reads one partition from its start and reports
+//!   fetch throughput.
 //!
 //! The side-by-side harness and component benchmarks come with the benchmark issue.
 

@@ -37,8 +37,57 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// Where the processes run: the broker on its own core(s), the clients (loadgen, librdkafka,
+/// the floors) on the others, so that the broker's figures are not its clients' CPU time.
+struct Pinning {
+    broker_cores: Option<String>,
+    client_cores: Option<String>,
+}
+
+impl Pinning {
+    /// The broker on the last core this process may use, everything else on the rest; nothing
+    /// pinned on a one-core machine.
+    fn split() -> Pinning {
+        let cores = shards::cpu::allowed_cores();
+        match cores.split_last() {
+            Some((last, rest)) if !rest.is_empty() => Pinning {
+                broker_cores: Some(last.to_string()),
+                client_cores: Some(
+                    rest.iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            },
+            _ => Pinning {
+                broker_cores: None,
+                client_cores: None,
+            },
+        }
+    }
+}
+
+static PINNING: std::sync::OnceLock<Pinning> = std::sync::OnceLock::new();
+
+fn pinning() -> &'static Pinning {
+    PINNING.get_or_init(Pinning::split)
+}
+
+/// A sibling binary, on the client cores when there are any (through `taskset`).
+fn client_command(binary: &str) -> Result<Command, String> {
+    let path = sibling(binary)?;
+    Ok(match &pinning().client_cores {
+        Some(cores) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cores]).arg(path);
+            command
+        }
+        None => Command::new(path),
+    })
+}
+
 fn run(binary: &str, args: &[String]) -> Result<String, String> {
-    let output = Command::new(sibling(binary)?)
+    let output = client_command(binary)?
         .args(args)
         .output()
         .map_err(|error| error.to_string())?;
@@ -68,6 +117,7 @@ struct Floors {
     /// The same with four logs appending and syncing at once, as the runs below do.
     concurrent_fsync_p99_9_us: f64,
     ping_p99_us: f64,
+    ping_p99_9_us: f64,
 }
 
 fn floors(dir: &Path) -> Result<Floors, String> {
@@ -94,12 +144,14 @@ fn floors(dir: &Path) -> Result<Floors, String> {
             .and_then(|(_, after)| number_after(after, "p99.9"))
             .ok_or(format!("unreadable: {disk}"))?,
         ping_p99_us: number_after(&ping, "p99 ").ok_or(format!("unreadable: {ping}"))?,
+        ping_p99_9_us: number_after(&ping, "p99.9 ").ok_or(format!("unreadable: {ping}"))?,
     })
 }
 
 struct Broker {
     child: Child,
     bootstrap: String,
+    admin: String,
 }
 
 impl Drop for Broker {
@@ -118,10 +170,13 @@ fn start_broker(dir: &Path, settings: &[&str]) -> Result<Broker, String> {
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
-            "",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir);
+    if let Some(cores) = &pinning().broker_cores {
+        command.args(["--cores", cores]);
+    }
     for setting in settings {
         command.args(["--set", setting]);
     }
@@ -131,15 +186,219 @@ fn start_broker(dir: &Path, settings: &[&str]) -> Result<Broker, String> {
         .spawn()
         .map_err(|error| error.to_string())?;
     let stdout = child.stdout.take().ok_or("no broker stdout")?;
+    let mut admin = String::new();
     let bootstrap = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("bootstrap ").map(str::to_string))
+        .find_map(|line| {
+            if let Some(address) = line.strip_prefix("admin listening on ") {
+                admin = address.trim().to_string();
+            }
+            line.strip_prefix("bootstrap ").map(str::to_string)
+        })
         .ok_or("the broker did not start")?;
-    Ok(Broker { child, bootstrap })
+    Ok(Broker {
+        child,
+        bootstrap,
+        admin,
+    })
+}
+
+/// The broker's `/metrics` text.
+fn scrape(admin: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).map_err(|e| format!("{admin}: {e}"))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// A histogram's cumulative bucket counts (upper bound in seconds, count), summed over the
+/// shards, for the series of `metric` whose labels contain `filter`.
+fn buckets(metrics: &str, metric: &str, filter: &str) -> Vec<(f64, f64)> {
+    let mut sums: Vec<(f64, f64)> = Vec::new();
+    let prefix = format!("{metric}_bucket{{");
+    for line in metrics.lines().filter(|line| line.starts_with(&prefix)) {
+        if !line.contains(filter) {
+            continue;
+        }
+        let Some(bound) = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let bound = if bound == "+Inf" {
+            f64::INFINITY
+        } else {
+            bound.parse().unwrap_or(f64::INFINITY)
+        };
+        let count: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0.0);
+        match sums.iter_mut().find(|(seen, _)| *seen == bound) {
+            Some((_, sum)) => *sum += count,
+            None => sums.push((bound, count)),
+        }
+    }
+    sums.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sums
+}
+
+/// The upper bound (in us) of the bucket holding quantile `q` of what was recorded between two
+/// scrapes: the broker's own view, as precise as its buckets (25-50 us steps below 500 us).
+fn quantile_between(before: &str, after: &str, metric: &str, filter: &str, q: f64) -> f64 {
+    let old = buckets(before, metric, filter);
+    let new = buckets(after, metric, filter);
+    let counts: Vec<(f64, f64)> = new
+        .iter()
+        .map(|(bound, count)| {
+            let earlier = old
+                .iter()
+                .find(|(seen, _)| seen == bound)
+                .map_or(0.0, |(_, count)| *count);
+            (*bound, count - earlier)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |(_, count)| *count);
+    if total <= 0.0 {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .find(|(_, count)| *count >= q * total)
+        .map_or(f64::INFINITY, |(bound, _)| bound * 1e6)
+}
+
+/// Latency percentiles of one fixed-rate run, in us.
+#[derive(Default, Clone, Copy)]
+struct Tail {
+    p50: f64,
+    p99: f64,
+    p99_9: f64,
+}
+
+impl std::fmt::Display for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} / {:.0} / {:.0}", self.p50, self.p99, self.p99_9)
+    }
+}
+
+/// One fixed rate: loadgen and the librdkafka producer in turn, 1 KiB records, 1 partition,
+/// acks=all, linger 0; with the broker's own produce and fdatasync histograms over the loadgen
+/// run.
+#[derive(Default, Clone, Copy)]
+struct FixedRate {
+    loadgen: Tail,
+    rdkafka: Tail,
+    broker_produce: Tail,
+    broker_fsync_p99_9: f64,
+}
+
+fn fixed_rate(broker: &Broker, rate: u64, duration: u64) -> Result<FixedRate, String> {
+    let json = std::env::temp_dir().join(format!(
+        "side-by-side-fixed-{}-{rate}.json",
+        std::process::id()
+    ));
+    let before = scrape(&broker.admin)?;
+    run(
+        "loadgen",
+        &[
+            "--bootstrap",
+            &broker.bootstrap,
+            "--topic",
+            &format!("fixed-{rate}-loadgen"),
+            "--partitions",
+            "1",
+            "--record-size",
+            "1024",
+            "--acks",
+            "all",
+            "--linger-ms",
+            "0",
+            "--rate",
+            &rate.to_string(),
+            "--warmup",
+            "2",
+            "--duration",
+            &duration.to_string(),
+            "--json",
+            &json.display().to_string(),
+        ]
+        .map(String::from),
+    )?;
+    let after = scrape(&broker.admin)?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    std::fs::remove_file(&json).ok();
+    let latency = &summary["produce_latency"];
+    let loadgen = Tail {
+        p50: latency["p50_us"].as_f64().unwrap_or(0.0),
+        p99: latency["p99_us"].as_f64().unwrap_or(0.0),
+        p99_9: latency["p99_9_us"].as_f64().unwrap_or(0.0),
+    };
+    let produce = |q| {
+        quantile_between(
+            &before,
+            &after,
+            "broker_request_latency_seconds",
+            "api=\"produce\"",
+            q,
+        )
+    };
+    let broker_produce = Tail {
+        p50: produce(0.5),
+        p99: produce(0.99),
+        p99_9: produce(0.999),
+    };
+    let broker_fsync_p99_9 =
+        quantile_between(&before, &after, "broker_fsync_latency_seconds", "", 0.999);
+    let probe = run(
+        "produce-probe",
+        &[
+            "--bootstrap".into(),
+            broker.bootstrap.clone(),
+            "--topic".into(),
+            format!("fixed-{rate}-rdkafka"),
+            "--rate".into(),
+            rate.to_string(),
+            "--records".into(),
+            (rate * duration).to_string(),
+            "--warmup".into(),
+            (rate * 2).to_string(),
+            "--linger-ms".into(),
+            "0".into(),
+        ],
+    )?;
+    let rdkafka = Tail {
+        p50: number_after(&probe, "p50 ").unwrap_or(0.0),
+        p99: number_after(&probe, "p99 ").unwrap_or(0.0),
+        p99_9: number_after(&probe, "p99.9 ").unwrap_or(0.0),
+    };
+    Ok(FixedRate {
+        loadgen,
+        rdkafka,
+        broker_produce,
+        broker_fsync_p99_9,
+    })
 }
 
 struct ModeFigures {
+    fixed: [FixedRate; 2],
+    consume_records_s: f64,
+    consume_mb_s: f64,
     max_mib_s: f64,
     rdkafka_mib_s: f64,
     half_rate: f64,
@@ -155,6 +414,11 @@ fn measure_mode(
     duration: u64,
 ) -> Result<ModeFigures, String> {
     let broker = start_broker(&dir.join(name), settings)?;
+    // The fixed rates first, on a fresh broker with an empty disk.
+    let fixed = [
+        fixed_rate(&broker, FIXED_RATES[0], duration)?,
+        fixed_rate(&broker, FIXED_RATES[1], duration)?,
+    ];
     let json = |label: &str| dir.join(format!("{name}-{label}.json"));
     let common = |topic: &str| -> Vec<String> {
         [
@@ -227,8 +491,20 @@ fn measure_mode(
             "20000".into(),
         ],
     )?;
+    let consume = run(
+        "consume-probe",
+        &[
+            "--bootstrap".into(),
+            broker.bootstrap.clone(),
+            "--topic".into(),
+            "max".into(),
+        ],
+    )?;
     let mib = |mb: f64| mb * 1e6 / (1 << 20) as f64;
     Ok(ModeFigures {
+        fixed,
+        consume_records_s: number_after(&consume, "s: ").unwrap_or(0.0),
+        consume_mb_s: number_after(&consume, "records/s, ").unwrap_or(0.0),
         max_mib_s: mib(max["mb_per_second"].as_f64().unwrap_or(0.0)),
         rdkafka_mib_s: number_after(&probe, "records/s,").unwrap_or(0.0),
         half_rate,
@@ -237,6 +513,9 @@ fn measure_mode(
         e2e_p99_us: half["end_to_end_latency"]["p99_us"].as_f64().unwrap_or(0.0),
     })
 }
+
+/// The fixed rates of the latency runs, records per second.
+const FIXED_RATES: [u64; 2] = [1_000, 10_000];
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
@@ -251,7 +530,13 @@ fn main() -> Result<(), String> {
         args.duration,
     )?;
     let after = floors(&args.dir)?;
-    let components = run("components", &[])?;
+    // Unpinned: its cross-shard round trip needs two cores.
+    let components = {
+        let output = Command::new(sibling("components")?)
+            .output()
+            .map_err(|error| error.to_string())?;
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
     let disk = (before.disk_mib_s + after.disk_mib_s) / 2.0;
     let fsync = before.fsync_p99_9_us.max(after.fsync_p99_9_us);
     let append_fsync = before
@@ -261,6 +546,7 @@ fn main() -> Result<(), String> {
         .concurrent_fsync_p99_9_us
         .max(after.concurrent_fsync_p99_9_us);
     let ping = before.ping_p99_us.max(after.ping_p99_us);
+    let ping_p99_9 = before.ping_p99_9_us.max(after.ping_p99_9_us);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
     let date = run_date();
@@ -269,7 +555,7 @@ fn main() -> Result<(), String> {
          Measured {date} on this machine ({cores} cores, Linux {kernel}), one run of\n\
          `target/release/side-by-side --duration {duration}` (see bench/README.md). 1 KiB records,\n\
          128 KiB batches, acks=all, 4 partitions. Durable: every acknowledgement waits for its\n\
-         fdatasync. Relaxed: `log.flush.interval.ms=100`, acknowledged before the flush.\n\
+         fdatasync. Relaxed: `log.flush.interval.ms=100`, acknowledged once written, before the sync.\n\
          Floors were measured before and after the broker runs: bandwidth is their mean, the\n\
          latency floors the worse of the two.\n\n\
          | floor | value |\n|---|---|\n\
@@ -289,7 +575,7 @@ fn main() -> Result<(), String> {
          The relaxed append does not wait for its own flush, but a log holds at most 32 MiB\n\
          unflushed (`UNFLUSHED_MAX_BYTES`): over the 2 s it runs, it is held to the pace the\n\
          flusher writes and syncs at, so read it as the log's relaxed write throughput, not as\n\
-         the CPU cost of an append.\n\n```\n{components}```\n",
+         the CPU cost of an append.\n\n```\n{components}```\n{fixed_table}",
         before.disk_mib_s, after.disk_mib_s,
         durable.max_mib_s, 100.0 * durable.max_mib_s / disk, relaxed.max_mib_s,
         durable.rdkafka_mib_s, relaxed.rdkafka_mib_s,
@@ -299,12 +585,93 @@ fn main() -> Result<(), String> {
         durable.half_rate, relaxed.half_rate,
         kernel = kernel.trim(),
         duration = args.duration,
+        fixed_table = fixed_rate_table(&durable, &relaxed, append_fsync, ping, ping_p99_9, disk),
     );
     std::fs::write(&args.output, &table)
         .map_err(|error| format!("{}: {error}", args.output.display()))?;
     println!("{table}");
     std::fs::remove_dir_all(&args.dir).ok();
     Ok(())
+}
+
+/// The fixed-rate section of the results, with the issue's targets beside the figures.
+fn fixed_rate_table(
+    durable: &ModeFigures,
+    relaxed: &ModeFigures,
+    append_fsync_p99_9: f64,
+    ping_p99: f64,
+    ping_p99_9: f64,
+    disk_mib_s: f64,
+) -> String {
+    let pinning = pinning();
+    let placement = match (&pinning.broker_cores, &pinning.client_cores) {
+        (Some(broker), Some(clients)) => {
+            format!("the broker on core {broker}, the clients and floors on core(s) {clients}")
+        }
+        _ => "nothing pinned (one core)".to_string(),
+    };
+    let runs = [
+        &durable.fixed[0],
+        &durable.fixed[1],
+        &relaxed.fixed[0],
+        &relaxed.fixed[1],
+    ];
+    let row = |name: &str, cell: &dyn Fn(&FixedRate) -> String| {
+        let cells: Vec<String> = runs.iter().map(|run| cell(run)).collect();
+        format!("| {name} | {} |\n", cells.join(" | "))
+    };
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    let relaxed_broker = relaxed.fixed[0]
+        .broker_produce
+        .p99_9
+        .max(relaxed.fixed[1].broker_produce.p99_9);
+    let durable_broker = durable.fixed[0]
+        .broker_produce
+        .p99_9
+        .max(durable.fixed[1].broker_produce.p99_9);
+    let relaxed_client = relaxed.fixed[0]
+        .loadgen
+        .p99_9
+        .max(relaxed.fixed[0].rdkafka.p99_9);
+    let durable_share = 100.0 * durable.max_mib_s / disk_mib_s.max(1.0);
+    let consume_gb_s = durable.consume_mb_s.max(relaxed.consume_mb_s) / 1000.0;
+    let [low, high] = FIXED_RATES;
+    format!(
+        "\n## Fixed rates: 1 KiB records, 1 partition, acks=all, linger 0\n\n\
+         Open loop at {low} and {high} records/s, {placement}. Each cell is p50 / p99 / p99.9\n\
+         in us. loadgen and the librdkafka producer (`produce-probe --rate`) run in turn; the\n\
+         broker's own figures are its `/metrics` histograms over the loadgen run (bucket upper\n\
+         bounds: 25-50 us steps below 500 us). Floors in this run: loopback ping-pong p99\n\
+         {ping_p99:.0} us, p99.9 {ping_p99_9:.0} us; fdatasync after appending into preallocated\n\
+         space p99.9 {append_fsync_p99_9:.0} us.\n\n\
+         | figure | durable {low}/s | durable {high}/s | relaxed {low}/s | relaxed {high}/s |\n\
+         |---|---|---|---|---|\n\
+         {}{}{}{}\n\
+         | target | measured | |\n|---|---|---|\n\
+         | broker produce p99.9 relaxed < 250 us | {relaxed_broker:.0} us | {} |\n\
+         | broker produce p99.9 durable < 1.5x appending fdatasync p99.9 ({:.0} us) | {durable_broker:.0} us | {} |\n\
+         | client p99.9 relaxed at {low}/s < 1 ms (loadgen, librdkafka) | {relaxed_client:.0} us | {} |\n\
+         | durable max throughput >= 80% of the disk (4 partitions, above) | {durable_share:.0}% | {} |\n\
+         | relaxed max throughput above durable | {:.0} vs {:.0} MiB/s | {} |\n\
+         | one consumer, one partition from its start (durable / relaxed run) >= 1 GB/s | {:.0} / {:.0} MB/s ({:.0} / {:.0} records/s) | {} |\n",
+        row("loadgen produce", &|run| run.loadgen.to_string()),
+        row("librdkafka produce", &|run| run.rdkafka.to_string()),
+        row("broker's own produce latency", &|run| run.broker_produce.to_string()),
+        row("broker's own fdatasync p99.9", &|run| format!("{:.0}", run.broker_fsync_p99_9)),
+        met(relaxed_broker < 250.0),
+        1.5 * append_fsync_p99_9,
+        met(durable_broker < 1.5 * append_fsync_p99_9),
+        met(relaxed_client < 1000.0),
+        met(durable_share >= 80.0),
+        relaxed.max_mib_s,
+        durable.max_mib_s,
+        met(relaxed.max_mib_s > durable.max_mib_s),
+        durable.consume_mb_s,
+        relaxed.consume_mb_s,
+        durable.consume_records_s,
+        relaxed.consume_records_s,
+        met(consume_gb_s >= 1.0),
+    )
 }
 
 fn run_date() -> String {
