@@ -22,6 +22,10 @@ pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
 /// syncs per 16 MiB commit the conversions instead of every one.
 pub const PREPARE_AHEAD_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The smallest window the preparer keeps ahead; it grows with the active segment's size to
+/// `PREPARE_AHEAD_BYTES`, so a quiet partition costs 1 MiB of zeros, not 32.
+pub const PREPARE_WINDOW_MIN_BYTES: u64 = 1024 * 1024;
+
 /// One zero write of the preparer: large enough to stream, small enough that the write of a
 /// batch that reaches it waits little.
 pub const PREPARE_CHUNK_BYTES: usize = 256 * 1024;
@@ -53,6 +57,7 @@ pub const UNFLUSHED_MAX_BYTES: usize = 32 * 1024 * 1024;
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(PREALLOCATE_STEP_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(PREPARE_AHEAD_BYTES.is_multiple_of(BLOCK_BYTES));
+const _: () = assert!(PREPARE_WINDOW_MIN_BYTES.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((PREPARE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((SCAN_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(MAX_BATCH_BYTES >= SCAN_CHUNK_BYTES);

@@ -27,7 +27,7 @@ use tracing::warn;
 
 use super::{now_ms, tail_of, FlushPolicy, LogError, PartitionLog, WritePoint};
 use crate::io::{align_down, align_up};
-use crate::limits::{PREPARE_CHUNK_BYTES, RECENT_CACHE_BYTES};
+use crate::limits::{PREPARE_CHUNK_BYTES, PREPARE_WINDOW_MIN_BYTES, RECENT_CACHE_BYTES};
 use crate::recovery_point::{self, RecoveryPoint};
 
 /// How long a relaxed-mode log may hold written but unsynced data at most, whatever `flush.ms`
@@ -185,6 +185,9 @@ impl PartitionLog {
                 .min(align_up(self.config.borrow().segment_bytes));
             let active = state.active();
             let end = align_up(active.size);
+            // The window grows with the segment up to its full size: a partition that has
+            // taken one small batch is not worth the full window of zeros.
+            let window = window.min(end.max(PREPARE_WINDOW_MIN_BYTES));
             let from = state.prepared.max(end);
             let target = (end + window).min(align_down(active.allocated));
             let start_below = if filling { target } else { end + window / 2 };
