@@ -158,10 +158,7 @@ impl PartitionLog {
             )
         };
         // The preparer works inside allocated blocks: keep its window allocated too.
-        let window = self
-            .context
-            .prepare_ahead_bytes
-            .min(align_up(segment_bytes));
+        let window = self.prepare_window_max();
         if needed + window <= allocated {
             return Ok(());
         }

@@ -174,15 +174,12 @@ impl PartitionLog {
     /// Returns whether it wrote.
     async fn prepare_chunk(&self, filling: bool) -> Result<bool, LogError> {
         let _prepare = self.prepare_lock.lock().await;
+        if self.stopped() {
+            return Ok(false);
+        }
+        let window = self.prepare_window_max();
         let (file, from, length) = {
             let mut state = self.state.borrow_mut();
-            if state.offline.is_some() || self.closed.get() {
-                return Ok(false);
-            }
-            let window = self
-                .context
-                .prepare_ahead_bytes
-                .min(align_up(self.config.borrow().segment_bytes));
             let active = state.active();
             let end = align_up(active.size);
             // The window grows with the segment up to its full size: a partition that has
@@ -215,6 +212,13 @@ impl PartitionLog {
                 Err(self.write_failed(error))
             }
         }
+    }
+
+    /// The most the preparer keeps written ahead of the log end: its setting, within a segment.
+    pub(super) fn prepare_window_max(&self) -> u64 {
+        self.context
+            .prepare_ahead_bytes
+            .min(align_up(self.config.borrow().segment_bytes))
     }
 
     /// Refuses appends until a sync succeeds again.
