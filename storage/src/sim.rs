@@ -547,6 +547,22 @@ struct SimFile {
     path: PathBuf,
 }
 
+/// A write of `range` that the device has not completed yet (`Inode::writing`).
+struct WriteInFlight<'a> {
+    file: &'a SimFile,
+    range: (u64, u64),
+}
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.file.disk.state.borrow_mut();
+        let writing = &mut state.inodes[self.file.inode].writing;
+        if let Some(at) = writing.iter().position(|range| *range == self.range) {
+            writing.swap_remove(at);
+        }
+    }
+}
+
 impl Disk for SimDisk {
     fn open<'a>(&'a self, path: &'a Path, create: bool) -> IoFuture<'a, Rc<dyn DiskFile>> {
         Box::pin(async move {
@@ -728,14 +744,13 @@ impl DiskFile for SimFile {
                 inode.data[position as usize..end as usize].copy_from_slice(&data);
                 inode.pending.push(Pending::Write { position, data });
             }
+            // Out of flight when it completes, and also when its future is dropped halfway.
+            let in_flight = WriteInFlight {
+                file: self,
+                range: (position, end),
+            };
             self.disk.take_time().await;
-            {
-                let mut state = self.disk.state.borrow_mut();
-                let writing = &mut state.inodes[self.inode].writing;
-                if let Some(at) = writing.iter().position(|range| *range == (position, end)) {
-                    writing.swap_remove(at);
-                }
-            }
+            drop(in_flight);
             if !self.disk.powered() {
                 return Err(error("write", &self.path, EIO));
             }

@@ -115,6 +115,7 @@ fn without_preparing_no_block_past_the_log_end_is_written() {
             .iter()
             .map(|batch| batch.len() as u64)
             .sum();
+        // The same chance to run that a preparer had above, were there one.
         eventually(1_000, || false).await;
         assert_eq!(
             disk.written_extent(&first_segment()),
