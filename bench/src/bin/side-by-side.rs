@@ -86,8 +86,13 @@ fn client_command(binary: &str) -> Result<Command, String> {
     })
 }
 
+/// Runs a sibling binary on the client cores; its stdout and stderr, or why it failed.
 fn run(binary: &str, args: &[String]) -> Result<String, String> {
-    let output = client_command(binary)?
+    run_command(client_command(binary)?, binary, args)
+}
+
+fn run_command(mut command: Command, binary: &str, args: &[String]) -> Result<String, String> {
+    let output = command
         .args(args)
         .output()
         .map_err(|error| error.to_string())?;
@@ -97,6 +102,12 @@ fn run(binary: &str, args: &[String]) -> Result<String, String> {
         return Err(format!("{binary} {args:?} failed:\n{text}"));
     }
     Ok(text)
+}
+
+/// A summary loadgen wrote with `--json`.
+fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The number right after `key` in `text` (such as `p99.9 524 us`).
@@ -339,9 +350,7 @@ fn fixed_rate(broker: &Broker, rate: u64, duration: u64) -> Result<FixedRate, St
         .map(String::from),
     )?;
     let after = scrape(&broker.admin)?;
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    let summary = read_json(&json)?;
     std::fs::remove_file(&json).ok();
     let latency = &summary["produce_latency"];
     let loadgen = Tail {
@@ -458,9 +467,7 @@ fn measure_mode(
     );
     max_args.push(json("max").display().to_string());
     run("loadgen", &max_args)?;
-    let max: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json("max")).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    let max = read_json(&json("max"))?;
     let max_rps = max["records_per_second"].as_f64().unwrap_or(0.0);
     let half_rate = (max_rps / 2.0).floor().max(1.0);
     let mut half_args = common("half");
@@ -475,9 +482,7 @@ fn measure_mode(
         json("half").display().to_string(),
     ]);
     run("loadgen", &half_args)?;
-    let half: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json("half")).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    let half = read_json(&json("half"))?;
     let probe = run(
         "produce-probe",
         &[
@@ -531,12 +536,7 @@ fn main() -> Result<(), String> {
     )?;
     let after = floors(&args.dir)?;
     // Unpinned: its cross-shard round trip needs two cores.
-    let components = {
-        let output = Command::new(sibling("components")?)
-            .output()
-            .map_err(|error| error.to_string())?;
-        String::from_utf8_lossy(&output.stdout).to_string()
-    };
+    let components = run_command(Command::new(sibling("components")?), "components", &[])?;
     let disk = (before.disk_mib_s + after.disk_mib_s) / 2.0;
     let fsync = before.fsync_p99_9_us.max(after.fsync_p99_9_us);
     let append_fsync = before
