@@ -258,34 +258,31 @@ impl Default for ClusterMetadata {
 mod tests {
     use super::*;
 
-    #[test]
-    fn placement_fills_the_least_loaded_shards_first() {
+    /// Metadata with one topic, "a", whose partitions are on these shards.
+    fn with_topic_on(partitions: Vec<u16>) -> ClusterMetadata {
         let mut metadata = ClusterMetadata::new();
         metadata.topics.insert(
             "a".into(),
             TopicMetadata {
                 name: "a".into(),
                 topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![0, 0, 1],
+                partitions,
                 configs: BTreeMap::new(),
             },
         );
+        metadata
+    }
+
+    #[test]
+    fn placement_fills_the_least_loaded_shards_first() {
+        let metadata = with_topic_on(vec![0, 0, 1]);
         let mut extra = vec![0; 3];
         assert_eq!(metadata.place(4, 3, &mut extra), vec![2, 1, 2, 0]);
     }
 
     #[test]
     fn partitions_of_missing_shards_move_to_the_least_loaded_ones() {
-        let mut metadata = ClusterMetadata::new();
-        metadata.topics.insert(
-            "a".into(),
-            TopicMetadata {
-                name: "a".into(),
-                topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![0, 1, 2, 3, 3, 0],
-                configs: BTreeMap::new(),
-            },
-        );
+        let mut metadata = with_topic_on(vec![0, 1, 2, 3, 3, 0]);
         assert_eq!(metadata.reassign_missing_shards(2), 3);
         assert_eq!(metadata.topics["a"].partitions, vec![0, 1, 1, 0, 1, 0]);
         assert_eq!(
