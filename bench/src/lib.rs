@@ -11,6 +11,8 @@
 //!
 //! The side-by-side harness and component benchmarks come with the benchmark issue.
 
+pub mod callgrind;
+
 use hdrhistogram::Histogram;
 
 /// A latency histogram in microseconds, 1 us to 60 s at three significant digits.

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod disk_space;
 pub mod error_code;
 pub mod groups;
+pub mod in_process;
 pub mod kafka;
 pub mod limits;
 pub mod node;

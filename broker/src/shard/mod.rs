@@ -83,6 +83,20 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(id: ShardId, node: Arc<NodeInfo>, mesh: Mesh<ShardMessage>) -> Rc<Shard> {
+        let log_context = storage::LogContext::direct_io(
+            node.limits.log_memory_per_shard_bytes,
+            node.limits.open_segments_per_shard,
+        );
+        Shard::with_log_context(id, node, mesh, log_context)
+    }
+
+    /// A shard whose logs use `log_context`'s disk (the simulated one, for `in_process`).
+    pub fn with_log_context(
+        id: ShardId,
+        node: Arc<NodeInfo>,
+        mesh: Mesh<ShardMessage>,
+        log_context: storage::LogContext,
+    ) -> Rc<Shard> {
         let budget = REQUEST_MEMORY_PER_SHARD_BYTES.max(2 * node.config.socket_request_max_bytes());
         Rc::new(Shard {
             id,
@@ -99,10 +113,7 @@ impl Shard {
             ready: Cell::new(false),
             ready_event: Event::new(),
             request_memory: MemoryBudget::new(budget),
-            log_context: storage::LogContext::direct_io(
-                node.limits.log_memory_per_shard_bytes,
-                node.limits.open_segments_per_shard,
-            ),
+            log_context,
             metrics: Rc::new(ShardMetrics::default()),
             metrics_pending: RefCell::new(HashMap::new()),
             node_ready: Cell::new(false),
