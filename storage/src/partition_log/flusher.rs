@@ -292,13 +292,8 @@ impl PartitionLog {
             }
             let from = state.written.clone();
             let mut parts = vec![from.tail_block.clone()];
-            parts.extend(
-                state
-                    .recent
-                    .iter()
-                    .filter(|batch| batch.base_offset >= from.offset)
-                    .map(|batch| batch.bytes.clone()),
-            );
+            let first = state.recent_starting_at(from.offset);
+            parts.extend(state.recent.range(first..).map(|batch| batch.bytes.clone()));
             (
                 state.active_file.clone(),
                 from,

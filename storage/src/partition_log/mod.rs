@@ -343,6 +343,22 @@ impl State {
 
     /// Drops cached batches that are durable, oldest first, while the cache holds more than
     /// `keep` bytes. Returns the bytes dropped.
+    /// The index in the recent-batch cache of the first batch that starts at `offset` or
+    /// later. The cache holds consecutive batches in offset order (appended at the back,
+    /// evicted from the front), so this is a binary search: a scan here ran over thousands of
+    /// entries on every write (an 8 MiB cache holds some 7,000 one-record batches).
+    fn recent_starting_at(&self, offset: Offset) -> usize {
+        self.recent
+            .partition_point(|batch| batch.base_offset < offset)
+    }
+
+    /// The index of the first cached batch that ends after `offset`: the one holding it, or
+    /// the first after it.
+    fn recent_ending_after(&self, offset: Offset) -> usize {
+        self.recent
+            .partition_point(|batch| batch.next_offset <= offset)
+    }
+
     fn evict_recent(&mut self, keep: usize) -> usize {
         let mut dropped = 0;
         while self.recent_bytes > keep {
@@ -393,10 +409,11 @@ impl State {
             );
         }
         if self.written.offset < self.log_end_offset {
+            let first_unwritten = self.recent_starting_at(self.written.offset);
             assert!(
                 self.recent
-                    .iter()
-                    .any(|batch| batch.base_offset == self.written.offset),
+                    .get(first_unwritten)
+                    .is_some_and(|batch| batch.base_offset == self.written.offset),
                 "the first unwritten batch is in memory"
             );
         }

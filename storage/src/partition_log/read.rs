@@ -99,10 +99,8 @@ impl PartitionLog {
             {
                 let mut runs = Vec::new();
                 let mut total = 0usize;
-                for batch in state.recent.iter() {
-                    if batch.next_offset <= from {
-                        continue;
-                    }
+                let first = state.recent_ending_after(from);
+                for batch in state.recent.range(first..) {
                     if batch.base_offset >= upper
                         || (!runs.is_empty() && total + batch.bytes.len() > max_bytes)
                     {
