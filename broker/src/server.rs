@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shards::net::BoundListener;
+use shards::task::{spawn_in, Queue};
 use shards::{run_shards, Mesh, ShardContext, ShardId};
 use tracing::{error, info, warn};
 
@@ -437,10 +438,10 @@ async fn shard_main(
     }
     // Serving health and metrics from the start: ready stays 503 while logs recover.
     let _admin = admin.map(|admin| {
-        shards::task::spawn(crate::observability::admin::serve(
-            shard.clone(),
-            admin.into_listener(),
-        ))
+        spawn_in(
+            Queue::Background,
+            crate::observability::admin::serve(shard.clone(), admin.into_listener()),
+        )
     });
     if let Err(reason) = shard.bootstrap_metadata().await {
         error!(%reason, "cannot load the cluster metadata");
@@ -453,9 +454,14 @@ async fn shard_main(
     }
     futures_lite::future::or(shard.wait_ready(), wait_for_shutdown(&shutdown)).await;
     let listener = listener.into_listener();
-    let accepting = shards::task::spawn(crate::connections::accept_loop(shard.clone(), listener));
-    let housekeeping = shards::task::spawn(shard.clone().run_housekeeping());
-    let group_clock = shards::task::spawn({
+    // Connections (their tasks run where the accept loop runs) and the logs' write paths are
+    // in the request queue; timers and answers no client request waits for are not.
+    let accepting = spawn_in(
+        Queue::Requests,
+        crate::connections::accept_loop(shard.clone(), listener),
+    );
+    let housekeeping = spawn_in(Queue::Background, shard.clone().run_housekeeping());
+    let group_clock = spawn_in(Queue::Background, {
         let shard = shard.clone();
         async move {
             loop {

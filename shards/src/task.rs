@@ -22,9 +22,74 @@ impl<T> Future for Task<T> {
     }
 }
 
-/// Spawns a task on the current shard's executor.
+/// Spawns a task on the current shard's executor, in the task queue of the task that spawns it
+/// (a connection's tasks run where its accept loop runs).
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
     Task(glommio::spawn_local(future))
+}
+
+/// Which of a shard's task queues a task runs in. glommio runs one queue at a time and picks
+/// the next by the CPU time each has had against its shares; a queue whose latency matters
+/// also has its I/O on the executor's latency ring, whose completions (a client's bytes, a
+/// sync's return) preempt whatever queue is running at its next task boundary, and caps how
+/// long any queue runs before the executor looks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Everything a request waits on: connections, and the writing and syncing that a produce
+    /// acknowledgement waits for.
+    Requests,
+    /// Work no request waits on: housekeeping timers, metrics and health answers, group
+    /// timers, checkpoints, segments prepared ahead.
+    Background,
+}
+
+/// The request queue's shares against the background's: under load on both, requests get
+/// ten times the CPU.
+const REQUEST_SHARES: usize = 1000;
+const BACKGROUND_SHARES: usize = 100;
+
+/// The longest the executor runs one queue before it looks for request work again, while
+/// request work may be waiting. A quarter of the sub-millisecond tail the broker is built for.
+pub const REQUEST_PREEMPTION: Duration = Duration::from_micros(250);
+
+std::thread_local! {
+    /// This thread's executor (by id) and its two queues, made on first use.
+    static QUEUES: std::cell::Cell<Option<(usize, glommio::TaskQueueHandle, glommio::TaskQueueHandle)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+fn queue_handle(queue: Queue) -> glommio::TaskQueueHandle {
+    let executor = glommio::executor();
+    let (requests, background) = QUEUES.with(|queues| match queues.get() {
+        Some((id, requests, background)) if id == executor.id() => (requests, background),
+        _ => {
+            let requests = executor.create_task_queue(
+                glommio::Shares::Static(REQUEST_SHARES),
+                glommio::Latency::Matters(REQUEST_PREEMPTION),
+                "requests",
+            );
+            let background = executor.create_task_queue(
+                glommio::Shares::Static(BACKGROUND_SHARES),
+                glommio::Latency::NotImportant,
+                "background",
+            );
+            queues.set(Some((executor.id(), requests, background)));
+            (requests, background)
+        }
+    });
+    match queue {
+        Queue::Requests => requests,
+        Queue::Background => background,
+    }
+}
+
+/// Spawns a task on the current shard's executor in `queue`; tasks it spawns run there too.
+pub fn spawn_in<T: 'static>(queue: Queue, future: impl Future<Output = T> + 'static) -> Task<T> {
+    // Only a handle of another executor can fail here, and the handle is this executor's own.
+    match glommio::spawn_local_into(future, queue_handle(queue)) {
+        Ok(task) => Task(task),
+        Err(error) => unreachable!("spawning into this executor's own {queue:?} queue: {error}"),
+    }
 }
 
 pub async fn sleep(duration: Duration) {
@@ -74,5 +139,36 @@ pub mod local_channel {
         pub async fn recv(&self) -> Option<T> {
             self.0.recv().await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_task_runs_in_its_queue_and_so_do_the_tasks_it_spawns() {
+        let executor = glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("glommio executor");
+        executor.run(async {
+            let here = || glommio::executor().current_task_queue();
+            let main_queue = here();
+            let (requests, nested) = spawn_in(Queue::Requests, async move {
+                let nested = spawn(async move { here() }).await;
+                (here(), nested)
+            })
+            .await;
+            assert_eq!(requests, queue_handle(Queue::Requests));
+            assert_eq!(
+                nested, requests,
+                "a spawned task stays in its spawner's queue"
+            );
+            let background = spawn_in(Queue::Background, async move { here() }).await;
+            assert_eq!(background, queue_handle(Queue::Background));
+            assert_ne!(background, requests);
+            assert_ne!(requests, main_queue);
+        });
     }
 }

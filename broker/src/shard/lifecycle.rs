@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use shards::task::{spawn_in, Queue};
 use shards::ShardId;
 use storage::PartitionLog;
 use tracing::{error, info, warn};
@@ -93,7 +94,8 @@ impl Shard {
                         topic: topic.name.clone(),
                         partition: index as i32,
                     }));
-                    shards::task::spawn(log.clone().run_flusher()).detach();
+                    spawn_in(Queue::Requests, log.clone().run_write_path()).detach();
+                    spawn_in(Queue::Background, log.clone().run_upkeep()).detach();
                     if topic.name == OFFSETS_TOPIC {
                         self.groups.load(index as i32, log.clone()).await;
                     }

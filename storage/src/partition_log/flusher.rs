@@ -47,13 +47,20 @@ const NO_SPACE_RETRY_MAX: Duration = Duration::from_secs(1);
 static ZEROS: [u8; PREPARE_CHUNK_BYTES] = [0; PREPARE_CHUNK_BYTES];
 
 impl PartitionLog {
-    /// The log's flusher: run it as one task on the owning shard for the life of the log.
+    /// The log's flusher, all of it as one future: run it on the owning shard for the life of
+    /// the log. A shard runs its two halves apart instead, each in its own task queue.
     pub async fn run_flusher(self: std::rc::Rc<Self>) {
-        futures_lite::future::zip(
-            futures_lite::future::zip(self.run_writer(), self.run_syncer()),
-            futures_lite::future::zip(self.run_checkpointer(), self.run_preparer()),
-        )
-        .await;
+        futures_lite::future::zip(self.clone().run_write_path(), self.run_upkeep()).await;
+    }
+
+    /// The writer and the syncer: what acknowledgements wait for.
+    pub async fn run_write_path(self: std::rc::Rc<Self>) {
+        futures_lite::future::zip(self.run_writer(), self.run_syncer()).await;
+    }
+
+    /// The checkpointer and the preparer: work no acknowledgement waits for.
+    pub async fn run_upkeep(self: std::rc::Rc<Self>) {
+        futures_lite::future::zip(self.run_checkpointer(), self.run_preparer()).await;
     }
 
     fn stopped(&self) -> bool {
