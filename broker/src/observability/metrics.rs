@@ -101,6 +101,8 @@ struct ApiCounters {
 pub struct ShardMetrics {
     apis: RefCell<BTreeMap<&'static str, ApiCounters>>,
     latency: RefCell<BTreeMap<&'static str, LocalHistogram<27>>>,
+    /// Where produce requests spend their time, by stage (`ProduceStage`).
+    produce_stages: [LocalHistogram<27>; 3],
     fsync: LocalHistogram<27>,
     flush_bytes: LocalHistogram<12>,
     connections: Cell<i64>,
@@ -111,6 +113,7 @@ impl Default for ShardMetrics {
         ShardMetrics {
             apis: RefCell::new(BTreeMap::new()),
             latency: RefCell::new(BTreeMap::new()),
+            produce_stages: std::array::from_fn(|_| LocalHistogram::new(&LATENCY_BUCKETS_US)),
             fsync: LocalHistogram::new(&LATENCY_BUCKETS_US),
             flush_bytes: LocalHistogram::new(&FLUSH_BYTES_BUCKETS),
             connections: Cell::new(0),
@@ -118,7 +121,44 @@ impl Default for ShardMetrics {
     }
 }
 
+/// The stages of a produce request, each timed on its own so that a slow request shows where
+/// it waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceStage {
+    /// Validating the batches and appending them to their logs: waits for the append lock, for
+    /// room under the unflushed bound, for a segment roll or a preallocation.
+    Append = 0,
+    /// From the end of the append until the batch's write to the device completed.
+    Write = 1,
+    /// From the write until the `fdatasync` covering it returned (durable mode only).
+    Sync = 2,
+}
+
+impl ProduceStage {
+    pub const ALL: [ProduceStage; 3] = [
+        ProduceStage::Append,
+        ProduceStage::Write,
+        ProduceStage::Sync,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProduceStage::Append => "append",
+            ProduceStage::Write => "write",
+            ProduceStage::Sync => "sync",
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    duration.as_micros().min(u128::from(u64::MAX)) as u64
+}
+
 impl ShardMetrics {
+    pub fn produce_stage(&self, stage: ProduceStage, took: Duration) {
+        self.produce_stages[stage as usize].record(micros(took));
+    }
+
     pub fn request(&self, api: &'static str, request_bytes: usize) {
         let mut apis = self.apis.borrow_mut();
         let counters = apis.entry(api).or_default();
@@ -181,6 +221,12 @@ impl ShardMetrics {
                         .unwrap_or_default(),
                 })
                 .collect(),
+            produce_stages: ProduceStage::ALL.map(|stage| {
+                (
+                    stage.name(),
+                    self.produce_stages[stage as usize].snapshot(MICROS_PER_SECOND),
+                )
+            }),
             fsync_seconds: self.fsync.snapshot(MICROS_PER_SECOND),
             flush_bytes: self.flush_bytes.snapshot(1.0),
             connections: self.connections.get(),
@@ -211,6 +257,7 @@ pub struct ApiSnapshot {
 pub struct MetricsSnapshot {
     pub shard: u16,
     pub apis: Vec<ApiSnapshot>,
+    pub produce_stages: [(&'static str, HistogramSnapshot); 3],
     pub fsync_seconds: HistogramSnapshot,
     pub flush_bytes: HistogramSnapshot,
     pub connections: i64,
@@ -297,6 +344,29 @@ impl Collector for Snapshots {
                         latency.sum,
                         latency.count,
                         &latency.buckets,
+                        None,
+                    )?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "broker_produce_stage_seconds",
+            "Where produce requests wait: append (validation and the log append), write (until \
+             the batch's write completed), sync (until its fdatasync returned, durable mode).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for snapshot in &self.0 {
+            for (stage, histogram) in &snapshot.produce_stages {
+                let labels = [
+                    ("shard", snapshot.shard.to_string()),
+                    ("stage", stage.to_string()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        histogram.sum,
+                        histogram.count,
+                        &histogram.buckets,
                         None,
                     )?;
             }
@@ -409,6 +479,7 @@ mod tests {
         first.response("produce", 40, Duration::from_micros(180));
         first.response("produce", 40, Duration::from_millis(7));
         first.flushed(8192, Duration::from_micros(90));
+        first.produce_stage(ProduceStage::Sync, Duration::from_micros(600));
         let second = ShardMetrics::default();
         second.request("fetch", 60);
         second.error("fetch");
@@ -439,6 +510,16 @@ mod tests {
         );
         assert!(
             text.contains("broker_fsync_latency_seconds_count{shard=\"0\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "broker_produce_stage_seconds_bucket{le=\"0.0006\",shard=\"0\",stage=\"sync\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("broker_produce_stage_seconds_count{shard=\"0\",stage=\"write\"} 0"),
             "{text}"
         );
         assert!(text.contains("broker_partitions{shard=\"1\"} 2"), "{text}");

@@ -42,7 +42,8 @@ pub enum ShardMessage {
     },
     MetricsReply {
         id: u64,
-        snapshot: MetricsSnapshot,
+        /// Boxed: a snapshot is several histograms, far larger than every other message.
+        snapshot: Box<MetricsSnapshot>,
     },
 }
 
@@ -158,7 +159,13 @@ impl Shard {
             ShardMessage::MetricsRequest { id } => {
                 let snapshot = self.metrics_snapshot();
                 if let Err(reason) = self
-                    .send_to(from, ShardMessage::MetricsReply { id, snapshot })
+                    .send_to(
+                        from,
+                        ShardMessage::MetricsReply {
+                            id,
+                            snapshot: Box::new(snapshot),
+                        },
+                    )
                     .await
                 {
                     warn!(%reason, "metrics reply lost");
@@ -166,7 +173,7 @@ impl Shard {
             }
             ShardMessage::MetricsReply { id, snapshot } => {
                 if let Some(sender) = self.metrics_pending.borrow_mut().remove(&id) {
-                    let _ = sender.send(snapshot);
+                    let _ = sender.send(*snapshot);
                 }
             }
         }

@@ -19,6 +19,7 @@ use storage::{AppendInfo, BatchError, LogError, Offset, PartitionLog};
 use super::{owned_log, str_bytes, topic_name};
 use crate::kafka::errors::{log_error_code, ErrorCode};
 use crate::limits::{PRODUCE_TIMEOUT_DEFAULT, PRODUCE_TIMEOUT_MAX};
+use crate::observability::metrics::ProduceStage;
 use crate::shard::Shard;
 
 /// Why a partition's batch was not acknowledged, as the response carries it.
@@ -66,6 +67,8 @@ pub struct AppendPhase {
     acks: i16,
     version: i16,
     deadline: Instant,
+    /// When the append phase ended: the write and sync stages are timed from here.
+    appended_at: Instant,
     topics: Vec<(String, Vec<Appended>)>,
 }
 
@@ -105,7 +108,8 @@ fn timeout_of(timeout_ms: i32) -> Duration {
 }
 
 pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> AppendPhase {
-    let deadline = Instant::now() + timeout_of(request.timeout_ms);
+    let started = Instant::now();
+    let deadline = started + timeout_of(request.timeout_ms);
     let acks_valid = matches!(request.acks, -1..=1);
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
@@ -153,13 +157,37 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
         }
         topics.push((name, partitions));
     }
+    let appended_at = Instant::now();
+    shard
+        .metrics
+        .produce_stage(ProduceStage::Append, appended_at - started);
     AppendPhase {
         metrics: shard.metrics.clone(),
         acks: request.acks,
         version,
         deadline,
+        appended_at,
         topics,
     }
+}
+
+/// Waits until the batch ending at `last_offset` may be acknowledged (written in relaxed mode,
+/// also synced in durable mode), timing the write and the sync stages apart.
+async fn wait_timed(
+    metrics: &crate::observability::metrics::ShardMetrics,
+    log: &PartitionLog,
+    last_offset: Offset,
+    appended_at: Instant,
+) -> Result<(), LogError> {
+    let end = Offset(last_offset.0 + 1);
+    log.wait_written(end).await?;
+    let written_at = Instant::now();
+    metrics.produce_stage(ProduceStage::Write, written_at - appended_at);
+    if log.is_durable_mode() {
+        log.wait_durable(end).await?;
+        metrics.produce_stage(ProduceStage::Sync, written_at.elapsed());
+    }
+    Ok(())
 }
 
 impl AppendPhase {
@@ -181,7 +209,7 @@ impl AppendPhase {
                         let left = deadline.saturating_duration_since(Instant::now());
                         let waited = shards::task::timeout(
                             left,
-                            log.wait_acknowledgeable(Offset(info.last_offset.0 + 1)),
+                            wait_timed(&self.metrics, &log, info.last_offset, self.appended_at),
                         )
                         .await;
                         match waited {
