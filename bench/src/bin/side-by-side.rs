@@ -127,6 +127,8 @@ struct Floors {
     append_fsync_p99_9_us: f64,
     /// The same with four logs appending and syncing at once, as the runs below do.
     concurrent_fsync_p99_9_us: f64,
+    /// A 4 KiB direct write alone: what a relaxed acknowledgement waits for.
+    write_p99_9_us: f64,
     ping_p99_us: f64,
     ping_p99_9_us: f64,
 }
@@ -152,6 +154,10 @@ fn floors(dir: &Path) -> Result<Floors, String> {
             .ok_or(format!("unreadable: {disk}"))?,
         concurrent_fsync_p99_9_us: disk
             .split_once("logs at once:")
+            .and_then(|(_, after)| number_after(after, "p99.9"))
+            .ok_or(format!("unreadable: {disk}"))?,
+        write_p99_9_us: disk
+            .split_once("direct write over written blocks:")
             .and_then(|(_, after)| number_after(after, "p99.9"))
             .ok_or(format!("unreadable: {disk}"))?,
         ping_p99_us: number_after(&ping, "p99 ").ok_or(format!("unreadable: {ping}"))?,
@@ -315,6 +321,8 @@ struct FixedRate {
     rdkafka: Tail,
     broker_produce: Tail,
     broker_fsync_p99_9: f64,
+    /// p99.9 of each produce stage (append, write, sync) from the broker's histograms.
+    broker_stages_p99_9: [f64; 3],
 }
 
 fn fixed_rate(broker: &Broker, rate: u64, duration: u64) -> Result<FixedRate, String> {
@@ -322,10 +330,8 @@ fn fixed_rate(broker: &Broker, rate: u64, duration: u64) -> Result<FixedRate, St
         "side-by-side-fixed-{}-{rate}.json",
         std::process::id()
     ));
-    let before = scrape(&broker.admin)?;
-    run(
-        "loadgen",
-        &[
+    let loadgen = |warmup: u64, duration: u64, json: Option<&Path>| {
+        let mut args = [
             "--bootstrap",
             &broker.bootstrap,
             "--topic",
@@ -341,14 +347,23 @@ fn fixed_rate(broker: &Broker, rate: u64, duration: u64) -> Result<FixedRate, St
             "--rate",
             &rate.to_string(),
             "--warmup",
-            "2",
+            &warmup.to_string(),
             "--duration",
             &duration.to_string(),
-            "--json",
-            &json.display().to_string(),
         ]
-        .map(String::from),
-    )?;
+        .map(String::from)
+        .to_vec();
+        if let Some(json) = json {
+            args.extend(["--json".to_string(), json.display().to_string()]);
+        }
+        run("loadgen", &args)
+    };
+    // A warm-up run first (the topic's creation, its first segment, the client's connections),
+    // so that the broker's histograms, scraped around the measured run, cover what loadgen
+    // measures and nothing else.
+    loadgen(0, 2, None)?;
+    let before = scrape(&broker.admin)?;
+    loadgen(0, duration, Some(&json))?;
     let after = scrape(&broker.admin)?;
     let summary = read_json(&json)?;
     std::fs::remove_file(&json).ok();
@@ -374,6 +389,15 @@ fn fixed_rate(broker: &Broker, rate: u64, duration: u64) -> Result<FixedRate, St
     };
     let broker_fsync_p99_9 =
         quantile_between(&before, &after, "broker_fsync_latency_seconds", "", 0.999);
+    let broker_stages_p99_9 = ["append", "write", "sync"].map(|stage| {
+        quantile_between(
+            &before,
+            &after,
+            "broker_produce_stage_seconds",
+            &format!("stage=\"{stage}\""),
+            0.999,
+        )
+    });
     let probe = run(
         "produce-probe",
         &[
@@ -401,6 +425,7 @@ fn fixed_rate(broker: &Broker, rate: u64, duration: u64) -> Result<FixedRate, St
         rdkafka,
         broker_produce,
         broker_fsync_p99_9,
+        broker_stages_p99_9,
     })
 }
 
@@ -545,6 +570,7 @@ fn main() -> Result<(), String> {
     let concurrent_fsync = before
         .concurrent_fsync_p99_9_us
         .max(after.concurrent_fsync_p99_9_us);
+    let write = before.write_p99_9_us.max(after.write_p99_9_us);
     let ping = before.ping_p99_us.max(after.ping_p99_us);
     let ping_p99_9 = before.ping_p99_9_us.max(after.ping_p99_9_us);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -560,6 +586,7 @@ fn main() -> Result<(), String> {
          latency floors the worse of the two.\n\n\
          | floor | value |\n|---|---|\n\
          | disk direct-I/O sequential write | {disk:.0} MiB/s ({:.0} before, {:.0} after) |\n\
+         | disk 4 KiB direct write p99.9 (no sync: what a relaxed acknowledgement waits for) | {write:.0} us |\n\
          | disk fdatasync p99.9 (overwriting written blocks) | {fsync:.0} us |\n\
          | disk fdatasync p99.9 (appending into preallocated space, as a log does) | {append_fsync:.0} us |\n\
          | disk fdatasync p99.9 (4 logs appending at once, as the 4 partitions below) | {concurrent_fsync:.0} us |\n\
@@ -575,7 +602,7 @@ fn main() -> Result<(), String> {
          The relaxed append does not wait for its own flush, but a log holds at most 32 MiB\n\
          unflushed (`UNFLUSHED_MAX_BYTES`): over the 2 s it runs, it is held to the pace the\n\
          flusher writes and syncs at, so read it as the log's relaxed write throughput, not as\n\
-         the CPU cost of an append.\n\n```\n{components}```\n{fixed_table}",
+         the CPU cost of an append.\n\n```\n{components}```\n{fixed_table}{cpu_cost}",
         before.disk_mib_s, after.disk_mib_s,
         durable.max_mib_s, 100.0 * durable.max_mib_s / disk, relaxed.max_mib_s,
         durable.rdkafka_mib_s, relaxed.rdkafka_mib_s,
@@ -585,7 +612,8 @@ fn main() -> Result<(), String> {
         durable.half_rate, relaxed.half_rate,
         kernel = kernel.trim(),
         duration = args.duration,
-        fixed_table = fixed_rate_table(&durable, &relaxed, append_fsync, ping, ping_p99_9, disk),
+        fixed_table = fixed_rate_table(&durable, &relaxed, append_fsync, write, ping, ping_p99_9, disk),
+        cpu_cost = cpu_cost_table()?,
     );
     std::fs::write(&args.output, &table)
         .map_err(|error| format!("{}: {error}", args.output.display()))?;
@@ -599,6 +627,7 @@ fn fixed_rate_table(
     durable: &ModeFigures,
     relaxed: &ModeFigures,
     append_fsync_p99_9: f64,
+    write_p99_9: f64,
     ping_p99: f64,
     ping_p99_9: f64,
     disk_mib_s: f64,
@@ -639,16 +668,19 @@ fn fixed_rate_table(
     format!(
         "\n## Fixed rates: 1 KiB records, 1 partition, acks=all, linger 0\n\n\
          Open loop at {low} and {high} records/s, {placement}. Each cell is p50 / p99 / p99.9\n\
-         in us. loadgen and the librdkafka producer (`produce-probe --rate`) run in turn; the\n\
-         broker's own figures are its `/metrics` histograms over the loadgen run (bucket upper\n\
-         bounds: 25-50 us steps below 500 us). Floors in this run: loopback ping-pong p99\n\
+         in us. loadgen (after a 2 s warm-up run) and the librdkafka producer (`produce-probe\n\
+         --rate`) run in turn; the broker's own figures are its `/metrics` histograms over the\n\
+         measured loadgen run (bucket upper bounds: 25-50 us steps below 500 us), its produce\n\
+         stages timed apart: append (validation and the log append), write (until the batch's\n\
+         write completed), sync (until its fdatasync returned). Floors in this run: loopback\n\
+         ping-pong p99\n\
          {ping_p99:.0} us, p99.9 {ping_p99_9:.0} us; fdatasync after appending into preallocated\n\
          space p99.9 {append_fsync_p99_9:.0} us.\n\n\
          | figure | durable {low}/s | durable {high}/s | relaxed {low}/s | relaxed {high}/s |\n\
          |---|---|---|---|---|\n\
-         {}{}{}{}\n\
+         {}{}{}{}{}\n\
          | target | measured | |\n|---|---|---|\n\
-         | broker produce p99.9 relaxed < 250 us | {relaxed_broker:.0} us | {} |\n\
+         | broker produce p99.9 relaxed < 250 us (it waits for a direct write: floor {write_p99_9:.0} us) | {relaxed_broker:.0} us | {} |\n\
          | broker produce p99.9 durable < 1.5x appending fdatasync p99.9 ({:.0} us) | {durable_broker:.0} us | {} |\n\
          | client p99.9 relaxed at {low}/s < 1 ms (loadgen, librdkafka) | {relaxed_client:.0} us | {} |\n\
          | durable max throughput >= 80% of the disk (4 partitions, above) | {durable_share:.0}% | {} |\n\
@@ -658,6 +690,10 @@ fn fixed_rate_table(
         row("librdkafka produce", &|run| run.rdkafka.to_string()),
         row("broker's own produce latency", &|run| run.broker_produce.to_string()),
         row("broker's own fdatasync p99.9", &|run| format!("{:.0}", run.broker_fsync_p99_9)),
+        row("broker's produce stages p99.9: append / write / sync", &|run| {
+            let [append, write, sync] = run.broker_stages_p99_9;
+            format!("{append:.0} / {write:.0} / {sync:.0}")
+        }),
         met(relaxed_broker < 250.0),
         1.5 * append_fsync_p99_9,
         met(durable_broker < 1.5 * append_fsync_p99_9),
@@ -682,4 +718,67 @@ fn run_date() -> String {
         .ok()
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+/// The checked-in instruction counts that `cpu-cost` figures are compared against: the last
+/// deliberate baseline, with the commit it was counted at.
+const CPU_COST_BASELINE: &str = include_str!("../../cpu-cost-baseline.json");
+
+/// Instructions per record from `cpu-cost` (under callgrind) beside the baseline, or a line
+/// saying why there are none (valgrind is not installed).
+fn cpu_cost_table() -> Result<String, String> {
+    let heading = "\n## CPU cost per record (`target/release/cpu-cost`, callgrind)\n\n";
+    let has_valgrind = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !has_valgrind {
+        return Ok(format!(
+            "{heading}Not counted: valgrind is not installed (`apt-get install valgrind`).\n"
+        ));
+    }
+    let output = run_command(
+        Command::new(sibling("cpu-cost")?),
+        "cpu-cost",
+        &["--json".to_string()],
+    )?;
+    let baseline: serde_json::Value = serde_json::from_str(CPU_COST_BASELINE)
+        .map_err(|error| format!("cpu-cost-baseline.json: {error}"))?;
+    let number = |value: &serde_json::Value, key: &str| value[key].as_f64().unwrap_or(f64::NAN);
+    let mut rows = String::new();
+    for line in output.lines().filter(|line| line.starts_with('{')) {
+        let now: serde_json::Value =
+            serde_json::from_str(line).map_err(|error| format!("cpu-cost: {error}: {line}"))?;
+        let before = baseline["workloads"]
+            .as_array()
+            .and_then(|workloads| {
+                workloads
+                    .iter()
+                    .find(|workload| workload["workload"] == now["workload"])
+            })
+            .cloned()
+            .unwrap_or_default();
+        let cell = |key: &str| {
+            let (was, is) = (number(&before, key), number(&now, key));
+            if was.is_finite() {
+                format!("{was:.0} -> {is:.0} ({:.2}x)", is / was)
+            } else {
+                format!("{is:.0}")
+            }
+        };
+        rows.push_str(&format!(
+            "| {} | {} | {} |\n",
+            now["workload"].as_str().unwrap_or("?"),
+            cell("produce_ir_per_record"),
+            cell("fetch_ir_per_record"),
+        ));
+    }
+    Ok(format!(
+        "{heading}Instructions per 1 KiB record through one shard's dispatch and handlers in \
+         process (durable topic, acks=all, one request in flight, simulated disk with its own \
+         work taken off; see `cpu-cost --help`), against the baseline in \
+         `bench/cpu-cost-baseline.json` ({}).\n\n\
+         | workload | produce: baseline -> now | fetch: baseline -> now |\n|---|---|---|\n{rows}",
+        baseline["measured_at"].as_str().unwrap_or("no baseline")
+    ))
 }
