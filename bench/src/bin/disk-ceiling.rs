@@ -1,10 +1,12 @@
 //! The disk's direct-I/O ceiling, through the broker's own I/O path: sequential write bandwidth
-//! (large aligned writes at several queue depths, one `fdatasync` at the end), the latency of a
-//! small direct write (what a relaxed-mode acknowledgement waits for), and the latency of
-//! `fdatasync` after a small write, in two forms: overwriting blocks already written (the
-//! device's own sync cost) and appending into freshly preallocated space, which is what a log's
-//! group commit pays: the filesystem must also record that the preallocated (unwritten) blocks
-//! now hold data, so each such `fdatasync` carries a journal commit.
+//! (large aligned writes at several queue depths, one `fdatasync` at the end) and the bandwidth
+//! of synced writes (each followed by its `fdatasync`, the most a durable log can do); the
+//! latency of a small direct write (what a relaxed-mode acknowledgement waits for), alone and
+//! while syncs run, as a log's writer and syncer overlap; and the latency of `fdatasync` after
+//! a small write, in two forms: overwriting blocks already written (the device's own sync cost)
+//! and appending into freshly preallocated space, which is what a log's group commit pays: the
+//! filesystem must also record that the preallocated (unwritten) blocks now hold data, so each
+//! such `fdatasync` carries a journal commit.
 
 use std::time::{Duration, Instant};
 
@@ -74,6 +76,37 @@ async fn write_bandwidth(
     let elapsed = started.elapsed();
     std::fs::remove_file(&path).map_err(|error| error.to_string())?;
     Ok((writes * write_bytes as u64) as f64 / elapsed.as_secs_f64() / (1 << 20) as f64)
+}
+
+/// Writes `bytes` into a new file at `path` whose blocks are written (with zeros) first, as a
+/// log's prepared segment is, in `write_bytes` writes each followed by an `fdatasync`, as a
+/// durable log's group commits are; returns the bytes written and removes the file.
+async fn synced_writes(
+    path: std::path::PathBuf,
+    bytes: u64,
+    write_bytes: usize,
+) -> Result<u64, String> {
+    let file = DmaDisk.open(&path, true).await.map_err(|e| e.to_string())?;
+    let writes = bytes.div_ceil(write_bytes as u64).max(1);
+    file.allocate(writes * write_bytes as u64)
+        .await
+        .map_err(|e| e.to_string())?;
+    let zeros = vec![0u8; write_bytes];
+    for index in 0..writes {
+        file.write_blocks(index * write_bytes as u64, &[&zeros])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    file.fdatasync().await.map_err(|e| e.to_string())?;
+    let block = vec![0x6bu8; write_bytes];
+    for index in 0..writes {
+        file.write_blocks(index * write_bytes as u64, &[&block])
+            .await
+            .map_err(|e| e.to_string())?;
+        file.fdatasync().await.map_err(|e| e.to_string())?;
+    }
+    std::fs::remove_file(&path).map_err(|error| error.to_string())?;
+    Ok(writes * write_bytes as u64)
 }
 
 /// Appends 4 KiB at a time to a new preallocated file at `path`, each append followed by an
@@ -177,6 +210,37 @@ fn main() -> Result<(), String> {
             "4 KiB direct write over written blocks: {}",
             bench::percentiles_line(&writes)
         );
+
+        // A log's writer does not wait for the previous write's sync before it writes the
+        // next batches; such a write can sit behind that sync's cache flush on the way to the
+        // device. Writes paced 1 ms apart while fdatasync runs back to back on the same file.
+        let syncing = std::rc::Rc::new(std::cell::Cell::new(true));
+        let syncer = glommio::spawn_local({
+            let (file, syncing) = (file.clone(), syncing.clone());
+            async move {
+                while syncing.get() {
+                    file.fdatasync().await.map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            }
+        });
+        let mut behind_syncs = bench::latency_histogram();
+        for _ in 0..args.syncs {
+            let started = Instant::now();
+            file.write_blocks(position, &[&small])
+                .await
+                .map_err(|e| e.to_string())?;
+            let micros = started.elapsed().max(Duration::from_micros(1)).as_micros() as u64;
+            behind_syncs.saturating_record(micros);
+            position = (position + 4096) % area;
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        syncing.set(false);
+        syncer.await?;
+        println!(
+            "4 KiB direct write while fdatasync runs back to back: {}",
+            bench::percentiles_line(&behind_syncs)
+        );
         std::fs::remove_file(&path).map_err(|error| error.to_string())?;
 
         // The log's pattern: each sync covers a 4 KiB append into space preallocated by
@@ -211,6 +275,30 @@ fn main() -> Result<(), String> {
             "fdatasync after a 4 KiB append, {} logs at once: {}",
             args.files,
             bench::percentiles_line(&histogram)
+        );
+
+        // What durable mode can reach at most: every write followed by its fdatasync, with
+        // `--files` logs doing so at once (each its share of `--bytes`, 128 KiB writes, the
+        // size of the batches the throughput runs send).
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..args.files)
+            .map(|index| {
+                let path = args.dir.join(format!("disk-ceiling-synced-{index}.scratch"));
+                glommio::spawn_local(synced_writes(
+                    path,
+                    args.bytes / args.files.max(1) / 4,
+                    128 << 10,
+                ))
+            })
+            .collect();
+        let mut written = 0;
+        for task in tasks {
+            written += task.await?;
+        }
+        println!(
+            "synced writes: {:.1} MiB/s ({} logs at once, 128 KiB writes each followed by fdatasync)",
+            written as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64,
+            args.files
         );
         Ok::<(), String>(())
     })
