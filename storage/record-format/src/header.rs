@@ -187,6 +187,15 @@ fn set_crc(batch: &mut [u8]) {
 /// count fields. `batch` must be exactly one batch (the caller split it by `batchLength`). This
 /// is what recovery checks of every stored batch; a produced batch gets `validate_produced`.
 pub fn check_integrity(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_integrity_with_crc(batch, compute_crc)
+}
+
+/// `check_integrity` with the batch's CRC-32C computed by `crc` (given the whole batch, once
+/// its header and length are known to be sound), for a caller that computes it in pieces.
+pub fn check_integrity_with_crc(
+    batch: &[u8],
+    crc: impl FnOnce(&[u8]) -> u32,
+) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)
         .ok_or_else(|| BatchError::corrupt("shorter than a batch header"))?;
     if header.total_bytes() != Some(batch.len()) {
@@ -202,7 +211,7 @@ pub fn check_integrity(batch: &[u8]) -> Result<BatchHeader, BatchError> {
         }
         return Err(BatchError::corrupt("Invalid magic found in record"));
     }
-    if compute_crc(batch) != header.crc {
+    if crc(batch) != header.crc {
         return Err(BatchError::Corrupt {
             reason: format!("Record is corrupt (stored crc = {})", header.crc),
         });

@@ -22,7 +22,7 @@ pub use header::*;
 pub use records::{
     first_offset_at_or_after, parse_record, records_section, walk_records, Record, RecordIter,
 };
-pub use validate::{validate_produced, ProduceRules, Validated};
+pub use validate::{validate_produced, validate_produced_with_crc, ProduceRules, Validated};
 
 /// A Kafka offset. Offsets within one partition are dense and start at the log start offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -9,7 +9,10 @@
 //! be decoded is `INVALID_RECORD` rather than Kafka's `UNKNOWN_SERVER_ERROR`.
 
 use crate::error::{BatchError, RecordError, RecordErrorKind};
-use crate::header::{check_integrity, BatchHeader, Compression, BATCH_HEADER_BYTES, NO_TIMESTAMP};
+use crate::header::{
+    check_integrity_with_crc, compute_crc, BatchHeader, Compression, BATCH_HEADER_BYTES,
+    NO_TIMESTAMP,
+};
 use crate::records::walk_records;
 
 /// Per-record errors listed in one response. Kafka lists every one; a batch of a million keyless
@@ -45,13 +48,25 @@ pub fn validate_produced(
     rules: &ProduceRules,
     now_ms: i64,
 ) -> Result<Validated, BatchError> {
+    validate_produced_with_crc(batch, rules, now_ms, None)
+}
+
+/// `validate_produced` for a caller that has already computed the batch's CRC-32C (over the
+/// bytes from its attributes on, as `compute_crc` does), in pieces; `None` computes it here.
+pub fn validate_produced_with_crc(
+    batch: &[u8],
+    rules: &ProduceRules,
+    now_ms: i64,
+    crc: Option<u32>,
+) -> Result<Validated, BatchError> {
     if batch.len() > rules.max_message_bytes {
         return Err(BatchError::TooLarge {
             size: batch.len(),
             limit: rules.max_message_bytes,
         });
     }
-    let header = check_integrity(batch)?;
+    let header =
+        check_integrity_with_crc(batch, |batch| crc.unwrap_or_else(|| compute_crc(batch)))?;
     if header.base_offset.0 != 0 {
         return Err(BatchError::invalid(format!(
             "The baseOffset of the record batch should be 0, but it is {}",
@@ -187,6 +202,7 @@ pub fn validate_produced(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::check_integrity;
     use crate::header::*;
     use crate::{build_uncompressed_batch, BatchBuilder, BatchWalk, Offset, RecordIter};
 

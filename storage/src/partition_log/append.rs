@@ -11,10 +11,11 @@ use tracing::{info, warn};
 
 use super::{now_ms, AppendInfo, CachedBatch, LogError, PartitionLog, WritePoint, LEADER_EPOCH};
 use crate::io::{align_up, write_small_file};
-use crate::limits::{BLOCK_BYTES, PREALLOCATE_STEP_BYTES, UNFLUSHED_MAX_BYTES};
+use crate::limits::{APPEND_PIECE_BYTES, BLOCK_BYTES, PREALLOCATE_STEP_BYTES, UNFLUSHED_MAX_BYTES};
 use crate::producer_state::SequenceCheck;
 use crate::record_batch::{
-    assign_offset, set_max_timestamp, stamp_log_append_time, validate_produced, BatchHeader,
+    assign_offset, compute_crc, set_max_timestamp, stamp_log_append_time,
+    validate_produced_with_crc, BatchHeader, ATTRIBUTES_AT,
 };
 use crate::segment::{index_file_name, segment_file_name, Segment};
 
@@ -24,7 +25,8 @@ impl PartitionLog {
     pub async fn append(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
         let now = now_ms();
         let rules = self.config.borrow().produce_rules;
-        let validated = validate_produced(batch, &rules, now)?;
+        let crc = checksum_in_pieces(batch).await;
+        let validated = validate_produced_with_crc(batch, &rules, now, crc)?;
         self.check_writable()?;
         let memory = self.context.memory.acquire(batch.len()).await;
         let total_bytes = batch.len() as u64;
@@ -36,6 +38,12 @@ impl PartitionLog {
             self.roll().await?;
         }
         self.reserve(total_bytes).await?;
+        // The one copy on the produce path: the stored batch differs from the produced one in
+        // its offset (and, for LogAppendTime or a header that understated its newest record,
+        // its max timestamp and CRC). Made before the state is borrowed, since it may yield.
+        let mut stored = copy_in_pieces(batch).await;
+        // The log may have gone offline or stalled while the copy yielded.
+        self.check_writable()?;
 
         let mut state = self.state.borrow_mut();
         let produced = validated.header;
@@ -56,10 +64,6 @@ impl PartitionLog {
             });
         }
         let base_offset = state.log_end_offset;
-        // The one copy on the produce path: the stored batch differs from the produced one in
-        // its offset (and, for LogAppendTime or a header that understated its newest record,
-        // its max timestamp and CRC).
-        let mut stored = BytesMut::from(batch);
         assign_offset(&mut stored, base_offset, LEADER_EPOCH);
         let log_append_time_ms = if rules.log_append_time {
             stamp_log_append_time(&mut stored, now);
@@ -269,5 +273,62 @@ impl PartitionLog {
         self.checkpoint_wanted.notify(usize::MAX);
         info!(directory = %self.directory.display(), base_offset = new_base.0, "segment rolled");
         Ok(())
+    }
+}
+
+/// The CRC-32C of a batch larger than one piece, computed a piece at a time with a chance to
+/// yield between pieces; `None` for a batch of one piece (validation computes it in one go).
+async fn checksum_in_pieces(batch: &[u8]) -> Option<u32> {
+    let covered = batch.get(ATTRIBUTES_AT..)?;
+    if batch.len() <= APPEND_PIECE_BYTES {
+        return None;
+    }
+    let mut crc = 0;
+    for piece in covered.chunks(APPEND_PIECE_BYTES) {
+        crc = crc32c::crc32c_append(crc, piece);
+        crate::dma::yield_if_needed().await;
+    }
+    debug_assert_eq!(crc, compute_crc(batch));
+    Some(crc)
+}
+
+/// A copy of `batch`, made a piece at a time with a chance to yield between pieces.
+async fn copy_in_pieces(batch: &[u8]) -> BytesMut {
+    if batch.len() <= APPEND_PIECE_BYTES {
+        return BytesMut::from(batch);
+    }
+    let mut copy = BytesMut::with_capacity(batch.len());
+    for piece in batch.chunks(APPEND_PIECE_BYTES) {
+        copy.extend_from_slice(piece);
+        crate::dma::yield_if_needed().await;
+    }
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn pieces_add_up_to_the_whole_batch_and_its_crc() {
+        let executor = glommio::LocalExecutorBuilder::default().make().unwrap();
+        executor.run(async {
+            for records in [1, 40, 65, 300] {
+                let batch = crate::record_batch::build_uncompressed_batch(records, 1000, 0);
+                let crc = checksum_in_pieces(&batch).await;
+                if batch.len() <= APPEND_PIECE_BYTES {
+                    assert_eq!(crc, None, "{} bytes are one piece", batch.len());
+                } else {
+                    assert_eq!(crc, Some(compute_crc(&batch)), "{} bytes", batch.len());
+                }
+                assert_eq!(&copy_in_pieces(&batch).await[..], &batch[..]);
+            }
+            assert_eq!(
+                checksum_in_pieces(&[0; 10]).await,
+                None,
+                "shorter than a header"
+            );
+        });
     }
 }
