@@ -247,6 +247,10 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         "1073741824",
         Kind::Long { min: 0 },
     ),
+    // Ours: log (with its stack) every time a shard runs this many milliseconds past its
+    // task queue's budget without yielding; 0 is off. A diagnostic: glommio samples the stack
+    // with a signal and a timer thread per shard.
+    ("shard_stall_threshold_ms", "0", Kind::Long { min: 0 }),
     ("tuning.profile", "", Kind::Text),
 ];
 
@@ -481,6 +485,14 @@ impl BrokerConfig {
 
     pub fn storage_min_free_bytes(&self) -> u64 {
         self.long("storage_min_free_bytes").max(0) as u64
+    }
+
+    /// `shard_stall_threshold_ms`, if stall detection is on.
+    pub fn shard_stall_threshold(&self) -> Option<Duration> {
+        u64::try_from(self.long("shard_stall_threshold_ms"))
+            .ok()
+            .filter(|milliseconds| *milliseconds > 0)
+            .map(Duration::from_millis)
     }
 
     pub fn topic_partitions_per_shard(&self) -> usize {

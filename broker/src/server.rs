@@ -368,7 +368,8 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
     }
     let listeners = Arc::new(Mutex::new(listeners));
     let admin = Arc::new(Mutex::new(admin));
-    let results = run_shards(&cores, io_memory, {
+    let stall_threshold = node.config.shard_stall_threshold();
+    let results = run_shards(&cores, io_memory, stall_threshold, {
         let node = node.clone();
         let shutdown = shutdown.clone();
         move |context: ShardContext<ShardMessage>| {

@@ -31,6 +31,39 @@ pub enum ShardingError {
 /// arrives within this time costs no wake-up syscall. Short, because spinning burns the core.
 pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
 
+/// Logs every time a task queue of a shard runs longer than its budget (the preemption period
+/// of the queues with work) plus `threshold` without yielding: glommio's stall detector, which
+/// samples the stalled thread's stack with a signal, so the log says where it was.
+#[derive(Debug)]
+struct StallLogger {
+    threshold: Duration,
+}
+
+impl glommio::StallDetectionHandler for StallLogger {
+    fn threshold(&self, _queue: glommio::TaskQueueHandle, _budget: Duration) -> Option<Duration> {
+        Some(self.threshold)
+    }
+
+    fn stall(&self, detection: glommio::StallDetection<'_>) {
+        STALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            executor = detection.executor,
+            queue = detection.queue_name,
+            over_budget_us = detection.overage.as_micros() as u64,
+            budget_us = detection.budget.as_micros() as u64,
+            backtrace = ?detection.trace,
+            "a shard ran past its budget without yielding"
+        );
+    }
+}
+
+static STALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Stalls the detector has logged in this process (see `run_shards`' `stall_threshold`).
+pub fn stalls_detected() -> u64 {
+    STALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What a shard's main function is given.
 pub struct ShardContext<M: Send + 'static> {
     pub shard: ShardId,
@@ -41,10 +74,12 @@ pub struct ShardContext<M: Send + 'static> {
 
 /// Runs `shard_main` on one executor per core in `cores`, pinned, and returns each shard's result
 /// in shard order once all have finished. `io_memory_bytes` is each executor's io_uring buffer
-/// arena (it counts against the locked-memory limit).
+/// arena (it counts against the locked-memory limit). With `stall_threshold`, a shard that runs
+/// that long past its budget without yielding is logged with its stack.
 pub fn run_shards<M, F, Fut, T>(
     cores: &[usize],
     io_memory_bytes: usize,
+    stall_threshold: Option<Duration>,
     shard_main: F,
 ) -> Result<Vec<T>, ShardingError>
 where
@@ -68,6 +103,9 @@ where
             .name(&format!("shard-{index}"))
             .io_memory(io_memory_bytes)
             .spin_before_park(SPIN_BEFORE_PARK)
+            .detect_stalls(stall_threshold.map(|threshold| {
+                Box::new(StallLogger { threshold }) as Box<dyn glommio::StallDetectionHandler>
+            }))
             .spawn(move || shard_main(context))
             .map_err(|error| ShardingError::ExecutorStart {
                 shard,
@@ -85,4 +123,30 @@ where
         );
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_shard_that_blocks_past_its_budget_is_reported() {
+        let cores = crate::cpu::allowed_cores();
+        let before = stalls_detected();
+        let results = run_shards::<u8, _, _, _>(
+            &cores[..1],
+            1 << 20,
+            Some(Duration::from_millis(5)),
+            |_| async {
+                // Blocks the shard's thread, as a long synchronous step would: six times the
+                // budget (the default queue's 100 ms preemption period) plus threshold, so a
+                // busy machine only makes the stall longer.
+                std::thread::sleep(Duration::from_millis(600));
+            },
+        )
+        .unwrap();
+        assert_eq!(results.len(), 1);
+        assert!(stalls_detected() > before, "no stall was reported");
+    }
 }

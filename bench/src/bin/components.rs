@@ -110,27 +110,28 @@ fn cross_shard_round_trip() {
         return;
     }
     const ROUND_TRIPS: u64 = 20_000;
-    let result = shards::run_shards::<u64, _, _, _>(&cores[..2], 1 << 20, |context| async move {
-        let Ok(mut mesh) = shards::Mesh::join(context.mesh).await else {
-            return None;
-        };
-        let receivers = mesh.take_receivers();
-        let (peer, receiver) = receivers.into_iter().next()?;
-        if context.shard == shards::ShardId(0) {
-            let started = Instant::now();
-            for round in 0..ROUND_TRIPS {
-                mesh.send_to(peer, round).await.ok()?;
-                receiver.recv().await?;
+    let result =
+        shards::run_shards::<u64, _, _, _>(&cores[..2], 1 << 20, None, |context| async move {
+            let Ok(mut mesh) = shards::Mesh::join(context.mesh).await else {
+                return None;
+            };
+            let receivers = mesh.take_receivers();
+            let (peer, receiver) = receivers.into_iter().next()?;
+            if context.shard == shards::ShardId(0) {
+                let started = Instant::now();
+                for round in 0..ROUND_TRIPS {
+                    mesh.send_to(peer, round).await.ok()?;
+                    receiver.recv().await?;
+                }
+                Some(started.elapsed())
+            } else {
+                for _ in 0..ROUND_TRIPS {
+                    let value = receiver.recv().await?;
+                    mesh.send_to(peer, value).await.ok()?;
+                }
+                None
             }
-            Some(started.elapsed())
-        } else {
-            for _ in 0..ROUND_TRIPS {
-                let value = receiver.recv().await?;
-                mesh.send_to(peer, value).await.ok()?;
-            }
-            None
-        }
-    });
+        });
     match result {
         Ok(results) => {
             if let Some(Some(elapsed)) = results.first() {
