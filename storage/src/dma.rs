@@ -243,12 +243,12 @@ impl DiskFile for DmaDiskFile {
     }
 }
 
-/// Sleeps on the shard's timer wheel (no thread, no syscall per sleeper).
 /// Lets other tasks of this shard run if this one has had its share of the CPU.
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
+/// Sleeps on the shard's timer wheel (no thread, no syscall per sleeper).
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await
 }

@@ -311,6 +311,13 @@ struct PhaseCount {
     simulated_disk: u64,
 }
 
+impl PhaseCount {
+    /// The broker's own instructions: all of them but the simulated disk's.
+    fn broker(&self) -> u64 {
+        self.total.saturating_sub(self.simulated_disk)
+    }
+}
+
 fn is_simulated_disk(function: &str) -> bool {
     function.starts_with("<storage::sim::")
 }
@@ -338,11 +345,16 @@ fn read_profile(text: &str) -> Result<PhaseCount, String> {
     };
     let mut count = PhaseCount::default();
     let mut total = None;
+    // A cost line starts with one column per position kind (`positions: line`, or
+    // `instr line` with --dump-instr=yes), then the events, of which Ir is the first.
+    let mut cost_column = 1;
     let mut caller_is_sim = false;
     let mut callee_is_sim = false;
     let mut call_cost_next = false;
     for line in text.lines() {
-        if let Some(spec) = line.strip_prefix("fn=") {
+        if let Some(kinds) = line.strip_prefix("positions:") {
+            cost_column = kinds.split_whitespace().count().max(1);
+        } else if let Some(spec) = line.strip_prefix("fn=") {
             caller_is_sim = is_simulated_disk(&resolve(spec));
         } else if let Some(spec) = line.strip_prefix("cfn=") {
             callee_is_sim = is_simulated_disk(&resolve(spec));
@@ -358,7 +370,7 @@ fn read_profile(text: &str) -> Result<PhaseCount, String> {
             if callee_is_sim && !caller_is_sim {
                 let cost: u64 = line
                     .split_whitespace()
-                    .nth(1)
+                    .nth(cost_column)
                     .and_then(|value| value.parse().ok())
                     .unwrap_or(0);
                 count.simulated_disk += cost;
@@ -473,18 +485,18 @@ fn main() -> Result<(), String> {
                     "requests": workload.requests,
                     "records_per_batch": workload.records_per_batch,
                     "value_bytes": args.value_bytes,
-                    "produce_ir_per_record": per_record(produce.total - produce.simulated_disk),
+                    "produce_ir_per_record": per_record(produce.broker()),
                     "produce_ir_per_record_with_simulated_disk": per_record(produce.total),
-                    "fetch_ir_per_record": per_record(fetch.total - fetch.simulated_disk),
+                    "fetch_ir_per_record": per_record(fetch.broker()),
                     "fetch_ir_per_record_with_simulated_disk": per_record(fetch.total),
                 })
             );
         } else {
             println!(
                 "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                per_record(produce.total - produce.simulated_disk),
+                per_record(produce.broker()),
                 per_record(produce.total),
-                per_record(fetch.total - fetch.simulated_disk),
+                per_record(fetch.broker()),
                 per_record(fetch.total),
             );
         }
@@ -540,5 +552,21 @@ summary: 147
         // the sim's call to itself.
         assert_eq!(count.simulated_disk, 40);
         assert!(read_profile("events: Ir\n").is_err());
+        // With instruction addresses dumped too, the cost is one column further right.
+        let with_addresses = "\
+positions: instr line
+events: Ir
+fn=(1) broker::append
+0x10 0 100
+cfn=(2) <storage::sim::SimDisk as storage::io::Disk>::open::{{closure}}
+calls=1 0x20 0
+0x10 0 25
+totals: 125
+";
+        let count = read_profile(with_addresses).unwrap();
+        assert_eq!(
+            (count.total, count.simulated_disk, count.broker()),
+            (125, 25, 100)
+        );
     }
 }

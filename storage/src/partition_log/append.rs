@@ -25,7 +25,7 @@ impl PartitionLog {
     pub async fn append(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
         let now = now_ms();
         let rules = self.config.borrow().produce_rules;
-        let crc = checksum_in_pieces(batch).await;
+        let crc = checksum_in_pieces(batch, rules.max_message_bytes).await;
         let validated = validate_produced_with_crc(batch, &rules, now, crc)?;
         self.check_writable()?;
         let memory = self.context.memory.acquire(batch.len()).await;
@@ -277,12 +277,19 @@ impl PartitionLog {
 }
 
 /// The CRC-32C of a batch larger than one piece, computed a piece at a time with a chance to
-/// yield between pieces; `None` for a batch of one piece (validation computes it in one go).
-async fn checksum_in_pieces(batch: &[u8]) -> Option<u32> {
-    let covered = batch.get(ATTRIBUTES_AT..)?;
-    if batch.len() <= APPEND_PIECE_BYTES {
+/// yield between pieces. `None` for a batch of one piece (validation computes it in one go)
+/// and for one that validation refuses before its CRC (too large, a header that does not
+/// parse, a length that does not match, an old magic): a batch is not checksummed in full
+/// just to be refused for its first bytes.
+async fn checksum_in_pieces(batch: &[u8], max_message_bytes: usize) -> Option<u32> {
+    if batch.len() <= APPEND_PIECE_BYTES || batch.len() > max_message_bytes {
         return None;
     }
+    let header = BatchHeader::parse(batch)?;
+    if header.total_bytes() != Some(batch.len()) || header.magic != 2 {
+        return None;
+    }
+    let covered = batch.get(ATTRIBUTES_AT..)?;
     let mut crc = 0;
     for piece in covered.chunks(APPEND_PIECE_BYTES) {
         crc = crc32c::crc32c_append(crc, piece);
@@ -316,7 +323,7 @@ mod tests {
         executor.run(async {
             for records in [1, 40, 65, 300] {
                 let batch = crate::record_batch::build_uncompressed_batch(records, 1000, 0);
-                let crc = checksum_in_pieces(&batch).await;
+                let crc = checksum_in_pieces(&batch, usize::MAX).await;
                 if batch.len() <= APPEND_PIECE_BYTES {
                     assert_eq!(crc, None, "{} bytes are one piece", batch.len());
                 } else {
@@ -325,9 +332,22 @@ mod tests {
                 assert_eq!(&copy_in_pieces(&batch).await[..], &batch[..]);
             }
             assert_eq!(
-                checksum_in_pieces(&[0; 10]).await,
+                checksum_in_pieces(&[0; 10], usize::MAX).await,
                 None,
                 "shorter than a header"
+            );
+            let large = crate::record_batch::build_uncompressed_batch(300, 1000, 0);
+            assert_eq!(
+                checksum_in_pieces(&large, large.len() - 1).await,
+                None,
+                "too large: refused before its CRC"
+            );
+            let mut lying = large.clone();
+            lying[8..12].copy_from_slice(&1_000_000i32.to_be_bytes());
+            assert_eq!(
+                checksum_in_pieces(&lying, usize::MAX).await,
+                None,
+                "a batchLength that does not match"
             );
         });
     }

@@ -341,8 +341,6 @@ impl State {
         }
     }
 
-    /// Drops cached batches that are durable, oldest first, while the cache holds more than
-    /// `keep` bytes. Returns the bytes dropped.
     /// The index in the recent-batch cache of the first batch that starts at `offset` or
     /// later. The cache holds consecutive batches in offset order (appended at the back,
     /// evicted from the front), so this is a binary search: a scan here ran over thousands of
@@ -359,6 +357,8 @@ impl State {
             .partition_point(|batch| batch.next_offset <= offset)
     }
 
+    /// Drops cached batches that are durable, oldest first, while the cache holds more than
+    /// `keep` bytes. Returns the bytes dropped.
     fn evict_recent(&mut self, keep: usize) -> usize {
         let mut dropped = 0;
         while self.recent_bytes > keep {

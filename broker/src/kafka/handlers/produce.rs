@@ -67,7 +67,8 @@ pub struct AppendPhase {
     acks: i16,
     version: i16,
     deadline: Instant,
-    /// When the append phase ended: the write and sync stages are timed from here.
+    /// When the append phase ended: the first partition's write and sync stages are timed
+    /// from here.
     appended_at: Instant,
     topics: Vec<(String, Vec<Appended>)>,
 }
@@ -201,6 +202,9 @@ impl AppendPhase {
         let version = self.version;
         let deadline = self.deadline;
         let mut responses = Vec::with_capacity(self.topics.len());
+        // The partitions are waited for one after another: each one's stages are timed from
+        // when the wait for it began, so none counts the waits before it.
+        let mut waiting_since = self.appended_at;
         for (name, partitions) in self.topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for appended in partitions {
@@ -209,9 +213,10 @@ impl AppendPhase {
                         let left = deadline.saturating_duration_since(Instant::now());
                         let waited = shards::task::timeout(
                             left,
-                            wait_timed(&self.metrics, &log, info.last_offset, self.appended_at),
+                            wait_timed(&self.metrics, &log, info.last_offset, waiting_since),
                         )
                         .await;
+                        waiting_since = Instant::now();
                         match waited {
                             Some(Ok(())) => Ok(info),
                             Some(Err(error)) => Err(PartitionError::from_log(&error)),
