@@ -248,9 +248,10 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
-/// Sleeps on the shard's timer wheel (no thread, no syscall per sleeper).
+/// Sleeps on the shard's timer wheel (no thread, no syscall per sleeper), through
+/// `shards::task::sleep`, which keeps a timer polled many times to one wheel entry.
 pub async fn sleep(duration: Duration) {
-    glommio::timer::sleep(duration).await
+    shards::task::sleep(duration).await
 }
 
 /// glommio refuses to start an executor with less locked memory than this.
