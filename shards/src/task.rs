@@ -214,14 +214,14 @@ mod tests {
             let counter = std::sync::Arc::new(CountingWaker(Default::default()));
             let waker = std::task::Waker::from(counter.clone());
             let mut context = std::task::Context::from_waker(&waker);
-            let mut sleep = Box::pin(Sleep::new(Duration::from_millis(20)));
+            let mut sleep = Box::pin(Sleep::new(Duration::from_millis(100)));
             for _ in 0..1000 {
                 assert!(sleep.as_mut().poll(&mut context).is_pending());
             }
             drop(sleep);
             // Past that deadline, every wheel entry those polls left behind wakes `waker`:
             // glommio's own timer, polled so and dropped, wakes it 999 times.
-            super::sleep(Duration::from_millis(40)).await;
+            super::sleep(Duration::from_millis(200)).await;
             assert_eq!(
                 counter.0.load(std::sync::atomic::Ordering::Relaxed),
                 0,

@@ -291,7 +291,8 @@ fn main() -> Result<(), String> {
         // size of the batches the throughput runs send).
         // Each file prepared first, then timed from when all of them start writing.
         let write_bytes: u64 = 128 << 10;
-        let share = (args.bytes / args.files.max(1) / 4).div_ceil(write_bytes) * write_bytes;
+        let share = ((args.bytes / args.files.max(1) / 4).div_ceil(write_bytes) * write_bytes)
+            .max(write_bytes);
         let mut files = Vec::new();
         for index in 0..args.files {
             let path = args.dir.join(format!("disk-ceiling-synced-{index}.scratch"));

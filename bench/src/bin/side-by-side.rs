@@ -467,7 +467,8 @@ struct ModeFigures {
     consume_records_s: f64,
     consume_mb_s: f64,
     max_mib_s: f64,
-    /// The broker's CPU time over the maximum-rate run, in cores (1.0: one core busy).
+    /// The broker's CPU time over the maximum-rate run, in cores (1.0: one core's worth; all
+    /// its threads count, the blocking pool's too).
     max_broker_cores: f64,
     rdkafka_mib_s: f64,
     half_rate: f64,
@@ -637,7 +638,7 @@ fn main() -> Result<(), String> {
          | disk fdatasync p99.9 (4 logs appending at once, as the 4 partitions below) | {concurrent_fsync:.0} us |\n\
          | loopback TCP ping-pong p99 | {ping:.0} us |\n\n\
          | figure | durable | relaxed | target |\n|---|---|---|---|\n\
-         | loadgen max throughput | {:.0} MiB/s = {:.0}% of disk, broker {:.0}% of its core busy | {:.0} MiB/s, broker {:.0}% busy | durable >= 80% of disk |\n\
+         | loadgen max throughput | {:.0} MiB/s = {:.0}% of disk, the broker using {:.0}% of a core | {:.0} MiB/s, the broker using {:.0}% of a core | durable >= 80% of disk |\n\
          | librdkafka producer throughput (closed loop) | {:.0} MiB/s | {:.0} MiB/s | |\n\
          | produce p99 at half max rate | {:.0} us | {:.0} us = {:.1}x ping-pong p99 | relaxed <= 3x ping-pong p99 |\n\
          | produce p99.9 at half max rate | {:.0} us = {:.1}x fdatasync p99.9 ({:.1}x the 4-log floor) | {:.0} us | durable <= 1.5x fdatasync p99.9 |\n\
