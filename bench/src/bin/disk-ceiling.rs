@@ -78,19 +78,26 @@ async fn write_bandwidth(
     Ok((writes * write_bytes as u64) as f64 / elapsed.as_secs_f64() / (1 << 20) as f64)
 }
 
-/// A new file at `path` of `bytes` whose blocks are all written (with zeros) and synced, as a
+/// Microseconds since `started`, at least 1 (the histograms start at 1 us).
+fn micros_since(started: Instant) -> u64 {
+    started.elapsed().max(Duration::from_micros(1)).as_micros() as u64
+}
+
+/// A new file at `path` of `bytes` whose blocks are all written (with `fill`, in
+/// `write_bytes` writes) and synced, so that later writes overwrite written blocks, as a
 /// log's prepared segment is.
 async fn prepared_file(
     path: &std::path::Path,
     bytes: u64,
     write_bytes: usize,
+    fill: u8,
 ) -> Result<std::rc::Rc<dyn storage::io::DiskFile>, String> {
     let file = DmaDisk.open(path, true).await.map_err(|e| e.to_string())?;
     file.allocate(bytes).await.map_err(|e| e.to_string())?;
-    let zeros = vec![0u8; write_bytes];
+    let block = vec![fill; write_bytes];
     let mut position = 0;
     while position < bytes {
-        file.write_blocks(position, &[&zeros])
+        file.write_blocks(position, &[&block])
             .await
             .map_err(|e| e.to_string())?;
         position += write_bytes as u64;
@@ -133,7 +140,7 @@ async fn append_syncs(path: std::path::PathBuf, count: u64) -> Result<Vec<u64>, 
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
         file.fdatasync().await.map_err(|e| e.to_string())?;
-        latencies.push(started.elapsed().max(Duration::from_micros(1)).as_micros() as u64);
+        latencies.push(micros_since(started));
     }
     std::fs::remove_file(&path).map_err(|error| error.to_string())?;
     Ok(latencies)
@@ -179,19 +186,9 @@ fn main() -> Result<(), String> {
 
         // Blocks written once, so the syncs below overwrite written blocks.
         let path = args.dir.join("disk-ceiling.scratch");
-        let file = DmaDisk.open(&path, true).await.map_err(|e| e.to_string())?;
         let area =
             (args.syncs * 4096).div_ceil(args.write_bytes as u64).max(1) * args.write_bytes as u64;
-        file.allocate(area).await.map_err(|e| e.to_string())?;
-        let block = vec![0x5au8; args.write_bytes];
-        let mut position = 0;
-        while position < area {
-            file.write_blocks(position, &[&block])
-                .await
-                .map_err(|e| e.to_string())?;
-            position += args.write_bytes as u64;
-        }
-        file.fdatasync().await.map_err(|e| e.to_string())?;
+        let file = prepared_file(&path, area, args.write_bytes, 0x5a).await?;
 
         let mut histogram = bench::latency_histogram();
         // The write alone is what a relaxed-mode acknowledgement waits for.
@@ -203,12 +200,10 @@ fn main() -> Result<(), String> {
             file.write_blocks(position, &[&small])
                 .await
                 .map_err(|e| e.to_string())?;
-            let micros = started.elapsed().max(Duration::from_micros(1)).as_micros() as u64;
-            writes.saturating_record(micros);
+            writes.saturating_record(micros_since(started));
             let started = Instant::now();
             file.fdatasync().await.map_err(|e| e.to_string())?;
-            let micros = started.elapsed().max(Duration::from_micros(1)).as_micros() as u64;
-            histogram.saturating_record(micros);
+            histogram.saturating_record(micros_since(started));
             position = (position + 4096) % area;
         }
         println!(
@@ -239,8 +234,7 @@ fn main() -> Result<(), String> {
             file.write_blocks(position, &[&small])
                 .await
                 .map_err(|e| e.to_string())?;
-            let micros = started.elapsed().max(Duration::from_micros(1)).as_micros() as u64;
-            behind_syncs.saturating_record(micros);
+            behind_syncs.saturating_record(micros_since(started));
             position = (position + 4096) % area;
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
@@ -296,7 +290,7 @@ fn main() -> Result<(), String> {
         let mut files = Vec::new();
         for index in 0..args.files {
             let path = args.dir.join(format!("disk-ceiling-synced-{index}.scratch"));
-            files.push((prepared_file(&path, share, write_bytes as usize).await?, path));
+            files.push((prepared_file(&path, share, write_bytes as usize, 0).await?, path));
         }
         let started = Instant::now();
         let tasks: Vec<_> = files

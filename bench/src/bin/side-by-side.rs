@@ -148,27 +148,22 @@ fn floors(dir: &Path) -> Result<Floors, String> {
         ],
     )?;
     let ping = run("pingpong", &["--round-trips".into(), "50000".into()])?;
+    let unreadable = || format!("unreadable: {disk}");
+    let disk_number = |key: &str| number_after(&disk, key).ok_or_else(unreadable);
+    // The p99.9 of the disk-ceiling line that `label` begins.
+    let p99_9_after = |label: &str| {
+        disk.split_once(label)
+            .and_then(|(_, after)| number_after(after, "p99.9"))
+            .ok_or_else(unreadable)
+    };
     Ok(Floors {
-        disk_mib_s: number_after(&disk, "sequential write:")
-            .ok_or(format!("unreadable: {disk}"))?,
-        synced_mib_s: number_after(&disk, "synced writes:").ok_or(format!("unreadable: {disk}"))?,
-        fsync_p99_9_us: number_after(&disk, "p99.9").ok_or(format!("unreadable: {disk}"))?,
-        append_fsync_p99_9_us: disk
-            .split_once("preallocated space:")
-            .and_then(|(_, after)| number_after(after, "p99.9"))
-            .ok_or(format!("unreadable: {disk}"))?,
-        concurrent_fsync_p99_9_us: disk
-            .split_once("logs at once:")
-            .and_then(|(_, after)| number_after(after, "p99.9"))
-            .ok_or(format!("unreadable: {disk}"))?,
-        write_p99_9_us: disk
-            .split_once("direct write over written blocks:")
-            .and_then(|(_, after)| number_after(after, "p99.9"))
-            .ok_or(format!("unreadable: {disk}"))?,
-        write_behind_syncs_p99_9_us: disk
-            .split_once("while fdatasync runs back to back:")
-            .and_then(|(_, after)| number_after(after, "p99.9"))
-            .ok_or(format!("unreadable: {disk}"))?,
+        disk_mib_s: disk_number("sequential write:")?,
+        synced_mib_s: disk_number("synced writes:")?,
+        fsync_p99_9_us: disk_number("p99.9")?,
+        append_fsync_p99_9_us: p99_9_after("preallocated space:")?,
+        concurrent_fsync_p99_9_us: p99_9_after("logs at once:")?,
+        write_p99_9_us: p99_9_after("direct write over written blocks:")?,
+        write_behind_syncs_p99_9_us: p99_9_after("while fdatasync runs back to back:")?,
         ping_p99_us: number_after(&ping, "p99 ").ok_or(format!("unreadable: {ping}"))?,
         ping_p99_9_us: number_after(&ping, "p99.9 ").ok_or(format!("unreadable: {ping}"))?,
     })

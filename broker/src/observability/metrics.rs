@@ -292,6 +292,22 @@ fn api_labels(shard: u16, api: &str) -> [(&'static str, String); 2] {
     [("shard", shard.to_string()), ("api", api.to_string())]
 }
 
+/// One labelled series of a histogram family.
+fn encode_histogram(
+    family: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &impl prometheus_client::encoding::EncodeLabelSet,
+    histogram: &HistogramSnapshot,
+) -> Result<(), std::fmt::Error> {
+    family
+        .encode_family(labels)?
+        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            histogram.sum,
+            histogram.count,
+            &histogram.buckets,
+            None,
+        )
+}
+
 impl Collector for Snapshots {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counters: [Family<ApiField>; 4] = [
@@ -336,16 +352,11 @@ impl Collector for Snapshots {
         )?;
         for snapshot in &self.0 {
             for api in &snapshot.apis {
-                let labels = api_labels(snapshot.shard, api.api);
-                let latency = &api.latency;
-                family
-                    .encode_family(&labels)?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                        latency.sum,
-                        latency.count,
-                        &latency.buckets,
-                        None,
-                    )?;
+                encode_histogram(
+                    &mut family,
+                    &api_labels(snapshot.shard, api.api),
+                    &api.latency,
+                )?;
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -361,14 +372,7 @@ impl Collector for Snapshots {
                     ("shard", snapshot.shard.to_string()),
                     ("stage", stage.to_string()),
                 ];
-                family
-                    .encode_family(&labels)?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                        histogram.sum,
-                        histogram.count,
-                        &histogram.buckets,
-                        None,
-                    )?;
+                encode_histogram(&mut family, &labels, histogram)?;
             }
         }
         let histograms: [Family<HistogramField>; 2] = [
@@ -386,16 +390,7 @@ impl Collector for Snapshots {
         for (name, help, field) in histograms {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
             for snapshot in &self.0 {
-                let histogram = field(snapshot);
-                let labels = shard_label(snapshot.shard);
-                family
-                    .encode_family(&labels)?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                        histogram.sum,
-                        histogram.count,
-                        &histogram.buckets,
-                        None,
-                    )?;
+                encode_histogram(&mut family, &shard_label(snapshot.shard), field(snapshot))?;
             }
         }
         let gauges: [Family<GaugeField>; 10] = [
