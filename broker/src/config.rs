@@ -251,6 +251,18 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
     // task queue's budget without yielding; 0 is off. A diagnostic: glommio samples the stack
     // with a signal and a timer thread per shard.
     ("shard_stall_threshold_ms", "0", Kind::Long { min: 0 }),
+    // Seastar's --idle-poll-time-us: how long an idle shard polls its rings before it sleeps
+    // in the kernel; -1 polls for ever (the core stays busy; give the broker cores of its own,
+    // since each fdatasync runs on an io_uring worker thread on the same core). Bounded: a
+    // finite value above a second would be polling for ever by another name.
+    (
+        "shard_idle_poll_us",
+        "50",
+        Kind::Bounded {
+            min: -1,
+            max: 1_000_000,
+        },
+    ),
     ("tuning.profile", "", Kind::Text),
 ];
 
@@ -495,6 +507,12 @@ impl BrokerConfig {
             .map(Duration::from_millis)
     }
 
+    /// `shard_idle_poll_us`: how long an idle shard polls before it sleeps (`Duration::MAX`
+    /// for -1, polling for ever).
+    pub fn shard_idle_poll(&self) -> Duration {
+        u64::try_from(self.long("shard_idle_poll_us")).map_or(Duration::MAX, Duration::from_micros)
+    }
+
     pub fn topic_partitions_per_shard(&self) -> usize {
         self.long("topic_partitions_per_shard").max(1) as usize
     }
@@ -635,6 +653,18 @@ mod tests {
         assert!(BrokerConfig::default()
             .set("message.max.bytes", "999999999999")
             .is_err());
+    }
+
+    #[test]
+    fn idle_poll_is_bounded_and_minus_one_polls_for_ever() {
+        let mut config = BrokerConfig::default();
+        assert_eq!(config.shard_idle_poll(), Duration::from_micros(50));
+        config.set("shard_idle_poll_us", "200").unwrap();
+        assert_eq!(config.shard_idle_poll(), Duration::from_micros(200));
+        config.set("shard_idle_poll_us", "-1").unwrap();
+        assert_eq!(config.shard_idle_poll(), Duration::MAX);
+        assert!(config.set("shard_idle_poll_us", "-2").is_err());
+        assert!(config.set("shard_idle_poll_us", "1000001").is_err());
     }
 
     #[test]

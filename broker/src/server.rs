@@ -368,8 +368,12 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
     }
     let listeners = Arc::new(Mutex::new(listeners));
     let admin = Arc::new(Mutex::new(admin));
-    let stall_threshold = node.config.shard_stall_threshold();
-    let results = run_shards(&cores, io_memory, stall_threshold, {
+    let executor_options = shards::ExecutorOptions {
+        io_memory_bytes: io_memory,
+        stall_threshold: node.config.shard_stall_threshold(),
+        idle_poll: node.config.shard_idle_poll(),
+    };
+    let results = run_shards(&cores, &executor_options, {
         let node = node.clone();
         let shutdown = shutdown.clone();
         move |context: ShardContext<ShardMessage>| {

@@ -13,7 +13,7 @@ pub mod pool;
 pub mod task;
 
 pub use mesh::Mesh;
-pub use pool::{run_shards, stalls_detected, ShardContext, ShardingError};
+pub use pool::{run_shards, stalls_detected, ExecutorOptions, ShardContext, ShardingError};
 
 /// Index of a shard on this node: shard `s` runs on the `s`-th core of the plan and listens on
 /// `base_port + s`.

@@ -27,9 +27,33 @@ pub enum ShardingError {
     ShardPanicked { shard: ShardId },
 }
 
-/// How long an idle executor spins before it parks on its eventfd: a cross-shard message that
-/// arrives within this time costs no wake-up syscall. Short, because spinning burns the core.
+/// How long an idle executor spins before it parks on its eventfd, by default: a cross-shard
+/// message or an I/O completion that arrives within this time costs no wake-up. Short, because
+/// spinning burns the core.
 pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+
+/// How each shard's executor runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The io_uring buffer arena (it counts against the locked-memory limit).
+    pub io_memory_bytes: usize,
+    /// With a threshold, a shard that runs that long past its budget without yielding is
+    /// logged with its stack.
+    pub stall_threshold: Option<Duration>,
+    /// How long an idle executor polls for work before it sleeps (`Duration::MAX`: it never
+    /// sleeps, and its core is always busy).
+    pub idle_poll: Duration,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            io_memory_bytes: 1 << 20,
+            stall_threshold: None,
+            idle_poll: SPIN_BEFORE_PARK,
+        }
+    }
+}
 
 /// Logs every time a task queue of a shard runs longer than its budget (the preemption period
 /// of the queues with work) plus `threshold` without yielding: glommio's stall detector, which
@@ -73,13 +97,10 @@ pub struct ShardContext<M: Send + 'static> {
 }
 
 /// Runs `shard_main` on one executor per core in `cores`, pinned, and returns each shard's result
-/// in shard order once all have finished. `io_memory_bytes` is each executor's io_uring buffer
-/// arena (it counts against the locked-memory limit). With `stall_threshold`, a shard that runs
-/// that long past its budget without yielding is logged with its stack.
+/// in shard order once all have finished.
 pub fn run_shards<M, F, Fut, T>(
     cores: &[usize],
-    io_memory_bytes: usize,
-    stall_threshold: Option<Duration>,
+    options: &ExecutorOptions,
     shard_main: F,
 ) -> Result<Vec<T>, ShardingError>
 where
@@ -101,9 +122,9 @@ where
         let shard_main = shard_main.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("shard-{index}"))
-            .io_memory(io_memory_bytes)
-            .spin_before_park(SPIN_BEFORE_PARK)
-            .detect_stalls(stall_threshold.map(|threshold| {
+            .io_memory(options.io_memory_bytes)
+            .spin_before_park(options.idle_poll)
+            .detect_stalls(options.stall_threshold.map(|threshold| {
                 Box::new(StallLogger { threshold }) as Box<dyn glommio::StallDetectionHandler>
             }))
             .spawn(move || shard_main(context))
@@ -136,8 +157,10 @@ mod tests {
         let before = stalls_detected();
         let results = run_shards::<u8, _, _, _>(
             &cores[..1],
-            1 << 20,
-            Some(Duration::from_millis(5)),
+            &ExecutorOptions {
+                stall_threshold: Some(Duration::from_millis(5)),
+                ..ExecutorOptions::default()
+            },
             |_| async {
                 // Blocks the shard's thread, as a long synchronous step would: six times the
                 // budget (the default queue's 100 ms preemption period) plus threshold, so a

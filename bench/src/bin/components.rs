@@ -110,8 +110,10 @@ fn cross_shard_round_trip() {
         return;
     }
     const ROUND_TRIPS: u64 = 20_000;
-    let result =
-        shards::run_shards::<u64, _, _, _>(&cores[..2], 1 << 20, None, |context| async move {
+    let result = shards::run_shards::<u64, _, _, _>(
+        &cores[..2],
+        &shards::ExecutorOptions::default(),
+        |context| async move {
             let Ok(mut mesh) = shards::Mesh::join(context.mesh).await else {
                 return None;
             };
@@ -131,7 +133,8 @@ fn cross_shard_round_trip() {
                 }
                 None
             }
-        });
+        },
+    );
     match result {
         Ok(results) => {
             if let Some(Some(elapsed)) = results.first() {
