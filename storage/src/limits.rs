@@ -22,6 +22,16 @@ pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
 /// syncs per 16 MiB commit the conversions instead of every one.
 pub const PREPARE_AHEAD_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The preparer stands aside while the log's writes average this many bytes or more: then
+/// writing every byte twice costs more than the extent conversions it saves, which large writes
+/// amortise. Measured on the development VM (ext4 on virtio, one file, each write followed by
+/// `fdatasync`, the zeros' own time counted): prepared blocks carried 418-445 MB/s against
+/// 305-325 MB/s fresh at 64 KiB per write, and 547-617 against 655-716 MB/s at 128 KiB; at
+/// 512 KiB, 1,054-1,089 against 1,394-1,756. At the broker's durable maximum (4 partitions,
+/// writes of 128 KiB batches) preparing cost a fifth of the throughput: 871-897 MB/s with it,
+/// 1,098 without. bench/README.md has the figures.
+pub const PREPARE_WRITE_BYTES_MAX: u64 = 96 * 1024;
+
 /// The smallest window the preparer keeps ahead; it grows with the active segment's size to
 /// `PREPARE_AHEAD_BYTES`, so a quiet partition costs 1 MiB of zeros, not 32.
 pub const PREPARE_WINDOW_MIN_BYTES: u64 = 1024 * 1024;

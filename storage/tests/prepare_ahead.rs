@@ -148,3 +148,42 @@ fn rolling_segments_while_preparing_keeps_every_batch_and_trims_each_segment() {
         );
     });
 }
+
+#[test]
+fn large_writes_make_the_preparer_stand_aside_until_writes_are_small_again() {
+    common::run(async {
+        let disk = SimDisk::new(13);
+        let window = 64 * 1024;
+        let context = common::simulated(&disk, 64 << 20).preparing_ahead(window);
+        let log = open(&context, 1 << 30, true).await;
+        let flusher = glommio::spawn_local(log.clone().run_flusher());
+        let logical = |batches: &[Vec<u8>]| -> u64 { batches.iter().map(|b| b.len() as u64).sum() };
+        let prepared = || disk.written_extent(&first_segment()).unwrap();
+        // Batches of about 128 KiB, one at a time: every write is above the preparer's bound,
+        // so once the average has risen past it, no zeros go ahead of the log.
+        for _ in 0..40 {
+            let batch = build_uncompressed_batch(128, 1000, common::now_ms());
+            assert!(batch.len() as u64 > storage::limits::PREPARE_WRITE_BYTES_MAX);
+            let info = log.append(&batch).await.unwrap();
+            log.wait_durable(Offset(info.last_offset.0 + 1))
+                .await
+                .unwrap();
+        }
+        let large = logical(&common::read_all(&log).await);
+        eventually(1_000, || false).await;
+        assert_eq!(
+            prepared(),
+            storage::io::align_up(large),
+            "nothing is prepared past the end of large writes"
+        );
+        // Small writes bring the average down and the preparer back.
+        produce(&log, 1, 20).await;
+        let small = logical(&common::read_all(&log).await);
+        assert!(
+            eventually(10_000, || prepared() >= small + window / 2).await,
+            "blocks up to {} of {small} logical bytes were written after small writes",
+            prepared()
+        );
+        drop(flusher);
+    });
+}

@@ -10,7 +10,9 @@
 //!   (`limits::PREPARE_AHEAD_BYTES`), so that the writer overwrites written blocks and the
 //!   `fdatasync` an acknowledgement waits for has no extent conversion to commit. It never
 //!   writes below the end of the appended batches, and the writer never writes over a zero
-//!   write in flight: it waits for it (`prepare_lock`).
+//!   write in flight: it waits for it (`prepare_lock`). It stands aside while the log's writes
+//!   are large (`limits::PREPARE_WRITE_BYTES_MAX`): they amortise their conversions, and the
+//!   zeros would take disk bandwidth from them.
 //!
 //! Failures: EIO (anything but ENOSPC) on a write or sync takes the log offline for good
 //! (fail-stop: after a failed `fdatasync` the kernel may have dropped the data it could not
@@ -27,7 +29,9 @@ use tracing::warn;
 
 use super::{now_ms, tail_of, FlushPolicy, LogError, PartitionLog, WritePoint};
 use crate::io::{align_down, align_up};
-use crate::limits::{PREPARE_CHUNK_BYTES, PREPARE_WINDOW_MIN_BYTES, RECENT_CACHE_BYTES};
+use crate::limits::{
+    PREPARE_CHUNK_BYTES, PREPARE_WINDOW_MIN_BYTES, PREPARE_WRITE_BYTES_MAX, RECENT_CACHE_BYTES,
+};
 use crate::recovery_point::{self, RecoveryPoint};
 
 /// How long a relaxed-mode log may hold written but unsynced data at most, whatever `flush.ms`
@@ -177,8 +181,8 @@ impl PartitionLog {
 
     /// Writes the next chunk of zeros ahead of the log end, if the active segment wants one:
     /// refilling starts when less than half of the window ahead is prepared (`filling` is false)
-    /// and goes on to the whole window (`filling` is true), within the allocated blocks.
-    /// Returns whether it wrote.
+    /// and goes on to the whole window (`filling` is true), within the allocated blocks, and
+    /// not while the log's writes are large. Returns whether it wrote.
     async fn prepare_chunk(&self, filling: bool) -> Result<bool, LogError> {
         let _prepare = self.prepare_lock.lock().await;
         if self.stopped() {
@@ -187,6 +191,9 @@ impl PartitionLog {
         let window = self.prepare_window_max();
         let (file, from, length) = {
             let mut state = self.state.borrow_mut();
+            if state.write_bytes_average >= PREPARE_WRITE_BYTES_MAX {
+                return Ok(false);
+            }
             let active = state.active();
             let end = align_up(active.size);
             // The window grows with the segment up to its full size: a partition that has
@@ -345,6 +352,8 @@ impl PartitionLog {
             progress: end_progress,
         };
         state.oldest_unsynced_ms.get_or_insert_with(now_ms);
+        state.write_bytes_average =
+            state.write_bytes_average - state.write_bytes_average / 8 + covered / 8;
         state.check_invariants();
         drop(state);
         self.written.notify(usize::MAX);

@@ -291,6 +291,9 @@ struct State {
     prepared: u64,
     /// Where the zero write in flight starts, if there is one: the writer does not write over it.
     zeroing_from: Option<u64>,
+    /// A moving average of the writer's write sizes (each write weighs an eighth): the
+    /// preparer stands aside while it is at `limits::PREPARE_WRITE_BYTES_MAX` or above.
+    write_bytes_average: u64,
 }
 
 impl State {

@@ -336,6 +336,7 @@ impl PartitionLog {
                 recovery_point_sequence: stored_point.sequence,
                 prepared: 0,
                 zeroing_from: None,
+                write_bytes_average: 0,
             }),
             append_lock: async_lock::Mutex::new(()),
             write_lock: async_lock::Mutex::new(()),
