@@ -6,6 +6,8 @@
 //! - `produce-probe`: an independent librdkafka producer that reports produce throughput and
 //!   produce-to-acknowledgement latency percentiles against any Kafka-compatible broker, closed
 //!   loop or at a fixed rate.
+//! - `raw-produce`: produce latency from a blocking socket with no client library.
+//! - `hiccups`: the pauses a spinning thread sees on each core, the machine's own floor.
 //! - `consume-probe`: a librdkafka consumer that reads one partition from its start and reports
 //!   fetch throughput.
 //!
