@@ -588,15 +588,12 @@ fn measure_mode(
         .collect()
     };
     let mut max_args = common("max");
-    // Four producers of 5 requests in flight each: with two, the 1.3 MiB in flight over a
-    // durable round trip of about 2 ms held the rate near 650 MB/s with the broker's core a
-    // fifth idle (Little's law), which measured the window, not the broker.
     max_args.extend(
         [
             "--rate",
             "max",
             "--producers",
-            "4",
+            PRODUCERS,
             "--linger-ms",
             "1",
             "--json",
@@ -615,6 +612,8 @@ fn measure_mode(
     half_args.extend([
         "--rate".to_string(),
         half_rate.to_string(),
+        "--producers".into(),
+        PRODUCERS.into(),
         "--consumers".into(),
         "1".into(),
         "--linger-ms".into(),
@@ -647,6 +646,9 @@ fn measure_mode(
         ],
     )?;
     let mib = |mb: f64| mb * 1e6 / (1 << 20) as f64;
+    // A mode writes tens of GB at today's rates: its data goes before the next mode starts.
+    drop(broker);
+    std::fs::remove_dir_all(dir.join(name)).ok();
     Ok(ModeFigures {
         fixed,
         consume_records_s: number_after(&consume, "s: ").unwrap_or(0.0),
@@ -660,6 +662,12 @@ fn measure_mode(
         e2e_p99_us: half["end_to_end_latency"]["p99_us"].as_f64().unwrap_or(0.0),
     })
 }
+
+/// loadgen producers in the maximum-rate and half-rate runs: four of 5 requests in flight
+/// each. With two, the 1.3 MiB in flight over a durable round trip of about 2 ms held the rate
+/// near 650 MB/s with the broker's core a fifth idle (Little's law), which measured the window,
+/// not the broker; and the half-rate run needs the window of the run it halves.
+const PRODUCERS: &str = "4";
 
 /// The fixed rates of the latency runs, records per second.
 const FIXED_RATES: [u64; 2] = [1_000, 10_000];
