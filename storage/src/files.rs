@@ -96,7 +96,8 @@ impl FileCache {
 #[derive(Debug, Default)]
 pub struct SpaceGuard {
     refusing: Cell<bool>,
-    /// Set by a log whose allocation or write hit ENOSPC, so the monitor looks again at once.
+    /// Set by a log whose allocation or write hit ENOSPC, or that freed space (retention), so
+    /// the monitor looks again at once.
     exhausted: Cell<bool>,
 }
 
@@ -118,7 +119,12 @@ impl SpaceGuard {
         self.exhausted.set(true);
     }
 
-    /// Takes the "a log hit ENOSPC" flag.
+    /// Space was freed: the monitor should look at it now rather than at its next tick.
+    pub fn note_freed(&self) {
+        self.exhausted.set(true);
+    }
+
+    /// Takes the "look at the free space now" flag.
     pub fn take_exhausted(&self) -> bool {
         self.exhausted.replace(false)
     }

@@ -62,6 +62,7 @@ pub mod record_batch {
 
 pub use partition_log::{
     AppendInfo, Fetched, FlushPolicy, LogConfig, LogContext, LogError, LogObserver, PartitionLog,
+    Retention,
 };
 pub use producer_state::{ProducerEntry, ProducerError};
 pub use record_format::{BatchError, BatchHeader, Offset, ProduceRules};

@@ -5,6 +5,10 @@
 //! an invalid batch there is corruption (the partition is refused and nothing is cut), while
 //! anything invalid above it may be what a power loss left of unsynced writes and is truncated.
 //!
+//! It also holds the log start offset (Kafka keeps it in log-start-offset-checkpoint): retention
+//! and DeleteRecords store it here before they remove a segment or show the new start to a
+//! client, so after a crash the log start is never below one that was acted on.
+//!
 //! Two slot files alternate (`recovery-point.0`, `.1`), each one checksummed envelope holding a
 //! sequence number: a write is in place and synced, and whatever a crash does to the slot being
 //! written, the other one still holds the previous recovery point. The newest valid slot wins.
@@ -15,9 +19,12 @@ use crate::io::{read_small_file, write_small_file, Disk, IoError};
 use crate::Offset;
 
 const MAGIC: &[u8; 4] = b"KRPT";
-const VERSION: u16 = 1;
+/// Version 2 added the log start; version 1 files (32-byte payloads) still open, with none.
+const VERSION: u16 = 2;
+const VERSION_1: u16 = 1;
 const SLOTS: [&str; 2] = ["recovery-point.0", "recovery-point.1"];
-const PAYLOAD_BYTES: usize = 32;
+const PAYLOAD_BYTES: usize = 40;
+const PAYLOAD_BYTES_V1: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecoveryPoint {
@@ -27,6 +34,9 @@ pub(crate) struct RecoveryPoint {
     /// The segment that holds `offset` and the byte position of `offset` in it.
     pub segment_base: Offset,
     pub position: u64,
+    /// Nothing below this offset may be read: the log start, which only moves forward. 0 in
+    /// a log that never moved it (the first segment's base then is the start).
+    pub log_start: Offset,
 }
 
 impl RecoveryPoint {
@@ -36,14 +46,17 @@ impl RecoveryPoint {
         payload.extend_from_slice(&self.offset.0.to_be_bytes());
         payload.extend_from_slice(&self.segment_base.0.to_be_bytes());
         payload.extend_from_slice(&self.position.to_be_bytes());
+        payload.extend_from_slice(&self.log_start.0.to_be_bytes());
         crate::envelope::seal(MAGIC, VERSION, &payload)
     }
 
     fn decode(file: &[u8]) -> Option<RecoveryPoint> {
-        let payload = crate::envelope::open(file, MAGIC, VERSION)?;
-        if payload.len() != PAYLOAD_BYTES {
-            return None;
-        }
+        let payload = match crate::envelope::open(file, MAGIC, VERSION) {
+            Some(payload) if payload.len() == PAYLOAD_BYTES => payload,
+            Some(_) => return None,
+            None => crate::envelope::open(file, MAGIC, VERSION_1)
+                .filter(|payload| payload.len() == PAYLOAD_BYTES_V1)?,
+        };
         let field =
             |index: usize| -> Option<[u8; 8]> { payload[index * 8..index * 8 + 8].try_into().ok() };
         let point = RecoveryPoint {
@@ -51,8 +64,13 @@ impl RecoveryPoint {
             offset: Offset(i64::from_be_bytes(field(1)?)),
             segment_base: Offset(i64::from_be_bytes(field(2)?)),
             position: u64::from_be_bytes(field(3)?),
+            log_start: match payload.len() {
+                PAYLOAD_BYTES => Offset(i64::from_be_bytes(field(4)?)),
+                _ => Offset(0),
+            },
         };
-        (point.offset >= point.segment_base && point.segment_base.0 >= 0).then_some(point)
+        (point.offset >= point.segment_base && point.segment_base.0 >= 0 && point.log_start.0 >= 0)
+            .then_some(point)
     }
 }
 
@@ -109,6 +127,7 @@ mod tests {
             offset: Offset(1234),
             segment_base: Offset(1000),
             position: 8192,
+            log_start: Offset(700),
         };
         let bytes = point.encode();
         assert_eq!(RecoveryPoint::decode(&bytes), Some(point));
@@ -120,6 +139,40 @@ mod tests {
             damaged[position] ^= 0x20;
             assert_eq!(RecoveryPoint::decode(&damaged), None, "byte {position}");
         }
+    }
+
+    #[test]
+    fn version_1_points_open_with_no_log_start() {
+        let mut payload = Vec::new();
+        for field in [4u64, 120, 100, 4096] {
+            payload.extend_from_slice(&field.to_be_bytes());
+        }
+        let file = crate::envelope::seal(MAGIC, VERSION_1, &payload);
+        assert_eq!(
+            RecoveryPoint::decode(&file),
+            Some(RecoveryPoint {
+                sequence: 4,
+                offset: Offset(120),
+                segment_base: Offset(100),
+                position: 4096,
+                log_start: Offset(0),
+            })
+        );
+        // A version 2 header on a version 1 payload is damage, not an old file.
+        let file = crate::envelope::seal(MAGIC, VERSION, &payload);
+        assert_eq!(RecoveryPoint::decode(&file), None);
+    }
+
+    #[test]
+    fn a_negative_log_start_is_refused() {
+        let point = RecoveryPoint {
+            sequence: 1,
+            offset: Offset(10),
+            segment_base: Offset(0),
+            position: 100,
+            log_start: Offset(-1),
+        };
+        assert_eq!(RecoveryPoint::decode(&point.encode()), None);
     }
 
     #[test]
@@ -135,6 +188,7 @@ mod tests {
                     offset: Offset(sequence as i64 * 10),
                     segment_base: Offset(0),
                     position: sequence * 100,
+                    log_start: Offset(sequence as i64),
                 };
                 store(&disk, directory, &point).await.unwrap();
             }

@@ -31,7 +31,7 @@ fuzz_target!(|input: &[u8]| {
         };
         let _ = validate_produced(data, &rules, 1_700_000_000_000);
     }
-    let _ = first_offset_at_or_after(data, 0);
+    let _ = first_offset_at_or_after(data, 0, record_format::Offset(0));
     for (header, range) in BatchWalk::new(data) {
         if let Ok(section) = records_section(&data[range]) {
             let count = usize::try_from(header.records_count)

@@ -296,25 +296,28 @@ pub fn records_section(batch: &[u8]) -> Result<Cow<'_, [u8]>, BatchError> {
     Ok(Cow::Owned(decompressed))
 }
 
-/// The offset and timestamp of the first record whose timestamp is at least `target_ms`
-/// (ListOffsets by timestamp), reading through the codec for compressed batches.
-pub fn first_offset_at_or_after(batch: &[u8], target_ms: i64) -> Option<(Offset, i64)> {
+/// The offset and timestamp of the first record at or after offset `floor` whose timestamp is
+/// at least `target_ms` (ListOffsets by timestamp; the floor is the log start, which may fall
+/// inside a batch), reading through the codec for compressed batches.
+pub fn first_offset_at_or_after(
+    batch: &[u8],
+    target_ms: i64,
+    floor: Offset,
+) -> Option<(Offset, i64)> {
     let header = BatchHeader::parse(batch)?;
-    if header.max_timestamp < target_ms {
+    if header.max_timestamp < target_ms || header.last_offset() < floor {
         return None;
     }
     if header.is_log_append_time() {
-        return Some((header.base_offset, header.max_timestamp));
+        return Some((header.base_offset.max(floor), header.max_timestamp));
     }
     let records = records_section(batch).ok()?;
     for record in RecordIter::new(&records, usize::try_from(header.records_count).ok()?) {
         let record = record.ok()?;
         let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
-        if timestamp >= target_ms {
-            return Some((
-                Offset(header.base_offset.0.saturating_add(record.offset_delta)),
-                timestamp,
-            ));
+        let offset = Offset(header.base_offset.0.saturating_add(record.offset_delta));
+        if timestamp >= target_ms && offset >= floor {
+            return Some((offset, timestamp));
         }
     }
     None

@@ -542,15 +542,24 @@ mod tests {
             let mut batch = builder.finish_compressed(codec).unwrap();
             assign_offset(&mut batch, Offset(50), 0);
             assert_eq!(
-                crate::first_offset_at_or_after(&batch, 0),
+                crate::first_offset_at_or_after(&batch, 0, Offset(0)),
                 Some((Offset(50), 100))
             );
             assert_eq!(
-                crate::first_offset_at_or_after(&batch, 103),
+                crate::first_offset_at_or_after(&batch, 0, Offset(52)),
+                Some((Offset(52), 102)),
+                "a log start inside the batch hides the records below it"
+            );
+            assert_eq!(crate::first_offset_at_or_after(&batch, 0, Offset(55)), None);
+            assert_eq!(
+                crate::first_offset_at_or_after(&batch, 103, Offset(0)),
                 Some((Offset(53), 103)),
                 "{codec:?}"
             );
-            assert_eq!(crate::first_offset_at_or_after(&batch, 105), None);
+            assert_eq!(
+                crate::first_offset_at_or_after(&batch, 105, Offset(0)),
+                None
+            );
         }
     }
 

@@ -438,6 +438,7 @@ impl PartitionLog {
                 offset: state.durable.offset,
                 segment_base: state.active().base_offset,
                 position: state.durable.end_position(),
+                log_start: state.log_start_stored,
             }
         };
         recovery_point::store(&*self.context.disk, &self.directory, &point)

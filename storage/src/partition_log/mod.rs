@@ -35,6 +35,7 @@ mod append;
 mod flusher;
 mod open;
 mod read;
+mod retention;
 mod snapshots;
 
 use std::cell::{Cell, RefCell};
@@ -57,6 +58,7 @@ use crate::segment::Segment;
 use crate::Offset;
 
 pub use read::Fetched;
+pub use retention::Retention;
 
 /// Single-node logs have one leader epoch for their whole life; replication will bump it.
 pub const LEADER_EPOCH: i32 = 0;
@@ -131,6 +133,9 @@ pub struct LogConfig {
     pub producer_id_expiration_ms: i64,
     /// `log.flush.offset.checkpoint.interval.ms`: how often the recovery point is written.
     pub recovery_point_interval: Duration,
+    /// `retention.ms` and `retention.bytes` where `cleanup.policy` includes `delete`;
+    /// unlimited otherwise.
+    pub retention: Retention,
 }
 
 impl Default for LogConfig {
@@ -148,6 +153,7 @@ impl Default for LogConfig {
             },
             producer_id_expiration_ms: 86_400_000,
             recovery_point_interval: Duration::from_secs(5),
+            retention: Retention::UNLIMITED,
         }
     }
 }
@@ -264,6 +270,10 @@ struct State {
     /// The active (last) segment's file, open for the life of the segment.
     active_file: Rc<dyn DiskFile>,
     log_start_offset: Offset,
+    /// The highest log start a recovery-point write has carried, whether or not it completed
+    /// (its caller may have been cancelled at that await): every later recovery point carries
+    /// at least this, so a start that may have reached the disk is never written back lower.
+    log_start_stored: Offset,
     log_end_offset: Offset,
     /// After the last completed write.
     written: WritePoint,

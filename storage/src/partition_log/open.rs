@@ -85,6 +85,7 @@ impl PartitionLog {
                 offset: Offset(0),
                 segment_base: Offset(0),
                 position: 0,
+                log_start: Offset(0),
             };
             recovery_point::store(&*disk, directory, &point).await?;
             recovery_point = Some(point);
@@ -92,6 +93,26 @@ impl PartitionLog {
                 .await?;
             disk.sync_directory(directory).await?;
             bases.push(Offset(0));
+        }
+
+        // Segments wholly below the stored log start are what a retention pass or DeleteRecords
+        // was removing when the process stopped (`retention`): finish that first.
+        let stored_start = recovery_point.map_or(Offset(0), |point| point.log_start);
+        let below_start = bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= stored_start)
+            .count();
+        if below_start > 0 {
+            for base in bases.drain(..below_start) {
+                super::retention::remove_segment_files(context, directory, base).await?;
+            }
+            disk.sync_directory(directory).await?;
+            info!(
+                directory = %directory.display(),
+                segments_removed = below_start,
+                log_start_offset = stored_start.0,
+                "removed segments below the log start"
+            );
         }
 
         // Sizes first: which segment is the last to hold anything decides what recovery may
@@ -212,7 +233,10 @@ impl PartitionLog {
         }
         let (log_start_offset, log_end_offset) =
             match (kept.values().next(), kept.values().next_back()) {
-                (Some(first), Some(last)) => (first.base_offset, last.next_offset),
+                (Some(first), Some(last)) => (
+                    first.base_offset.max(stored_start).min(last.next_offset),
+                    last.next_offset,
+                ),
                 _ => unreachable!("recovery keeps at least the first segment"),
             };
         if let Some(point) = recovery_point {
@@ -289,6 +313,7 @@ impl PartitionLog {
                 offset: log_end_offset,
                 segment_base: active_base,
                 position: active_size,
+                log_start: log_start_offset,
             };
             recovery_point::store(&*disk, directory, &point).await?;
             stored_point = Some(point);
@@ -298,6 +323,7 @@ impl PartitionLog {
             offset: log_end_offset,
             segment_base: active_base,
             position: active_size,
+            log_start: log_start_offset,
         });
         info!(
             directory = %directory.display(),
@@ -321,6 +347,7 @@ impl PartitionLog {
                 segments,
                 active_file,
                 log_start_offset,
+                log_start_stored: log_start_offset,
                 log_end_offset,
                 written_high: write_point.offset,
                 written: write_point.clone(),

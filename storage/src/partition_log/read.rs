@@ -138,7 +138,18 @@ impl PartitionLog {
             )
         };
         let (path, active, start, disk_end) = disk_plan;
-        let file = self.segment_file(&path, active).await?;
+        let file = match self.segment_file(&path, active).await {
+            // Retention or DeleteRecords removed the segment after the read found it.
+            Err(LogError::Io(error)) if error.is_not_found() && from < self.log_start_offset() => {
+                let state = self.state.borrow();
+                return Err(LogError::OffsetOutOfRange {
+                    requested: from,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.log_end_offset,
+                });
+            }
+            file => file?,
+        };
         read_batches_from_disk(
             &self.context.memory,
             wait_for_memory,
@@ -152,38 +163,53 @@ impl PartitionLog {
         .await
     }
 
-    /// The first offset whose record timestamp is at least `target_ms`, with that timestamp, or
-    /// `None` if every record is older (ListOffsets by timestamp).
+    /// The first offset at or after the log start whose record timestamp is at least
+    /// `target_ms`, with that timestamp, or `None` if every record is older (ListOffsets by
+    /// timestamp).
     pub async fn offset_for_timestamp(
         &self,
         target_ms: i64,
     ) -> Result<Option<(Offset, i64)>, LogError> {
-        let plan = {
-            let state = self.state.borrow();
-            let Some(segment) = state
-                .segments
-                .values()
-                .find(|segment| segment.max_timestamp >= target_ms)
-            else {
-                return Ok(None);
+        match self.offset_for_timestamp_once(target_ms).await {
+            // Retention removed the segment after the lookup chose it: look again.
+            Err(LogError::Io(error)) if error.is_not_found() => {
+                self.offset_for_timestamp_once(target_ms).await
+            }
+            found => found,
+        }
+    }
+
+    async fn offset_for_timestamp_once(
+        &self,
+        target_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
+        let plan =
+            {
+                let state = self.state.borrow();
+                let floor = state.log_start_offset;
+                let Some(segment) = state.segments.values().find(|segment| {
+                    segment.max_timestamp >= target_ms && segment.next_offset > floor
+                }) else {
+                    return Ok(None);
+                };
+                (
+                    segment.path().to_path_buf(),
+                    segment.position_for_timestamp(target_ms),
+                    state.readable_end(segment),
+                    state.is_active(segment),
+                    floor,
+                )
             };
-            (
-                segment.path().to_path_buf(),
-                segment.position_for_timestamp(target_ms),
-                state.readable_end(segment),
-                state.is_active(segment),
-            )
-        };
-        let (path, mut position, disk_end, is_active) = plan;
+        let (path, mut position, disk_end, is_active, floor) = plan;
         let file = self.segment_file(&path, is_active).await?;
         while position < disk_end {
             let length = ((disk_end - position) as usize).min(SCAN_CHUNK_BYTES);
             let _memory = self.context.memory.acquire(length).await;
             let chunk = file.read(position, length).await?;
             let mut walk = BatchWalk::new(&chunk);
-            for (header, range) in walk.by_ref() {
-                if header.max_timestamp >= target_ms {
-                    return Ok(first_offset_at_or_after(&chunk[range], target_ms));
+            for (_, range) in walk.by_ref() {
+                if let Some(found) = first_offset_at_or_after(&chunk[range], target_ms, floor) {
+                    return Ok(Some(found));
                 }
             }
             if walk.position() == 0 {
@@ -194,7 +220,7 @@ impl PartitionLog {
         if is_active {
             let state = self.state.borrow();
             for batch in state.recent.iter() {
-                if let Some(found) = first_offset_at_or_after(&batch.bytes, target_ms) {
+                if let Some(found) = first_offset_at_or_after(&batch.bytes, target_ms, floor) {
                     return Ok(Some(found));
                 }
             }
