@@ -5,12 +5,12 @@
 //! override any property below; TOML's dotted keys (`num.partitions = 3`) read as Kafka's names.
 //! Topic configs fall back to the broker's `log.*` defaults, as in Kafka.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use storage::{FlushPolicy, LogConfig, ProduceRules};
+use storage::{FlushPolicy, LogConfig, ProduceRules, Retention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -251,6 +251,16 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
     // task queue's budget without yielding; 0 is off. A diagnostic: glommio samples the stack
     // with a signal and a timer thread per shard.
     ("shard_stall_threshold_ms", "0", Kind::Long { min: 0 }),
+    // Retention, with Kafka's names and defaults: `log.retention.ms` (a topic default, above)
+    // wins over `.minutes`, which wins over `.hours`; how often the shards look for segments
+    // to delete.
+    ("log.retention.hours", "168", Kind::Long { min: -1 }),
+    ("log.retention.minutes", "10080", Kind::Long { min: -1 }),
+    (
+        "log.retention.check.interval.ms",
+        "300000",
+        Kind::Long { min: 1 },
+    ),
     // Seastar's --idle-poll-time-us: how long an idle shard polls its rings before it sleeps
     // in the kernel; -1 polls for ever (the core stays busy; give the broker cores of its own,
     // since each fdatasync runs on an io_uring worker thread on the same core). Bounded: a
@@ -345,6 +355,10 @@ pub struct GroupSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     properties: BTreeMap<String, String>,
+    /// The properties given a value (the rest hold their defaults): where Kafka lets one
+    /// property stand in for another unless that one is set (`log.retention.ms` over
+    /// `.minutes` over `.hours`).
+    explicit: BTreeSet<String>,
 }
 
 impl Default for BrokerConfig {
@@ -358,7 +372,10 @@ impl Default for BrokerConfig {
                 properties.insert(broker_name.to_string(), definition.default.to_string());
             }
         }
-        BrokerConfig { properties }
+        BrokerConfig {
+            properties,
+            explicit: BTreeSet::new(),
+        }
     }
 }
 
@@ -381,6 +398,7 @@ impl BrokerConfig {
         check_value(name, kind, value)?;
         self.properties
             .insert(name.to_string(), value.trim().to_string());
+        self.explicit.insert(name.to_string());
         Ok(())
     }
 
@@ -529,6 +547,24 @@ impl BrokerConfig {
         self.long("socket.request.max.bytes") as usize
     }
 
+    /// The broker's default `retention.ms`, Kafka's way: `log.retention.ms` if set, else
+    /// `log.retention.minutes` if set, else `log.retention.hours`; negative means unlimited.
+    pub fn log_retention_ms(&self) -> i64 {
+        let set = |name: &str| self.explicit.contains(name);
+        let value = if set("log.retention.ms") {
+            self.long("log.retention.ms")
+        } else if set("log.retention.minutes") {
+            self.long("log.retention.minutes").saturating_mul(60_000)
+        } else {
+            self.long("log.retention.hours").saturating_mul(3_600_000)
+        };
+        if value < 0 {
+            -1
+        } else {
+            value
+        }
+    }
+
     /// A topic's effective value of config `name`: its override, else the broker default.
     pub fn topic_value(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
         let definition = TOPIC_CONFIGS
@@ -536,6 +572,9 @@ impl BrokerConfig {
             .find(|definition| definition.name == name)?;
         if let Some(value) = overrides.get(name) {
             return Some(value.clone());
+        }
+        if name == "retention.ms" {
+            return Some(self.log_retention_ms().to_string());
         }
         Some(
             definition
@@ -605,6 +644,17 @@ impl BrokerConfig {
                 self.long("log.flush.offset.checkpoint.interval.ms").max(1) as u64,
             ),
             producer_id_expiration_ms: self.long("producer.id.expiration.ms"),
+            retention: if self
+                .topic_value(overrides, "cleanup.policy")
+                .is_some_and(|value| value.split(',').any(|policy| policy.trim() == "delete"))
+            {
+                Retention {
+                    ms: long("retention.ms"),
+                    bytes: long("retention.bytes"),
+                }
+            } else {
+                Retention::UNLIMITED
+            },
         }
     }
 }
@@ -653,6 +703,51 @@ mod tests {
         assert!(BrokerConfig::default()
             .set("message.max.bytes", "999999999999")
             .is_err());
+    }
+
+    #[test]
+    fn retention_defaults_follow_kafkas_precedence_and_policy() {
+        let mut config = BrokerConfig::default();
+        let none = BTreeMap::new();
+        assert_eq!(config.log_retention_ms(), 168 * 3_600_000);
+        assert_eq!(
+            config.log_config(&none).retention,
+            Retention {
+                ms: 168 * 3_600_000,
+                bytes: -1
+            }
+        );
+        config.set("log.retention.hours", "2").unwrap();
+        assert_eq!(config.log_retention_ms(), 2 * 3_600_000);
+        config.set("log.retention.minutes", "3").unwrap();
+        assert_eq!(
+            config.log_retention_ms(),
+            3 * 60_000,
+            "minutes win over hours"
+        );
+        config.set("log.retention.ms", "4000").unwrap();
+        assert_eq!(config.log_retention_ms(), 4000, "ms wins over both");
+        config.set("log.retention.ms", "-1").unwrap();
+        assert_eq!(config.log_retention_ms(), -1);
+        let overrides = BTreeMap::from([
+            ("retention.ms".to_string(), "60000".to_string()),
+            ("retention.bytes".to_string(), "1024".to_string()),
+        ]);
+        assert_eq!(
+            config.log_config(&overrides).retention,
+            Retention {
+                ms: 60000,
+                bytes: 1024
+            }
+        );
+        let mut compacted = overrides.clone();
+        compacted.insert("cleanup.policy".into(), "compact".into());
+        assert_eq!(
+            config.log_config(&compacted).retention,
+            Retention::UNLIMITED
+        );
+        compacted.insert("cleanup.policy".into(), "compact,delete".into());
+        assert_eq!(config.log_config(&compacted).retention.bytes, 1024);
     }
 
     #[test]

@@ -466,6 +466,7 @@ async fn shard_main(
         crate::connections::accept_loop(shard.clone(), listener),
     );
     let housekeeping = spawn_in(Queue::Background, shard.clone().run_housekeeping());
+    let retention = spawn_in(Queue::Background, shard.clone().run_retention());
     let group_clock = spawn_in(Queue::Background, {
         let shard = shard.clone();
         async move {
@@ -482,6 +483,7 @@ async fn shard_main(
     shard.connections.drain(SHUTDOWN_DRAIN_TIMEOUT).await;
     drop(group_clock);
     drop(housekeeping);
+    drop(retention);
     let clean = shard.close_logs().await;
     info!(shard = %id, clean, "shard stopped");
     clean

@@ -304,6 +304,29 @@ impl Shard {
         }
     }
 
+    /// Retention, for the shard's life: every `log.retention.check.interval.ms`, each owned
+    /// log whose `cleanup.policy` includes `delete` drops the sealed segments its
+    /// `retention.ms` and `retention.bytes` no longer keep. It runs on a full disk too, which
+    /// is how the space comes back.
+    pub async fn run_retention(self: Rc<Self>) {
+        let interval = self.node.config.millis("log.retention.check.interval.ms");
+        loop {
+            shards::task::sleep(interval).await;
+            for log in self.owned_logs() {
+                let before = log.log_start_offset();
+                match log.enforce_retention(crate::clock::now_ms()).await {
+                    Ok(after) if after > before => {
+                        self.log_context.space.note_freed();
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        warn!(directory = %log.directory().display(), %error, "retention failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Refuses appends while free space is below the threshold, takes them again above it, and
     /// (shard 0) keeps the data directory's space reserve in place when there is room for it.
     async fn check_disk_space(&self) {
