@@ -83,6 +83,14 @@ impl MemoryBudget {
         }
     }
 
+    /// A grant for `bytes` now, only if at least half the budget stays free after it, and
+    /// without reclaiming anything: for reads made on speculation (read-ahead), which must
+    /// not push out what others hold or wait for.
+    pub fn try_acquire_spare(self: &Rc<Self>, bytes: usize) -> Option<MemoryGrant> {
+        let left = self.available.get().checked_sub(bytes)?;
+        (left >= self.total / 2).then(|| self.take(bytes))
+    }
+
     /// A grant for `bytes` now, if they are free (after reclaiming caches).
     pub fn try_acquire(self: &Rc<Self>, bytes: usize) -> Option<MemoryGrant> {
         if self.available.get() < bytes {

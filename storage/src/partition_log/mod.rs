@@ -35,6 +35,7 @@ mod append;
 mod flusher;
 mod open;
 mod read;
+mod read_ahead;
 mod retention;
 mod snapshots;
 
@@ -512,6 +513,11 @@ pub struct PartitionLog {
     closed: Cell<bool>,
     gate: Gate,
     observer: RefCell<Option<Rc<dyn LogObserver>>>,
+    /// The disk read made ahead of an in-order consumer (`read_ahead`), and its changes.
+    read_ahead: RefCell<read_ahead::ReadAhead>,
+    read_ahead_moved: Event,
+    /// The log itself, for the background reads it starts.
+    me: std::rc::Weak<PartitionLog>,
 }
 
 fn now_ms() -> i64 {
@@ -542,9 +548,22 @@ fn tail_of(parts: &[Bytes], length: usize) -> Bytes {
 
 impl Reclaim for PartitionLog {
     fn reclaim(&self, wanted: usize) -> usize {
+        // A ready read-ahead is speculation: it goes first.
+        let read_ahead = {
+            let mut slot = self.read_ahead.borrow_mut();
+            let held = slot.held_bytes();
+            if held > 0 {
+                *slot = read_ahead::ReadAhead::Idle;
+            }
+            held
+        };
+        if read_ahead >= wanted {
+            return read_ahead;
+        }
+        let wanted = wanted - read_ahead;
         let mut state = self.state.borrow_mut();
         let keep = state.recent_bytes.saturating_sub(wanted);
-        state.evict_recent(keep)
+        read_ahead + state.evict_recent(keep)
     }
 }
 

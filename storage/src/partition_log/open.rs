@@ -339,7 +339,10 @@ impl PartitionLog {
             tail_block,
             progress: Progress::default(),
         };
-        let log = Rc::new(PartitionLog {
+        let log = Rc::new_cyclic(|me| PartitionLog {
+            me: me.clone(),
+            read_ahead: std::cell::RefCell::new(super::read_ahead::ReadAhead::Idle),
+            read_ahead_moved: event_listener::Event::new(),
             directory: directory.to_path_buf(),
             context: context.clone(),
             config: std::cell::RefCell::new(config),

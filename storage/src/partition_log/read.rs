@@ -138,6 +138,9 @@ impl PartitionLog {
             )
         };
         let (path, active, start, disk_end) = disk_plan;
+        if let Some(fetched) = self.take_read_ahead(&path, from, max_bytes, upper).await {
+            return Ok(fetched);
+        }
         let file = match self.segment_file(&path, active).await {
             // Retention or DeleteRecords removed the segment after the read found it.
             Err(LogError::Io(error)) if error.is_not_found() && from < self.log_start_offset() => {
@@ -150,7 +153,7 @@ impl PartitionLog {
             }
             file => file?,
         };
-        read_batches_from_disk(
+        let (fetched, after) = read_batches_from_disk(
             &self.context.memory,
             wait_for_memory,
             &*file,
@@ -160,7 +163,12 @@ impl PartitionLog {
             max_bytes,
             upper,
         )
-        .await
+        .await?;
+        if let Some((position, next)) = after {
+            let length = read_length(u64::MAX, max_bytes);
+            self.start_read_ahead(path, file, position, next, disk_end, length);
+        }
+        Ok(fetched)
     }
 
     /// The first offset at or after the log start whose record timestamp is at least
@@ -263,6 +271,56 @@ async fn grant_for_read(
     }
 }
 
+/// Where the batches wanted from a chunk of a segment are: `Found` a contiguous run of whole
+/// batches holding offsets `from..` (stopping before `upper` and after about `max_bytes`, the
+/// first batch whole even if larger), at `first..end` of the chunk, with the offset after it;
+/// or only batches below `from`, `Skipped` up to that position; or `Nothing` that walks.
+pub(super) enum Run {
+    Found {
+        first: usize,
+        end: usize,
+        next: Offset,
+    },
+    Skipped(usize),
+    Nothing,
+}
+
+pub(super) fn walk_run(chunk: &[u8], from: Offset, max_bytes: usize, upper: Offset) -> Run {
+    let mut first: Option<usize> = None;
+    let mut end = 0usize;
+    let mut skipped = 0usize;
+    let mut expected_next: Option<Offset> = None;
+    for (header, range) in BatchWalk::new(chunk) {
+        if header.last_offset() < from {
+            skipped = range.end;
+            continue;
+        }
+        // A run is contiguous offsets or it ends: whatever follows a gap is not this log's
+        // next batch (a damaged medium, or an index that does not describe its segment).
+        if header.base_offset >= upper
+            || expected_next.is_some_and(|expected| header.base_offset != expected)
+        {
+            break;
+        }
+        match first {
+            None => first = Some(range.start),
+            Some(first) if range.end - first > max_bytes => break,
+            Some(_) => {}
+        }
+        expected_next = Some(header.next_offset());
+        end = range.end;
+    }
+    match (first, expected_next) {
+        (Some(first), Some(next)) => Run::Found { first, end, next },
+        _ if skipped > 0 => Run::Skipped(skipped),
+        _ => Run::Nothing,
+    }
+}
+
+/// What a disk read returned, and where the segment continues after it: the file position
+/// and offset of the next batch, for the read-ahead.
+type DiskRead = (Fetched, Option<(u64, Offset)>);
+
 #[allow(clippy::too_many_arguments)]
 async fn read_batches_from_disk(
     memory: &Rc<MemoryBudget>,
@@ -273,53 +331,40 @@ async fn read_batches_from_disk(
     from: Offset,
     max_bytes: usize,
     upper: Offset,
-) -> Result<Fetched, LogError> {
+) -> Result<DiskRead, LogError> {
+    let short = || {
+        (
+            Fetched {
+                short_of_memory: true,
+                ..Fetched::default()
+            },
+            None,
+        )
+    };
     let mut position = start;
     // Skip batches before `from` a chunk at a time, then return one contiguous run.
     while position < disk_end {
-        let length = ((disk_end - position) as usize).min(max_bytes.max(64 * 1024) + 64 * 1024);
+        let length = read_length(disk_end - position, max_bytes);
         let Some(grant) = grant_for_read(memory, wait_for_memory, length).await else {
-            return Ok(Fetched {
-                short_of_memory: true,
-                ..Fetched::default()
-            });
+            return Ok(short());
         };
         let chunk = file.read(position, length).await?;
-        let mut first: Option<usize> = None;
-        let mut end = 0usize;
-        let mut skipped = 0usize;
-        let mut expected_next: Option<Offset> = None;
-        let mut walk = BatchWalk::new(&chunk);
-        for (header, range) in walk.by_ref() {
-            if header.last_offset() < from {
-                skipped = range.end;
+        match walk_run(&chunk, from, max_bytes, upper) {
+            Run::Found { first, end, next } => {
+                return Ok((
+                    Fetched {
+                        runs: vec![chunk.slice(first..end)],
+                        memory: Some(grant),
+                        short_of_memory: false,
+                    },
+                    Some((position + end as u64, next)),
+                ));
+            }
+            Run::Skipped(skipped) => {
+                position += skipped as u64;
                 continue;
             }
-            // A run is contiguous offsets or it ends: whatever follows a gap is not this log's
-            // next batch (a damaged medium, or an index that does not describe its segment).
-            if header.base_offset >= upper
-                || expected_next.is_some_and(|expected| header.base_offset != expected)
-            {
-                break;
-            }
-            match first {
-                None => first = Some(range.start),
-                Some(first) if range.end - first > max_bytes => break,
-                Some(_) => {}
-            }
-            expected_next = Some(header.next_offset());
-            end = range.end;
-        }
-        if let Some(first) = first {
-            return Ok(Fetched {
-                runs: vec![chunk.slice(first..end)],
-                memory: Some(grant),
-                short_of_memory: false,
-            });
-        }
-        if skipped > 0 {
-            position += skipped as u64;
-            continue;
+            Run::Nothing => {}
         }
         // A batch larger than the chunk: read it whole by its header. Anything else that did
         // not walk is not a batch, and nothing after it is read.
@@ -331,20 +376,27 @@ async fn read_batches_from_disk(
         }
         drop(grant);
         let Some(grant) = grant_for_read(memory, wait_for_memory, total).await else {
-            return Ok(Fetched {
-                short_of_memory: true,
-                ..Fetched::default()
-            });
+            return Ok(short());
         };
         let whole = file.read(position, total).await?;
         if header.last_offset() >= from {
-            return Ok(Fetched {
-                runs: vec![whole],
-                memory: Some(grant),
-                short_of_memory: false,
-            });
+            return Ok((
+                Fetched {
+                    runs: vec![whole],
+                    memory: Some(grant),
+                    short_of_memory: false,
+                },
+                Some((position + total as u64, header.next_offset())),
+            ));
         }
         position += total as u64;
     }
-    Ok(Fetched::default())
+    Ok((Fetched::default(), None))
+}
+
+/// How much a disk read for a fetch of `max_bytes` reads at once (`remaining` is what is left
+/// of the readable segment): a little more than asked, so a run that ends mid-batch still
+/// holds its last batch whole, and at least 64 KiB.
+pub(super) fn read_length(remaining: u64, max_bytes: usize) -> usize {
+    (remaining as usize).min(max_bytes.max(64 * 1024) + 64 * 1024)
 }
