@@ -757,6 +757,7 @@ fn main() -> Result<(), String> {
             &RunFloors {
                 append_fsync_p99_9: append_fsync,
                 write_p99_9: write,
+                write_behind_syncs_p99_9: write_behind_syncs,
                 ping_p99: ping,
                 ping_p99_9,
                 disk_mib_s: disk,
@@ -783,6 +784,7 @@ fn main() -> Result<(), String> {
 struct RunFloors {
     append_fsync_p99_9: f64,
     write_p99_9: f64,
+    write_behind_syncs_p99_9: f64,
     ping_p99: f64,
     ping_p99_9: f64,
     disk_mib_s: f64,
@@ -794,6 +796,7 @@ fn fixed_rate_table(durable: &ModeFigures, relaxed: &ModeFigures, floors: &RunFl
     let RunFloors {
         append_fsync_p99_9,
         write_p99_9,
+        write_behind_syncs_p99_9,
         ping_p99,
         ping_p99_9,
         disk_mib_s,
@@ -817,7 +820,14 @@ fn fixed_rate_table(durable: &ModeFigures, relaxed: &ModeFigures, floors: &RunFl
         let cells: Vec<String> = runs.iter().map(|run| cell(run)).collect();
         format!("| {name} | {} |\n", cells.join(" | "))
     };
-    let met = |ok: bool| if ok { "met" } else { "not met" };
+    let met = |ok: bool| if ok { "met" } else { "not met" }.to_string();
+    // A target that a limit of this machine, measured in this run, puts out of reach says
+    // which.
+    let judged = |ok: bool, bounded: bool, why: String| match (ok, bounded) {
+        (true, _) => "met".to_string(),
+        (false, true) => format!("not met; bounded here by {why}"),
+        (false, false) => "not met".to_string(),
+    };
     let relaxed_broker = relaxed.fixed[0]
         .broker_produce
         .p99_9
@@ -867,13 +877,39 @@ fn fixed_rate_table(durable: &ModeFigures, relaxed: &ModeFigures, floors: &RunFl
             let [append, write, sync] = run.broker_stages_p99_9;
             format!("{append:.0} / {write:.0} / {sync:.0}")
         }),
-        met(relaxed_broker < 250.0),
+        judged(
+            relaxed_broker < 250.0,
+            write_p99_9 >= 250.0,
+            format!("the device: a 4 KiB direct write alone has p99.9 {write_p99_9:.0} us"),
+        ),
         1.5 * append_fsync_p99_9,
-        met(durable_broker < 1.5 * append_fsync_p99_9),
+        judged(
+            durable_broker < 1.5 * append_fsync_p99_9,
+            write_behind_syncs_p99_9 >= 1.5 * append_fsync_p99_9,
+            format!(
+                "the device: a write issued while a sync runs has p99.9 \
+                 {write_behind_syncs_p99_9:.0} us"
+            ),
+        ),
         pauses.beyond_1ms_percent,
-        met(relaxed_client < 1000.0),
+        judged(
+            relaxed_client < 1000.0,
+            pauses.beyond_1ms_percent >= 0.1,
+            format!(
+                "the machine: its own pauses hold {:.3}% of requests over 1 ms",
+                pauses.beyond_1ms_percent
+            ),
+        ),
         100.0 * durable.max_mib_s / synced_mib_s.max(1.0),
-        met(durable_share >= 80.0),
+        judged(
+            durable_share >= 80.0,
+            durable.max_broker_cores >= 0.85,
+            format!(
+                "the broker's core: {:.0}% busy, on a VM that gives it one core beside its \
+                 clients",
+                100.0 * durable.max_broker_cores
+            ),
+        ),
         relaxed.max_mib_s,
         durable.max_mib_s,
         met(relaxed.max_mib_s > durable.max_mib_s),
