@@ -26,6 +26,7 @@ pub enum ErrorCode {
     InvalidConfig = 40,
     InvalidRequest = 42,
     UnsupportedForMessageFormat = 43,
+    PolicyViolation = 44,
     TransactionalIdAuthorizationFailed = 53,
     KafkaStorageError = 56,
     FencedLeaderEpoch = 74,

@@ -232,3 +232,96 @@ fn a_compacted_topic_is_not_deleted_by_retention() {
     wait_for_log_start_above(&watcher, "dropped", first);
     assert_eq!(watermarks(&watcher, "kept"), (0, 300));
 }
+
+/// DeleteRecords through librdkafka's admin client: the start moves to the offset asked (or to
+/// the high watermark for `Offset::End`), survives a restart, and an offset past the high
+/// watermark or a compacted topic is refused with Kafka's errors.
+#[test]
+fn delete_records_moves_the_log_start_durably_and_refuses_what_kafka_refuses() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::error::RDKafkaErrorCode;
+    let scratch = scratch_dir();
+    let data = scratch.path().join("data");
+    let mut broker = Broker::start(&data, &[]);
+    create_topic(&broker, "ledger", 2, &[("segment.bytes", "16384")]);
+    create_topic(&broker, "keyed", 1, &[("cleanup.policy", "compact")]);
+    let (producer, deliveries) = producer(&broker, &[("acks", "all")]);
+    for round in 0..4 {
+        send_records(
+            &producer,
+            "ledger",
+            2,
+            round * 100..(round + 1) * 100,
+            now_ms(),
+        );
+        flush(&producer, &deliveries);
+    }
+    send_records(&producer, "keyed", 1, 0..10, now_ms());
+    let reports = flush(&producer, &deliveries);
+    assert!(reports.iter().all(|report| report.error.is_none()));
+    let watcher: BaseConsumer = broker.client_config().create().unwrap();
+    let high = |partition| {
+        watcher
+            .fetch_watermarks("ledger", partition, Duration::from_secs(10))
+            .unwrap()
+    };
+    assert_eq!(high(0), (0, 200));
+
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        broker.client_config().create().unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted
+        .add_partition_offset("ledger", 0, Offset::Offset(150))
+        .unwrap();
+    wanted
+        .add_partition_offset("ledger", 1, Offset::End)
+        .unwrap();
+    let deleted =
+        futures_lite::future::block_on(admin.delete_records(&wanted, &AdminOptions::new()))
+            .unwrap();
+    let result = |list: &TopicPartitionList, topic: &str, partition| {
+        let element = list.find_partition(topic, partition).unwrap();
+        (element.offset(), element.error())
+    };
+    assert_eq!(result(&deleted, "ledger", 0), (Offset::Offset(150), Ok(())));
+    assert_eq!(result(&deleted, "ledger", 1), (Offset::Offset(200), Ok(())));
+    assert_eq!(high(0), (150, 200));
+    assert_eq!(high(1), (200, 200));
+    // What is left of partition 0 reads from 150 on.
+    let seen = consume_all_of(&broker, "ledger", &[0], 50);
+    assert_eq!(seen.first().map(|record| record.offset), Some(150));
+    assert_eq!(seen.len(), 50);
+
+    // Past the high watermark, and a compacted topic: refused, nothing moves.
+    let mut refused = TopicPartitionList::new();
+    refused
+        .add_partition_offset("ledger", 0, Offset::Offset(201))
+        .unwrap();
+    refused
+        .add_partition_offset("keyed", 0, Offset::Offset(5))
+        .unwrap();
+    let outcome =
+        futures_lite::future::block_on(admin.delete_records(&refused, &AdminOptions::new()))
+            .unwrap();
+    let error_of = |topic: &str| match result(&outcome, topic, 0).1 {
+        Err(rdkafka::error::KafkaError::OffsetFetch(code)) => Some(code),
+        Err(other) => panic!("{topic}: {other:?}"),
+        Ok(()) => None,
+    };
+    assert_eq!(error_of("ledger"), Some(RDKafkaErrorCode::OffsetOutOfRange));
+    assert_eq!(error_of("keyed"), Some(RDKafkaErrorCode::PolicyViolation));
+    assert_eq!(high(0), (150, 200));
+
+    // The start survives a crash of the broker.
+    drop(admin);
+    drop(watcher);
+    broker.kill();
+    broker.restart();
+    let watcher: BaseConsumer = broker.client_config().create().unwrap();
+    assert_eq!(
+        watcher
+            .fetch_watermarks("ledger", 0, Duration::from_secs(10))
+            .unwrap(),
+        (150, 200)
+    );
+}

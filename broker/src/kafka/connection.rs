@@ -57,6 +57,7 @@ pub fn api_name(api_key: i16) -> &'static str {
         Ok(ApiKey::DescribeGroups) => "describe_groups",
         Ok(ApiKey::DeleteGroups) => "delete_groups",
         Ok(ApiKey::OffsetDelete) => "offset_delete",
+        Ok(ApiKey::DeleteRecords) => "delete_records",
         _ => "unsupported",
     }
 }

@@ -176,5 +176,6 @@ pub async fn dispatch(
         Request::DescribeGroups(request) => now!(describe_groups::handle(shard, request, version)),
         Request::DeleteGroups(request) => later!(delete_groups::handle(shard, request)),
         Request::OffsetDelete(request) => later!(offset_delete::handle(shard, request)),
+        Request::DeleteRecords(request) => later!(delete_records::handle(shard, request)),
     }
 }

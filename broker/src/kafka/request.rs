@@ -75,6 +75,7 @@ requests! {
     DescribeGroups => DescribeGroupsRequest,
     DeleteGroups => DeleteGroupsRequest,
     OffsetDelete => OffsetDeleteRequest,
+    DeleteRecords => DeleteRecordsRequest,
 }
 
 /// Checks a frame's header and body before anything is decoded.

@@ -37,6 +37,8 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // Lifecycle and administration.
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 /// Versions the broker decodes and answers. Differs from the advertised range only where an old

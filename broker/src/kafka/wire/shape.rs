@@ -246,6 +246,11 @@ const OFFSET_DELETE: &[Field] = &[
     all(Structs(&[all(Str), all(Structs(&[all(I32)]))])),
 ];
 
+const DELETE_RECORDS: &[Field] = &[
+    all(Structs(&[all(Str), all(Structs(&[all(I32), all(I64)]))])),
+    all(I32),
+];
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -271,6 +276,7 @@ fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
         ApiKey::DescribeGroups => DESCRIBE_GROUPS,
         ApiKey::DeleteGroups => DELETE_GROUPS,
         ApiKey::OffsetDelete => OFFSET_DELETE,
+        ApiKey::DeleteRecords => DELETE_RECORDS,
         _ => return None,
     })
 }
@@ -708,6 +714,18 @@ mod tests {
             ]),
         ]);
         walk_exactly(ApiKey::OffsetDelete, &request, 0);
+        for version in supported_range(ApiKey::DeleteRecords).unwrap() {
+            let request = DeleteRecordsRequest::default()
+                .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(TopicName(text()))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(3)
+                            .with_offset(77),
+                    ])])
+                .with_timeout_ms(5000);
+            walk_exactly(ApiKey::DeleteRecords, &request, version);
+        }
     }
 
     /// The estimate's per-element bound holds for the element structs of every accepted request
@@ -740,6 +758,8 @@ mod tests {
             size_of::<offset_fetch_request::OffsetFetchRequestTopics>(),
             size_of::<offset_delete_request::OffsetDeleteRequestTopic>(),
             size_of::<offset_delete_request::OffsetDeleteRequestPartition>(),
+            size_of::<delete_records_request::DeleteRecordsTopic>(),
+            size_of::<delete_records_request::DeleteRecordsPartition>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
         ];
