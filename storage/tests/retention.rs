@@ -251,3 +251,58 @@ fn a_power_cut_at_any_step_of_a_move_leaves_the_old_start_or_the_new_one() {
     );
     assert!(failed_moves > 0);
 }
+
+#[test]
+fn a_timestamp_lookup_goes_past_a_segment_whose_late_records_lie_below_the_start() {
+    common::run(async {
+        let disk = SimDisk::new(25);
+        let context = common::simulated(&disk, 64 << 20);
+        let log = open(&context, config(Retention::UNLIMITED), true).await;
+        let flusher = glommio::spawn_local(log.clone().run_flusher());
+        let t = common::now_ms() - 3_600_000;
+        // Late records first (CreateTime need not grow), then early ones filling segments,
+        // then late ones again in a later segment.
+        produce(&log, 3, t + 10_000).await;
+        produce(&log, 20, t).await;
+        produce(&log, 5, t + 20_000).await;
+        assert!(segment_files(&disk).len() >= 3);
+        log.advance_log_start(Offset(3)).await.unwrap();
+        let (offset, timestamp) = log.offset_for_timestamp(t + 5_000).await.unwrap().unwrap();
+        assert_eq!((offset, timestamp), (Offset(23), t + 20_000));
+        drop(flusher);
+    });
+}
+
+#[test]
+fn a_start_past_what_is_synced_is_synced_before_it_is_stored() {
+    common::run(async {
+        let disk = SimDisk::new(26);
+        let context = common::simulated(&disk, 64 << 20);
+        let relaxed = LogConfig {
+            flush: storage::FlushPolicy::Relaxed {
+                messages: None,
+                interval: Some(std::time::Duration::from_secs(3600)),
+            },
+            ..config(Retention::UNLIMITED)
+        };
+        let log = open(&context, relaxed.clone(), true).await;
+        let flusher = glommio::spawn_local(log.clone().run_flusher());
+        for _ in 0..10 {
+            let batch = build_uncompressed_batch(1, 1000, common::now_ms());
+            let info = log.append(&batch).await.unwrap();
+            log.wait_written(Offset(info.last_offset.0 + 1))
+                .await
+                .unwrap();
+        }
+        let end = log.high_watermark();
+        assert!(log.durable_offset() < end, "written, not yet synced");
+        assert_eq!(log.advance_log_start(end).await.unwrap(), end);
+        assert!(log.durable_offset() >= end);
+        drop(flusher);
+        // A power loss now keeps the log up to its start: no offset below it comes back.
+        let image = disk.crash_image(9);
+        let reopened = open(&common::simulated(&image, 64 << 20), relaxed, false).await;
+        assert_eq!(reopened.log_start_offset(), end);
+        assert_eq!(reopened.log_end_offset(), end);
+    });
+}

@@ -191,16 +191,23 @@ impl PartitionLog {
         &self,
         target_ms: i64,
     ) -> Result<Option<(Offset, i64)>, LogError> {
-        let plan =
-            {
+        // Each segment that may hold the answer, in order: the first of them can come up
+        // empty when the log start falls inside it and only records below the start are late
+        // enough.
+        let mut after: Option<Offset> = None;
+        loop {
+            let plan = {
                 let state = self.state.borrow();
                 let floor = state.log_start_offset;
                 let Some(segment) = state.segments.values().find(|segment| {
-                    segment.max_timestamp >= target_ms && segment.next_offset > floor
+                    segment.max_timestamp >= target_ms
+                        && segment.next_offset > floor
+                        && after.is_none_or(|after| segment.base_offset > after)
                 }) else {
                     return Ok(None);
                 };
                 (
+                    segment.base_offset,
                     segment.path().to_path_buf(),
                     segment.position_for_timestamp(target_ms),
                     state.readable_end(segment),
@@ -208,8 +215,27 @@ impl PartitionLog {
                     floor,
                 )
             };
-        let (path, mut position, disk_end, is_active, floor) = plan;
-        let file = self.segment_file(&path, is_active).await?;
+            let (base, path, position, disk_end, is_active, floor) = plan;
+            let found = self
+                .timestamp_in_segment(&path, position, disk_end, is_active, target_ms, floor)
+                .await?;
+            if found.is_some() || is_active {
+                return Ok(found);
+            }
+            after = Some(base);
+        }
+    }
+
+    async fn timestamp_in_segment(
+        &self,
+        path: &std::path::Path,
+        mut position: u64,
+        disk_end: u64,
+        is_active: bool,
+        target_ms: i64,
+        floor: Offset,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
+        let file = self.segment_file(path, is_active).await?;
         while position < disk_end {
             let length = ((disk_end - position) as usize).min(SCAN_CHUNK_BYTES);
             let _memory = self.context.memory.acquire(length).await;

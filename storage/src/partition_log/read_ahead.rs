@@ -49,6 +49,15 @@ impl ReadAhead {
         matches!(self, ReadAhead::Reading { path: reading, from: at } if reading == path && *at == from)
     }
 
+    /// Whether it reads or holds the segment at `path`.
+    pub(super) fn is_for(&self, path: &Path) -> bool {
+        match self {
+            ReadAhead::Idle => false,
+            ReadAhead::Reading { path: reading, .. } => reading == path,
+            ReadAhead::Ready(buffer) => buffer.path == path,
+        }
+    }
+
     /// Bytes a ready read-ahead holds.
     pub(super) fn held_bytes(&self) -> usize {
         match self {
@@ -172,6 +181,8 @@ impl PartitionLog {
                 }
             }
             log.read_ahead_moved.notify(usize::MAX);
+            // A ready read-ahead is memory a waiter may reclaim: let waiters look again.
+            log.context.memory.poke();
         })
         .detach();
     }

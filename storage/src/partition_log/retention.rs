@@ -74,6 +74,11 @@ impl PartitionLog {
     /// Returns the log start afterwards. DeleteRecords checks its bound (the high watermark)
     /// before calling this.
     pub async fn advance_log_start(&self, new_start: Offset) -> Result<Offset, LogError> {
+        // A start above what is synced (relaxed mode's high watermark is written data) would
+        // be stored ahead of data a power loss could take back: sync up to it first.
+        if new_start.min(self.log_end_offset()) > self.durable_offset() {
+            self.flush().await?;
+        }
         // One recovery-point write at a time: the checkpointer's and this one's each carry the
         // other's latest figures.
         let checkpoint = self.checkpoint_lock.lock().await;
@@ -123,6 +128,20 @@ impl PartitionLog {
                 .collect()
         };
         drop(checkpoint);
+        // A read-ahead of a removed segment would hold its disk blocks past the unlink.
+        {
+            let mut read_ahead = self.read_ahead.borrow_mut();
+            let stale = removed.iter().any(|(base, _)| {
+                read_ahead.is_for(
+                    &self
+                        .directory
+                        .join(crate::segment::segment_file_name(*base)),
+                )
+            });
+            if stale {
+                *read_ahead = super::read_ahead::ReadAhead::Idle;
+            }
+        }
         for (base, _) in &removed {
             remove_segment_files(&self.context, &self.directory, *base).await?;
         }
