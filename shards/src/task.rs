@@ -1,10 +1,7 @@
 //! Tasks and time on the current shard.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A task running on this shard; dropping it cancels it, `detach` lets it run on.
 pub struct Task<T>(glommio::Task<T>);
@@ -95,253 +92,56 @@ pub fn spawn_in<T: 'static>(queue: Queue, future: impl Future<Output = T> + 'sta
     }
 }
 
-/// Waits `duration` on the shard's timers.
+/// Waits `duration` on the shard's timer wheel.
 ///
-/// Not `glommio::timer::sleep`. glommio-ng 0.12's `Timer` has two faults that a broker's
-/// timers hit. It registers a new wheel entry every time it is polled while pending and
-/// forgets the one before, which stays until its deadline: a connection's 10-minute idle timer,
-/// raced beside its reads, left one entry per request, and the reactor scans every entry on
-/// each poll (20-30% of a shard's CPU at 450 MB/s of produce). And its `TimerId` keeps 32 bits
-/// of the wheel's 64-bit id, so after 2^32 timers on one shard a dropped timer's entry is no
-/// longer removed. So every sleep of a shard is an entry in the shard's own deadline map
-/// (`Timers`), and a driver task keeps one glommio timer armed for the earliest deadline: a
-/// glommio timer is made only when no armed one fires at or before the earliest deadline, is
-/// polled once, and is dropped only once its deadline has passed. Sleeps come and go in the
-/// map at no cost to glommio's wheel, which holds a handful of entries.
+/// Not `glommio::timer::sleep`: glommio-ng 0.12's `Timer` registers a new wheel entry every
+/// time it is polled while pending and forgets the one before, which stays in the wheel until
+/// its deadline. A timer raced against other futures (`timeout`, an idle wait beside a read)
+/// is polled at every wake-up of its task, so a connection's 10-minute idle timer left one
+/// entry per request it served, and the reactor scans every entry on each poll for the next
+/// deadline: at 450 MB/s of produce that scan was 20-30% of the shard's CPU. This replaces
+/// the glommio timer at every poll instead, so one sleep holds one entry.
 pub async fn sleep(duration: Duration) {
     Sleep::new(duration).await
 }
 
-/// A sleep on the shard's timers (see `sleep`); dropping it takes its deadline out.
+/// A sleep that keeps at most one entry in glommio's timer wheel (see `sleep`).
 pub struct Sleep {
-    deadline: Instant,
-    /// Its key in the shard's deadline map once polled.
-    entry: Option<(Instant, u64)>,
+    deadline: std::time::Instant,
+    timer: Option<glommio::timer::Timer>,
 }
 
 impl Sleep {
     pub fn new(duration: Duration) -> Sleep {
         Sleep {
-            deadline: Instant::now()
-                .checked_add(duration)
-                .unwrap_or_else(far_future),
-            entry: None,
+            deadline: std::time::Instant::now() + duration,
+            timer: None,
         }
     }
-}
-
-/// A deadline for a sleep too long to add to now: about thirty years, which no timer of the
-/// broker outlives.
-fn far_future() -> Instant {
-    let now = Instant::now();
-    now.checked_add(Duration::from_secs(30 * 365 * 86_400))
-        .unwrap_or(now)
 }
 
 impl Future for Sleep {
     type Output = ();
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
-            // The driver took the entry out when it woke this sleep; a sleep that saw its
-            // deadline pass first takes it out itself (when it is dropped).
-            return Poll::Ready(());
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let now = std::time::Instant::now();
+        if now >= self.deadline {
+            // Dropping the glommio timer takes its entry out of the wheel.
+            self.timer = None;
+            return std::task::Poll::Ready(());
         }
-        let deadline = self.deadline;
-        let entry = self.entry;
-        let (entry, replaced) =
-            with_timers(|timers| timers.register(entry, deadline, context.waker()));
-        self.entry = Some(entry);
-        // Dropped outside the timers' borrow: a waker can be the last hold on a task, whose
-        // own sleeps would then want the timers.
-        drop(replaced);
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            // Not `with_timers`: a task's sleep may be dropped with its executor, when there
-            // is no executor to ask for.
-            // If the timers are in use (this drop runs inside one of their operations), or gone
-            // with the thread, the entry stays until its deadline and wakes a waker nobody
-            // waits on.
-            let removed = TIMERS
-                .try_with(|cell| {
-                    cell.try_borrow_mut()
-                        .ok()
-                        .and_then(|mut slot| slot.as_mut()?.remove(entry))
-                })
-                .ok()
-                .flatten();
-            drop(removed);
-        }
-    }
-}
-
-/// A shard's sleeps, by deadline, and the glommio timers armed for them.
-struct Timers {
-    executor: usize,
-    sleeping: BTreeMap<(Instant, u64), Waker>,
-    next_id: u64,
-    /// The deadline of the glommio timer the driver has armed, until it fires.
-    armed: Option<Instant>,
-    /// The driver's waker, once it has run: a sleep earlier than every armed deadline wakes it
-    /// to arm one.
-    driver: Option<Waker>,
-    driver_started: bool,
-    /// glommio timers armed on this shard so far.
-    arms: u64,
-}
-
-impl Timers {
-    /// Files (or refreshes) a sleep's waker; returns its key and the waker it replaced, which
-    /// the caller drops once the timers are no longer borrowed.
-    fn register(
-        &mut self,
-        entry: Option<(Instant, u64)>,
-        deadline: Instant,
-        waker: &Waker,
-    ) -> ((Instant, u64), Option<Waker>) {
-        let key = match entry {
-            Some(key) => key,
-            None => {
-                self.next_id += 1;
-                (deadline, self.next_id)
-            }
-        };
-        let replaced = match self.sleeping.get_mut(&key) {
-            Some(known) if known.will_wake(waker) => None,
-            Some(known) => Some(std::mem::replace(known, waker.clone())),
-            None => self.sleeping.insert(key, waker.clone()),
-        };
-        if !self.covered(deadline) {
-            if let Some(driver) = &self.driver {
-                driver.wake_by_ref();
-            }
-        }
-        (key, replaced)
-    }
-
-    fn remove(&mut self, key: (Instant, u64)) -> Option<Waker> {
-        self.sleeping.remove(&key)
-    }
-
-    /// Whether the armed glommio timer fires at or before `deadline`.
-    fn covered(&self, deadline: Instant) -> bool {
-        self.armed.is_some_and(|armed| armed <= deadline)
-    }
-}
-
-std::thread_local! {
-    /// This thread's executor's timers, made on first use.
-    static TIMERS: RefCell<Option<Timers>> = const { RefCell::new(None) };
-}
-
-/// Runs `action` on the current executor's timers, starting its driver the first time.
-fn with_timers<T>(action: impl FnOnce(&mut Timers) -> T) -> T {
-    let executor = glommio::executor().id();
-    let (result, start_driver) = TIMERS.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let timers = match &mut *slot {
-            Some(timers) if timers.executor == executor => timers,
-            _ => slot.insert(Timers {
-                executor,
-                sleeping: BTreeMap::new(),
-                next_id: 0,
-                armed: None,
-                driver: None,
-                driver_started: false,
-                arms: 0,
-            }),
-        };
-        let result = action(timers);
-        let start = !timers.driver_started;
-        timers.driver_started = true;
-        (result, start)
-    });
-    if start_driver {
-        // In the request queue, so that a sleep's end is not held behind background work.
-        spawn_in(Queue::Requests, Driver::default()).detach();
-    }
-    result
-}
-
-/// glommio timers armed on this thread's executor so far (see `sleep`).
-pub fn timers_armed() -> u64 {
-    TIMERS.with(|cell| cell.borrow().as_ref().map_or(0, |timers| timers.arms))
-}
-
-/// The task that wakes a shard's sleeps when their deadlines pass, with one glommio timer
-/// armed for the earliest of them.
-///
-/// The armed timer is polled again whenever the driver runs: glommio's wheel may fire an entry
-/// a little before its deadline, and only the timer's own poll tells whether it is done (its
-/// deadline passed: `Ready`) or must wait on (it registers again). A timer replaced by an
-/// earlier one is dropped. Either way, an entry glommio could not remove (see `sleep`) stays
-/// only until its own deadline, and then wakes the driver once for nothing.
-#[derive(Default)]
-struct Driver {
-    armed: Option<(Instant, glommio::timer::Timer)>,
-}
-
-impl Future for Driver {
-    type Output = ();
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if let Some((_, timer)) = &mut self.armed {
-                if std::pin::Pin::new(timer).poll(context).is_ready() {
-                    self.armed = None;
-                }
-            }
-            let armed = self.armed.as_ref().map(|(deadline, _)| *deadline);
-            let now = Instant::now();
-            let mut woken = Vec::new();
-            let mut replaced = None;
-            let earliest = TIMERS.with(|cell| {
-                let mut slot = cell.borrow_mut();
-                let timers = slot.as_mut()?;
-                while let Some(entry) = timers.sleeping.first_entry() {
-                    if entry.key().0 > now {
-                        break;
-                    }
-                    woken.push(entry.remove());
-                }
-                timers.armed = armed;
-                replaced = timers.driver.replace(context.waker().clone());
-                let earliest = timers
-                    .sleeping
-                    .keys()
-                    .next()
-                    .map(|(deadline, _)| *deadline)?;
-                (!timers.covered(earliest)).then(|| {
-                    timers.armed = Some(earliest);
-                    timers.arms += 1;
-                    earliest
-                })
-            });
-            drop(replaced);
-            for waker in woken {
-                waker.wake();
-            }
-            let Some(earliest) = earliest else {
-                return Poll::Pending;
-            };
-            let mut timer = glommio::timer::Timer::new(earliest.saturating_duration_since(now));
-            match std::pin::Pin::new(&mut timer).poll(context) {
-                // Already due: wake what it was for, and look again.
-                Poll::Ready(_) => {
-                    self.armed = None;
-                    continue;
-                }
-                Poll::Pending => {
-                    // The one it replaces (if any) is dropped here.
-                    self.armed = Some((earliest, timer));
-                    return Poll::Pending;
-                }
-            }
+        // A fresh glommio timer for what is left, rather than the same one polled again:
+        // dropping the old one takes its entry out, and the new one makes exactly one. Every
+        // poll re-arms, so a wake-up before the deadline (another future's, or the wheel's)
+        // is never mistaken for a registration still pending.
+        let left = self.deadline - now;
+        let timer = self.timer.insert(glommio::timer::Timer::new(left));
+        match std::pin::Pin::new(timer).poll(context) {
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+            std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
 }
@@ -462,52 +262,6 @@ mod tests {
                 futures_lite::future::or(sleeps, watchdog).await,
                 "a sleep never ended"
             );
-        });
-    }
-
-    #[test]
-    fn sleeps_later_than_an_armed_timer_arm_no_glommio_timer_and_all_end_in_order() {
-        let executor = glommio::LocalExecutorBuilder::default()
-            .make()
-            .expect("glommio executor");
-        executor.run(async {
-            let waker = std::task::Waker::noop();
-            let mut context = std::task::Context::from_waker(waker);
-            let mut earliest = Box::pin(Sleep::new(Duration::from_secs(10)));
-            assert!(earliest.as_mut().poll(&mut context).is_pending());
-            // Let the driver (a request-queue task) arm a timer for it: a request-queue task
-            // spawned after it runs after it.
-            spawn_in(Queue::Requests, async {}).await;
-            let armed = timers_armed();
-            assert!(armed >= 1);
-            // A connection's idle timer raced beside each of its reads: many later sleeps,
-            // each polled and dropped, and one polled again and again.
-            for index in 0..1000u64 {
-                let mut later = Box::pin(Sleep::new(Duration::from_secs(20 + index)));
-                assert!(later.as_mut().poll(&mut context).is_pending());
-                assert!(later.as_mut().poll(&mut context).is_pending());
-            }
-            spawn_in(Queue::Requests, async {}).await;
-            assert_eq!(timers_armed(), armed, "later sleeps armed glommio timers");
-            drop(earliest);
-            // Sleeps end in the order of their deadlines, each after it.
-            let order = std::rc::Rc::new(RefCell::new(Vec::new()));
-            let tasks: Vec<_> = [30u64, 10, 20, 0, 15]
-                .into_iter()
-                .map(|millis| {
-                    let order = order.clone();
-                    spawn(async move {
-                        let started = Instant::now();
-                        super::sleep(Duration::from_millis(millis)).await;
-                        assert!(started.elapsed() >= Duration::from_millis(millis));
-                        order.borrow_mut().push(millis);
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await;
-            }
-            assert_eq!(*order.borrow(), [0, 10, 15, 20, 30]);
         });
     }
 
