@@ -58,6 +58,7 @@ pub fn api_name(api_key: i16) -> &'static str {
         Ok(ApiKey::DeleteGroups) => "delete_groups",
         Ok(ApiKey::OffsetDelete) => "offset_delete",
         Ok(ApiKey::DeleteRecords) => "delete_records",
+        Ok(ApiKey::DescribeLogDirs) => "describe_log_dirs",
         _ => "unsupported",
     }
 }

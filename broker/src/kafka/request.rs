@@ -76,6 +76,7 @@ requests! {
     DeleteGroups => DeleteGroupsRequest,
     OffsetDelete => OffsetDeleteRequest,
     DeleteRecords => DeleteRecordsRequest,
+    DescribeLogDirs => DescribeLogDirsRequest,
 }
 
 /// Checks a frame's header and body before anything is decoded.

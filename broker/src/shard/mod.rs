@@ -190,6 +190,20 @@ impl Shard {
             .ok_or_else(|| "the offsets topic could not be created".to_string())
     }
 
+    /// Every partition this shard owns and serves, with its topic and index.
+    pub fn owned_partitions(&self) -> Vec<(String, i32, Rc<PartitionLog>)> {
+        let partitions = self.partitions.borrow();
+        let mut owned = Vec::new();
+        for (topic, slots) in partitions.iter() {
+            for (index, slot) in slots.iter().enumerate() {
+                if let Some(PartitionSlot::Online(log)) = slot {
+                    owned.push((topic.clone(), index as i32, log.clone()));
+                }
+            }
+        }
+        owned
+    }
+
     /// Every log this shard owns.
     pub fn owned_logs(&self) -> Vec<Rc<PartitionLog>> {
         self.partitions

@@ -251,6 +251,8 @@ const DELETE_RECORDS: &[Field] = &[
     all(I32),
 ];
 
+const DESCRIBE_LOG_DIRS: &[Field] = &[all(Structs(&[all(Str), all(I32s)]))];
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -277,6 +279,7 @@ fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
         ApiKey::DeleteGroups => DELETE_GROUPS,
         ApiKey::OffsetDelete => OFFSET_DELETE,
         ApiKey::DeleteRecords => DELETE_RECORDS,
+        ApiKey::DescribeLogDirs => DESCRIBE_LOG_DIRS,
         _ => return None,
     })
 }
@@ -726,6 +729,19 @@ mod tests {
                 .with_timeout_ms(5000);
             walk_exactly(ApiKey::DeleteRecords, &request, version);
         }
+        for version in supported_range(ApiKey::DescribeLogDirs).unwrap() {
+            let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(TopicName(text()))
+                    .with_partitions(vec![0, 1, 2]),
+            ]));
+            walk_exactly(ApiKey::DescribeLogDirs, &request, version);
+            walk_exactly(
+                ApiKey::DescribeLogDirs,
+                &DescribeLogDirsRequest::default().with_topics(None),
+                version,
+            );
+        }
     }
 
     /// The estimate's per-element bound holds for the element structs of every accepted request
@@ -760,6 +776,7 @@ mod tests {
             size_of::<offset_delete_request::OffsetDeleteRequestPartition>(),
             size_of::<delete_records_request::DeleteRecordsTopic>(),
             size_of::<delete_records_request::DeleteRecordsPartition>(),
+            size_of::<describe_log_dirs_request::DescribableLogDirTopic>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
         ];
