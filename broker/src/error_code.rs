@@ -52,6 +52,7 @@ pub enum ErrorCode {
     InvalidProducerEpoch = 47,
     UnknownProducerId = 59,
     UnknownTopicId = 100,
+    UnsupportedEndpointType = 119,
 }
 
 impl ErrorCode {

@@ -52,12 +52,13 @@ fn kafka_python_consumer_group_shares_commits_and_resumes() {
 }
 
 #[test]
-fn kafka_python_describes_log_dirs_and_deletes_records() {
+fn kafka_python_admin_describes_log_dirs_and_the_cluster_and_deletes_records() {
     let scratch = scratch_dir();
     let broker = Broker::start(&scratch.path().join("data"), &[]);
     let stdout = run_script(&broker, "kafka_python_admin.py");
     assert!(
-        stdout.contains("log dirs described for 3 partitions; records below 40 deleted"),
+        stdout.contains("log dirs described for 3 partitions; records below 40 deleted")
+            && stdout.contains("cluster described:"),
         "{stdout}"
     );
 }

@@ -59,6 +59,7 @@ pub fn api_name(api_key: i16) -> &'static str {
         Ok(ApiKey::OffsetDelete) => "offset_delete",
         Ok(ApiKey::DeleteRecords) => "delete_records",
         Ok(ApiKey::DescribeLogDirs) => "describe_log_dirs",
+        Ok(ApiKey::DescribeCluster) => "describe_cluster",
         _ => "unsupported",
     }
 }

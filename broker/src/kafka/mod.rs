@@ -177,6 +177,9 @@ pub async fn dispatch(
         Request::DeleteGroups(request) => later!(delete_groups::handle(shard, request)),
         Request::OffsetDelete(request) => later!(offset_delete::handle(shard, request)),
         Request::DeleteRecords(request) => later!(delete_records::handle(shard, request)),
+        Request::DescribeCluster(request) => {
+            now!(describe_cluster::handle(shard, request, version))
+        }
         Request::DescribeLogDirs(request) => {
             later!(describe_log_dirs::handle(shard, request, version))
         }

@@ -77,6 +77,7 @@ requests! {
     OffsetDelete => OffsetDeleteRequest,
     DeleteRecords => DeleteRecordsRequest,
     DescribeLogDirs => DescribeLogDirsRequest,
+    DescribeCluster => DescribeClusterRequest,
 }
 
 /// Checks a frame's header and body before anything is decoded.

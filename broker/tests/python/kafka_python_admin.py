@@ -1,6 +1,7 @@
-"""kafka-python's admin client on the data lifecycle: DescribeLogDirs asked of every broker
-reports every partition once with its size, and DeleteRecords moves a partition's start,
-which a consumer then sees. Exits non-zero with a message on any mismatch."""
+"""kafka-python's admin client on the data lifecycle and the cluster: DescribeLogDirs asked of
+every broker reports every partition once with its size, DeleteRecords moves a partition's
+start, which a consumer then sees, and DescribeCluster lists the brokers Metadata does. Exits
+non-zero with a message on any mismatch."""
 
 import sys
 
@@ -22,7 +23,8 @@ producer.close()
 
 # Every broker (each shard is one) answers for the partitions it hosts.
 sizes = {}
-for answer in admin.describe_log_dirs():
+log_dir_answers = admin.describe_log_dirs()
+for answer in log_dir_answers:
     for log_dir in answer["log_dirs"]:
         assert log_dir["error_code"] == 0, log_dir
         assert log_dir["log_dir"], log_dir
@@ -47,4 +49,16 @@ start = consumer.beginning_offsets([TopicPartition(TOPIC, p) for p in range(PART
 consumer.close()
 assert start == {TopicPartition(TOPIC, 0): 40, TopicPartition(TOPIC, 1): 0,
                  TopicPartition(TOPIC, 2): 0}, start
+# DescribeCluster: the brokers Metadata lists, the controller among them, no authorizer.
+cluster = admin.describe_cluster()
+# describe_log_dirs asked every broker that Metadata lists.
+metadata_brokers = {answer["broker"] for answer in log_dir_answers}
+described = {broker["broker_id"] for broker in cluster["brokers"]}
+assert described == metadata_brokers, (cluster, metadata_brokers)
+assert cluster["controller_id"] in described, cluster
+assert cluster["cluster_id"], cluster
+# kafka-python turns the bit field into operation names.
+operations = cluster.get("authorized_operations", cluster.get("cluster_authorized_operations"))
+assert operations is not None and "DESCRIBE" in operations, cluster
 print(f"log dirs described for {PARTITIONS} partitions; records below 40 deleted")
+print(f"cluster described: {len(described)} brokers")

@@ -40,6 +40,7 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     // Lifecycle and administration.
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// Versions the broker decodes and answers. Differs from the advertised range only where an old

@@ -253,6 +253,8 @@ const DELETE_RECORDS: &[Field] = &[
 
 const DESCRIBE_LOG_DIRS: &[Field] = &[all(Structs(&[all(Str), all(I32s)]))];
 
+const DESCRIBE_CLUSTER: &[Field] = &[all(I8), from(1, I8), from(2, I8)];
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -280,6 +282,7 @@ fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
         ApiKey::OffsetDelete => OFFSET_DELETE,
         ApiKey::DeleteRecords => DELETE_RECORDS,
         ApiKey::DescribeLogDirs => DESCRIBE_LOG_DIRS,
+        ApiKey::DescribeCluster => DESCRIBE_CLUSTER,
         _ => return None,
     })
 }
@@ -741,6 +744,14 @@ mod tests {
                 &DescribeLogDirsRequest::default().with_topics(None),
                 version,
             );
+        }
+        for version in supported_range(ApiKey::DescribeCluster).unwrap() {
+            let mut request =
+                DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+            if version >= 2 {
+                request = request.with_include_fenced_brokers(true);
+            }
+            walk_exactly(ApiKey::DescribeCluster, &request, version);
         }
     }
 
