@@ -43,4 +43,15 @@ impl NodeInfo {
     pub fn broker_id(&self, shard: ShardId) -> i32 {
         self.node_id * 1000 + i32::from(shard.0)
     }
+
+    /// Every shard as clients see it, a broker each: its broker id and advertised address.
+    pub fn brokers(&self) -> impl Iterator<Item = (i32, &str, u16)> + '_ {
+        self.advertised
+            .iter()
+            .take(self.shard_count)
+            .enumerate()
+            .map(|(index, (host, port))| {
+                (self.broker_id(ShardId(index as u16)), host.as_str(), *port)
+            })
+    }
 }

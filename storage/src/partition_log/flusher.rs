@@ -433,15 +433,14 @@ impl PartitionLog {
             if state.durable.offset <= state.recovery_point {
                 return Ok(());
             }
-            RecoveryPoint {
-                sequence: state.recovery_point_sequence + 1,
-                offset: state.durable.offset,
-                segment_base: state.active().base_offset,
-                position: state.durable.end_position(),
-                log_start: state.log_start_stored,
-            }
+            state.next_recovery_point()
         };
-        recovery_point::store(&*self.context.disk, &self.directory, &point)
+        self.write_recovery_point(&point).await
+    }
+
+    /// Stores `point` (under the checkpoint lock) and records it as the log's latest.
+    pub(super) async fn write_recovery_point(&self, point: &RecoveryPoint) -> Result<(), LogError> {
+        recovery_point::store(&*self.context.disk, &self.directory, point)
             .await
             .map_err(|error| self.write_failed(error))?;
         let mut state = self.state.borrow_mut();

@@ -308,6 +308,18 @@ struct State {
 }
 
 impl State {
+    /// The recovery point for what is durable now, with the log start that may have been
+    /// stored (`log_start_stored`), numbered after the last one.
+    fn next_recovery_point(&self) -> crate::recovery_point::RecoveryPoint {
+        crate::recovery_point::RecoveryPoint {
+            sequence: self.recovery_point_sequence + 1,
+            offset: self.durable.offset,
+            segment_base: self.active().base_offset,
+            position: self.durable.end_position(),
+            log_start: self.log_start_stored,
+        }
+    }
+
     fn durable_offset(&self) -> Offset {
         self.durable.offset
     }

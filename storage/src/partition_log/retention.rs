@@ -18,7 +18,6 @@ use tracing::info;
 
 use super::{LogContext, LogError, PartitionLog};
 use crate::io::IoError;
-use crate::recovery_point::{self, RecoveryPoint};
 use crate::segment::{index_file_name, segment_file_name};
 use crate::Offset;
 
@@ -96,21 +95,11 @@ impl PartitionLog {
                 return Ok(state.log_start_offset);
             }
             state.log_start_stored = state.log_start_stored.max(new_start);
-            RecoveryPoint {
-                sequence: state.recovery_point_sequence + 1,
-                offset: state.durable.offset,
-                segment_base: state.active().base_offset,
-                position: state.durable.end_position(),
-                log_start: state.log_start_stored,
-            }
+            state.next_recovery_point()
         };
-        recovery_point::store(&*self.context.disk, &self.directory, &point)
-            .await
-            .map_err(|error| self.write_failed(error))?;
+        self.write_recovery_point(&point).await?;
         let removed: Vec<(Offset, u64)> = {
             let mut state = self.state.borrow_mut();
-            state.recovery_point = point.offset;
-            state.recovery_point_sequence = point.sequence;
             state.log_start_offset = state.log_start_offset.max(point.log_start);
             let active_base = state.active().base_offset;
             let below: Vec<Offset> = state

@@ -45,13 +45,13 @@ pub fn handle(
                 "only broker endpoints exist on a single node",
             )));
     }
-    let brokers = (0..node.shard_count)
-        .map(|index| {
-            let (host, port) = &node.advertised[index];
+    let brokers = node
+        .brokers()
+        .map(|(id, host, port)| {
             DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(node.broker_id(ShardId(index as u16))))
+                .with_broker_id(BrokerId(id))
                 .with_host(str_bytes(host))
-                .with_port(i32::from(*port))
+                .with_port(i32::from(port))
         })
         .collect();
     response

@@ -103,13 +103,13 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
     }
 
     let node = &shard.node;
-    let brokers = (0..node.shard_count)
-        .map(|index| {
-            let (host, port) = &node.advertised[index];
+    let brokers = node
+        .brokers()
+        .map(|(id, host, port)| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(node.broker_id(ShardId(index as u16))))
+                .with_node_id(BrokerId(id))
                 .with_host(str_bytes(host))
-                .with_port(i32::from(*port))
+                .with_port(i32::from(port))
         })
         .collect();
     let metadata = shard.metadata();
