@@ -37,3 +37,31 @@ pub fn percentiles_line(histogram: &Histogram<u64>) -> String {
         histogram.len()
     )
 }
+
+/// A request as a client sends it, without the size prefix: the header (client id `client_id`)
+/// and `request`, encoded at `version`. The benchmarks that speak Kafka themselves build
+/// their frames with it.
+pub fn encode_request<
+    R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+>(
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    request: &R,
+) -> Result<bytes::BytesMut, String> {
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let header = kafka_protocol::messages::RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let mut bytes = bytes::BytesMut::new();
+    header
+        .encode(&mut bytes, R::header_version(version))
+        .map_err(|error| error.to_string())?;
+    request
+        .encode(&mut bytes, version)
+        .map_err(|error| error.to_string())?;
+    Ok(bytes)
+}

@@ -31,8 +31,8 @@ use glommio::LocalExecutor;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use storage::record_batch::{BatchBuilder, BatchWalk};
@@ -91,19 +91,8 @@ fn frame<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     request: &R,
 ) -> Result<Bytes, String> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("cpu-cost")));
-    let mut bytes = BytesMut::new();
-    header
-        .encode(&mut bytes, R::header_version(version))
-        .map_err(|error| error.to_string())?;
-    request
-        .encode(&mut bytes, version)
-        .map_err(|error| error.to_string())?;
-    Ok(bytes.freeze())
+    bench::encode_request(api_key, version, correlation_id, "cpu-cost", request)
+        .map(BytesMut::freeze)
 }
 
 /// Every produce request of the run, encoded before anything is counted. Values differ from

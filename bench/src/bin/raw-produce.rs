@@ -17,7 +17,7 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use storage::record_batch::BatchBuilder;
@@ -69,31 +69,27 @@ fn frame<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     request: &R,
 ) -> Result<Bytes, String> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("raw-produce")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, R::header_version(version))
-        .map_err(|error| error.to_string())?;
-    request
-        .encode(&mut body, version)
-        .map_err(|error| error.to_string())?;
+    let body = bench::encode_request(api_key, version, correlation_id, "raw-produce", request)?;
     let mut sized = BytesMut::with_capacity(4 + body.len());
     sized.extend_from_slice(&(body.len() as u32).to_be_bytes());
     sized.extend_from_slice(&body);
     Ok(sized.freeze())
 }
 
-/// Fills `buffer` from the socket; on a non-blocking socket it spins until the bytes are there.
-fn read_full(stream: &mut TcpStream, buffer: &mut [u8], deadline: Instant) -> Result<(), String> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match stream.read(&mut buffer[filled..]) {
+/// Moves `length` bytes with `step` (a read or write from the bytes done so far); on a
+/// non-blocking socket it spins through `WouldBlock` until `deadline`, then fails with
+/// `stalled`.
+fn transfer(
+    length: usize,
+    deadline: Instant,
+    stalled: &str,
+    mut step: impl FnMut(usize) -> std::io::Result<usize>,
+) -> Result<(), String> {
+    let mut done = 0;
+    while done < length {
+        match step(done) {
             Ok(0) => return Err("the broker closed the connection".into()),
-            Ok(read) => filled += read,
+            Ok(count) => done += count,
             Err(error)
                 if matches!(
                     error.kind(),
@@ -101,7 +97,7 @@ fn read_full(stream: &mut TcpStream, buffer: &mut [u8], deadline: Instant) -> Re
                 ) =>
             {
                 if Instant::now() > deadline {
-                    return Err("no response within the timeout".into());
+                    return Err(stalled.into());
                 }
                 std::hint::spin_loop();
             }
@@ -111,28 +107,23 @@ fn read_full(stream: &mut TcpStream, buffer: &mut [u8], deadline: Instant) -> Re
     Ok(())
 }
 
+/// Fills `buffer` from the socket.
+fn read_full(stream: &mut TcpStream, buffer: &mut [u8], deadline: Instant) -> Result<(), String> {
+    let length = buffer.len();
+    transfer(length, deadline, "no response within the timeout", |done| {
+        stream.read(&mut buffer[done..])
+    })
+}
+
 /// Sends one frame and reads its response, returning the body after the size prefix.
 fn round_trip(stream: &mut TcpStream, frame: &[u8], body: &mut Vec<u8>) -> Result<(), String> {
     let deadline = Instant::now() + RESPONSE_TIMEOUT;
-    let mut written = 0;
-    while written < frame.len() {
-        match stream.write(&frame[written..]) {
-            Ok(0) => return Err("the broker closed the connection".into()),
-            Ok(count) => written += count,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                if Instant::now() > deadline {
-                    return Err("the broker does not read its requests".into());
-                }
-                std::hint::spin_loop();
-            }
-            Err(error) => return Err(error.to_string()),
-        }
-    }
+    transfer(
+        frame.len(),
+        deadline,
+        "the broker does not read its requests",
+        |done| stream.write(&frame[done..]),
+    )?;
     let mut size = [0u8; 4];
     read_full(stream, &mut size, deadline)?;
     let size = u32::from_be_bytes(size) as usize;
