@@ -16,6 +16,11 @@ use storage::{FlushPolicy, LogConfig, ProduceRules, Retention};
 pub enum ConfigError {
     #[error("unknown config {name:?}")]
     Unknown { name: String },
+    #[error(
+        "config {name} cannot be changed while the broker runs; set it in the config file or \
+         with --set and restart"
+    )]
+    NotDynamic { name: String },
     #[error("config {name} = {value:?}: {reason}")]
     Invalid {
         name: String,
@@ -274,6 +279,15 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         },
     ),
     ("tuning.profile", "", Kind::Text),
+    // Kafka's: the most partitions one DescribeTopicPartitions answer lists.
+    (
+        "max.request.partition.size.limit",
+        "2000",
+        Kind::Bounded {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+    ),
 ];
 
 fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
@@ -327,14 +341,43 @@ pub fn check_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
     check_value(name, definition.kind, value)
 }
 
+/// Kafka's default of a broker property.
+fn default_of(name: &str) -> Option<String> {
+    BROKER_CONFIGS
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .map(|(_, default, _)| default.to_string())
+        .or_else(|| {
+            TOPIC_CONFIGS
+                .iter()
+                .find(|definition| definition.broker_default_from == Some(name))
+                .map(|definition| definition.default.to_string())
+        })
+}
+
 /// One topic config as DescribeConfigs and CreateTopics report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfigEntry {
     pub name: String,
     pub value: String,
-    pub is_override: bool,
+    /// Where the value comes from: the topic's override or one of its broker synonyms.
+    pub source: ConfigSource,
     /// Kafka's ConfigType: 1 boolean, 2 string, 5 long.
     pub config_type: i8,
+    /// The override (if any), then every broker synonym's values in precedence order.
+    pub synonyms: Vec<Synonym>,
+}
+
+/// One broker property as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+    pub config_type: i8,
+    /// Not changeable by AlterConfigs.
+    pub read_only: bool,
+    pub synonyms: Vec<Synonym>,
 }
 
 /// The consumer-group properties, typed.
@@ -351,7 +394,35 @@ pub struct GroupSettings {
     pub offsets_retention: Duration,
 }
 
-/// The broker's configuration: every known property with its value.
+/// Where a config's value comes from: Kafka's ConfigSource codes, as DescribeConfigs reports
+/// them, in precedence order (a topic's override first, Kafka's default last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+impl ConfigSource {
+    pub fn code(self) -> i8 {
+        self as i8
+    }
+}
+
+/// A config value and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synonym {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+}
+
+/// The broker's configuration: every known property with its value, from the config file and
+/// `--set` flags (static) and from AlterConfigs on the broker resources (dynamic, persisted in
+/// the cluster metadata; a shard's view layers its own broker's entries over the cluster-wide
+/// defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     properties: BTreeMap<String, String>,
@@ -359,6 +430,10 @@ pub struct BrokerConfig {
     /// property stand in for another unless that one is set (`log.retention.ms` over
     /// `.minutes` over `.hours`).
     explicit: BTreeSet<String>,
+    /// Dynamic cluster-wide defaults (the broker resource named "").
+    dynamic_default: BTreeMap<String, String>,
+    /// Dynamic entries of this shard's broker (the broker resource named by its id).
+    dynamic_broker: BTreeMap<String, String>,
 }
 
 impl Default for BrokerConfig {
@@ -375,26 +450,92 @@ impl Default for BrokerConfig {
         BrokerConfig {
             properties,
             explicit: BTreeSet::new(),
+            dynamic_default: BTreeMap::new(),
+            dynamic_broker: BTreeMap::new(),
         }
+    }
+}
+
+/// The broker properties that AlterConfigs may change while the broker runs: the defaults of
+/// topic configs (Kafka's DynamicLogConfig: the first synonym of each, so `log.retention.ms`
+/// but not `.minutes` or `.hours`), which every live log picks up. Everything else is read once
+/// at start.
+fn is_dynamic_broker_config(name: &str) -> bool {
+    TOPIC_CONFIGS
+        .iter()
+        .any(|definition| definition.broker_default_from == Some(name))
+}
+
+/// Checks a dynamic broker config name and value (AlterConfigs on a broker resource).
+pub fn check_dynamic_broker_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    let kind = broker_config_kind(name).ok_or_else(|| ConfigError::Unknown {
+        name: name.to_string(),
+    })?;
+    if !is_dynamic_broker_config(name) {
+        return Err(ConfigError::NotDynamic {
+            name: name.to_string(),
+        });
+    }
+    check_value(name, kind, value)
+}
+
+/// How a broker property's values are checked, or `None` for a name the broker does not know.
+fn broker_config_kind(name: &str) -> Option<Kind> {
+    BROKER_CONFIGS
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .map(|(_, _, kind)| *kind)
+        .or_else(|| {
+            TOPIC_CONFIGS
+                .iter()
+                .find(|definition| definition.broker_default_from == Some(name))
+                .map(|definition| definition.kind)
+        })
+}
+
+/// Kafka's ConfigType of a value kind: 1 boolean, 2 string, 5 long.
+fn config_type(kind: Kind) -> i8 {
+    match kind {
+        Kind::Boolean => 1,
+        Kind::Long { .. } | Kind::Bounded { .. } => 5,
+        Kind::Choice(_) | Kind::Text => 2,
+    }
+}
+
+/// A list-valued config (`cleanup.policy`), which IncrementalAlterConfigs may APPEND to and
+/// SUBTRACT from.
+pub fn is_list_config(name: &str) -> bool {
+    matches!(name, "cleanup.policy" | "log.cleanup.policy")
+}
+
+/// A topic config's default as Kafka's LogConfig has it (what APPEND and SUBTRACT start from
+/// when the topic has no override).
+pub fn topic_config_default(name: &str) -> Option<&'static str> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|definition| definition.name == name)
+        .map(|definition| definition.default)
+}
+
+/// The broker properties a topic config falls back to, in Kafka's order
+/// (`ServerTopicConfigSynonyms`): `retention.ms` has three, the rest one.
+fn broker_synonyms(definition: &TopicConfigDef) -> Vec<&'static str> {
+    match definition.name {
+        "retention.ms" => vec![
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        _ => definition.broker_default_from.into_iter().collect(),
     }
 }
 
 impl BrokerConfig {
     /// Sets a broker property, checking its name and value.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
-        let kind = BROKER_CONFIGS
-            .iter()
-            .find(|(known, _, _)| *known == name)
-            .map(|(_, _, kind)| *kind)
-            .or_else(|| {
-                TOPIC_CONFIGS
-                    .iter()
-                    .find(|definition| definition.broker_default_from == Some(name))
-                    .map(|definition| definition.kind)
-            })
-            .ok_or_else(|| ConfigError::Unknown {
-                name: name.to_string(),
-            })?;
+        let kind = broker_config_kind(name).ok_or_else(|| ConfigError::Unknown {
+            name: name.to_string(),
+        })?;
         check_value(name, kind, value)?;
         self.properties
             .insert(name.to_string(), value.trim().to_string());
@@ -420,7 +561,108 @@ impl BrokerConfig {
     }
 
     pub fn get(&self, name: &str) -> &str {
-        self.properties.get(name).map(String::as_str).unwrap_or("")
+        self.dynamic_broker
+            .get(name)
+            .or_else(|| self.dynamic_default.get(name))
+            .or_else(|| self.properties.get(name))
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// This config with dynamic entries layered over it: the cluster-wide defaults, then one
+    /// broker's own. Names that are not dynamic (a metadata file written by another version)
+    /// are left out.
+    pub fn with_dynamic(
+        &self,
+        cluster_default: Option<&BTreeMap<String, String>>,
+        broker: Option<&BTreeMap<String, String>>,
+    ) -> BrokerConfig {
+        let dynamic_only = |entries: Option<&BTreeMap<String, String>>| {
+            entries
+                .into_iter()
+                .flatten()
+                .filter(|(name, value)| check_dynamic_broker_config(name, value).is_ok())
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect()
+        };
+        BrokerConfig {
+            properties: self.properties.clone(),
+            explicit: self.explicit.clone(),
+            dynamic_default: dynamic_only(cluster_default),
+            dynamic_broker: dynamic_only(broker),
+        }
+    }
+
+    /// Whether a property has a value other than Kafka's default, from any source.
+    fn is_set(&self, name: &str) -> bool {
+        self.dynamic_broker.contains_key(name)
+            || self.dynamic_default.contains_key(name)
+            || self.explicit.contains(name)
+    }
+
+    /// A broker property's values from every source that sets it, in precedence order, ending
+    /// with Kafka's default (DescribeConfigs' synonyms).
+    pub fn synonyms(&self, name: &str) -> Vec<Synonym> {
+        let mut found = Vec::new();
+        let mut push = |value: Option<&String>, source| {
+            if let Some(value) = value {
+                found.push(Synonym {
+                    name: name.to_string(),
+                    value: value.clone(),
+                    source,
+                });
+            }
+        };
+        push(self.dynamic_broker.get(name), ConfigSource::DynamicBroker);
+        push(
+            self.dynamic_default.get(name),
+            ConfigSource::DynamicDefaultBroker,
+        );
+        if self.explicit.contains(name) {
+            push(self.properties.get(name), ConfigSource::StaticBroker);
+        }
+        push(default_of(name).as_ref(), ConfigSource::Default);
+        found
+    }
+
+    /// Every broker property with its effective value, where it comes from, Kafka's config
+    /// type and whether AlterConfigs may change it (DescribeConfigs on a broker resource).
+    pub fn broker_entries(&self) -> Vec<BrokerConfigEntry> {
+        self.properties
+            .keys()
+            .map(|name| {
+                let synonyms = self.synonyms(name);
+                BrokerConfigEntry {
+                    name: name.clone(),
+                    value: self.get(name).to_string(),
+                    source: synonyms
+                        .first()
+                        .map_or(ConfigSource::Default, |synonym| synonym.source),
+                    config_type: broker_config_kind(name).map_or(2, config_type),
+                    read_only: !is_dynamic_broker_config(name),
+                    synonyms,
+                }
+            })
+            .collect()
+    }
+
+    /// The dynamic cluster-wide defaults only (DescribeConfigs on the broker resource "").
+    pub fn dynamic_default_entries(&self) -> Vec<BrokerConfigEntry> {
+        self.dynamic_default
+            .iter()
+            .map(|(name, value)| BrokerConfigEntry {
+                name: name.clone(),
+                value: value.clone(),
+                source: ConfigSource::DynamicDefaultBroker,
+                config_type: broker_config_kind(name).map_or(2, config_type),
+                read_only: false,
+                synonyms: vec![Synonym {
+                    name: name.clone(),
+                    value: value.clone(),
+                    source: ConfigSource::DynamicDefaultBroker,
+                }],
+            })
+            .collect()
     }
 
     fn long(&self, name: &str) -> i64 {
@@ -531,6 +773,12 @@ impl BrokerConfig {
         u64::try_from(self.long("shard_idle_poll_us")).map_or(Duration::MAX, Duration::from_micros)
     }
 
+    /// `max.request.partition.size.limit`.
+    pub fn partition_listing_limit(&self) -> i32 {
+        self.long("max.request.partition.size.limit")
+            .clamp(1, i64::from(i32::MAX)) as i32
+    }
+
     pub fn topic_partitions_per_shard(&self) -> usize {
         self.long("topic_partitions_per_shard").max(1) as usize
     }
@@ -550,7 +798,7 @@ impl BrokerConfig {
     /// The broker's default `retention.ms`, Kafka's way: `log.retention.ms` if set, else
     /// `log.retention.minutes` if set, else `log.retention.hours`; negative means unlimited.
     pub fn log_retention_ms(&self) -> i64 {
-        let set = |name: &str| self.explicit.contains(name);
+        let set = |name: &str| self.is_set(name);
         let value = if set("log.retention.ms") {
             self.long("log.retention.ms")
         } else if set("log.retention.minutes") {
@@ -579,26 +827,52 @@ impl BrokerConfig {
         Some(
             definition
                 .broker_default_from
-                .and_then(|broker| self.properties.get(broker).cloned())
+                .map(|broker| self.get(broker).to_string())
                 .unwrap_or_else(|| definition.default.to_string()),
         )
     }
 
-    /// Every topic config with its effective value and whether the topic overrides it.
+    /// Every topic config with its effective value and where that comes from.
     pub fn topic_configs(&self, overrides: &BTreeMap<String, String>) -> Vec<TopicConfigEntry> {
         TOPIC_CONFIGS
             .iter()
-            .map(|definition| TopicConfigEntry {
-                name: definition.name.to_string(),
-                value: self
-                    .topic_value(overrides, definition.name)
-                    .unwrap_or_default(),
-                is_override: overrides.contains_key(definition.name),
-                config_type: match definition.kind {
-                    Kind::Boolean => 1,
-                    Kind::Long { .. } | Kind::Bounded { .. } => 5,
-                    Kind::Choice(_) | Kind::Text => 2,
-                },
+            .map(|definition| {
+                let mut synonyms: Vec<Synonym> = overrides
+                    .get(definition.name)
+                    .map(|value| Synonym {
+                        name: definition.name.to_string(),
+                        value: value.clone(),
+                        source: ConfigSource::DynamicTopic,
+                    })
+                    .into_iter()
+                    .collect();
+                // Kafka's order: by source first, then by synonym name.
+                let mut from_broker: Vec<Synonym> = broker_synonyms(definition)
+                    .into_iter()
+                    .flat_map(|broker| self.synonyms(broker))
+                    .filter(|synonym| synonym.source != ConfigSource::Default)
+                    .collect();
+                from_broker.sort_by_key(|synonym| synonym.source);
+                synonyms.extend(from_broker);
+                synonyms.push(Synonym {
+                    name: definition
+                        .broker_default_from
+                        .unwrap_or(definition.name)
+                        .to_string(),
+                    value: definition.default.to_string(),
+                    source: ConfigSource::Default,
+                });
+                TopicConfigEntry {
+                    name: definition.name.to_string(),
+                    value: self
+                        .topic_value(overrides, definition.name)
+                        .unwrap_or_default(),
+                    source: synonyms
+                        .first()
+                        .map_or(ConfigSource::Default, |synonym| synonym.source),
+                    config_type: config_type(definition.kind),
+                    synonyms,
+                }
             })
             .collect()
     }
@@ -748,6 +1022,95 @@ mod tests {
         );
         compacted.insert("cleanup.policy".into(), "compact,delete".into());
         assert_eq!(config.log_config(&compacted).retention.bytes, 1024);
+    }
+
+    #[test]
+    fn dynamic_entries_layer_over_static_ones_and_report_their_source() {
+        let mut config = BrokerConfig::default();
+        config.set("log.retention.hours", "2").unwrap();
+        config.set("log.segment.bytes", "2048").unwrap();
+        let cluster = BTreeMap::from([
+            ("log.segment.bytes".to_string(), "4096".to_string()),
+            ("log.dirs".to_string(), "/elsewhere".to_string()),
+        ]);
+        let own = BTreeMap::from([("log.retention.ms".to_string(), "5000".to_string())]);
+        let layered = config.with_dynamic(Some(&cluster), Some(&own));
+        assert_eq!(layered.get("log.dirs"), "./data", "not dynamic: left out");
+        let none = BTreeMap::new();
+        assert_eq!(layered.log_config(&none).segment_bytes, 4096);
+        assert_eq!(
+            layered.log_retention_ms(),
+            5000,
+            "ms wins over the static hours"
+        );
+        assert_eq!(
+            config.log_config(&none).segment_bytes,
+            2048,
+            "the static one unchanged"
+        );
+
+        let sources = |entry: &TopicConfigEntry| -> Vec<(String, ConfigSource)> {
+            entry
+                .synonyms
+                .iter()
+                .map(|synonym| (synonym.name.clone(), synonym.source))
+                .collect()
+        };
+        let entries = layered.topic_configs(&none);
+        let retention = entries.iter().find(|e| e.name == "retention.ms").unwrap();
+        assert_eq!(retention.value, "5000");
+        assert_eq!(retention.source, ConfigSource::DynamicBroker);
+        assert_eq!(
+            sources(retention),
+            vec![
+                ("log.retention.ms".into(), ConfigSource::DynamicBroker),
+                ("log.retention.hours".into(), ConfigSource::StaticBroker),
+                ("log.retention.ms".into(), ConfigSource::Default),
+            ]
+        );
+        let overridden = BTreeMap::from([("segment.bytes".to_string(), "100".to_string())]);
+        let entries = layered.topic_configs(&overridden);
+        let segment = entries.iter().find(|e| e.name == "segment.bytes").unwrap();
+        assert_eq!(
+            (segment.value.as_str(), segment.source),
+            ("100", ConfigSource::DynamicTopic)
+        );
+        assert_eq!(
+            sources(segment),
+            vec![
+                ("segment.bytes".into(), ConfigSource::DynamicTopic),
+                (
+                    "log.segment.bytes".into(),
+                    ConfigSource::DynamicDefaultBroker
+                ),
+                ("log.segment.bytes".into(), ConfigSource::StaticBroker),
+                ("log.segment.bytes".into(), ConfigSource::Default),
+            ]
+        );
+        let untouched = entries.iter().find(|e| e.name == "flush.ms").unwrap();
+        assert_eq!(untouched.source, ConfigSource::Default);
+
+        let brokers = layered.broker_entries();
+        let find = |name: &str| brokers.iter().find(|entry| entry.name == name).unwrap();
+        assert!(find("log.dirs").read_only);
+        assert_eq!(find("log.dirs").source, ConfigSource::Default);
+        assert!(!find("log.segment.bytes").read_only);
+        assert_eq!(
+            find("log.segment.bytes").source,
+            ConfigSource::DynamicDefaultBroker
+        );
+        assert_eq!(find("log.segment.bytes").value, "4096");
+        assert!(
+            find("log.retention.hours").read_only,
+            "only the first synonym is dynamic"
+        );
+        assert_eq!(
+            find("log.retention.hours").source,
+            ConfigSource::StaticBroker
+        );
+        let defaults = layered.dynamic_default_entries();
+        assert_eq!(defaults.len(), 1);
+        assert_eq!(defaults[0].name, "log.segment.bytes");
     }
 
     #[test]

@@ -62,3 +62,14 @@ fn kafka_python_admin_describes_log_dirs_and_the_cluster_and_deletes_records() {
         "{stdout}"
     );
 }
+
+#[test]
+fn kafka_python_admin_alters_and_describes_configs_adds_partitions_and_pages_topics() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), &[]);
+    let stdout = run_script(&broker, "kafka_python_configs.py");
+    assert!(
+        stdout.contains("configs altered and described; partitions added; 3 pages described"),
+        "{stdout}"
+    );
+}

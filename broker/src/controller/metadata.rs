@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shards::ShardId;
 
+/// Config names and values.
+pub type Configs = BTreeMap<String, String>;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicMetadata {
     pub name: String,
@@ -38,6 +41,10 @@ pub struct ClusterMetadata {
     /// The lowest producer id never handed out (InitProducerId); only the controller moves it.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Dynamic broker configs (AlterConfigs on broker resources) by resource name: "" for the
+    /// cluster-wide defaults, a broker id for one broker's own entries.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// Partitions whose log cannot be served (corruption, I/O errors), with why. Found again at
     /// every start, so never persisted.
     #[serde(skip)]
@@ -61,6 +68,13 @@ pub enum MetadataChange {
     TopicsDeleted(Vec<String>),
     /// Partitions found offline by their shard.
     PartitionsOffline(Vec<OfflinePartition>),
+    /// Topics' config overrides replaced (AlterConfigs), each by its whole new set.
+    TopicConfigsChanged(Vec<(String, BTreeMap<String, String>)>),
+    /// Broker resources' dynamic configs replaced, each by its whole new set (empty removes it).
+    BrokerConfigsChanged(Vec<(String, BTreeMap<String, String>)>),
+    /// Partitions added to topics (CreatePartitions): each topic with its new partitions'
+    /// owning shards, which follow the existing ones.
+    PartitionsAdded(Vec<(String, Vec<u16>)>),
 }
 
 const METADATA_DIRECTORY: &str = "__cluster_metadata";
@@ -82,6 +96,7 @@ impl ClusterMetadata {
             version: 0,
             topics: BTreeMap::new(),
             next_producer_id: 0,
+            broker_configs: BTreeMap::new(),
             offline: BTreeMap::new(),
         }
     }
@@ -114,7 +129,42 @@ impl ClusterMetadata {
                 }
                 self.version += 1;
             }
+            MetadataChange::TopicConfigsChanged(changes) => {
+                for (name, configs) in changes {
+                    if let Some(topic) = self.topics.get_mut(name) {
+                        topic.configs = configs.clone();
+                    }
+                }
+                self.version += 1;
+            }
+            MetadataChange::BrokerConfigsChanged(changes) => {
+                for (resource, configs) in changes {
+                    if configs.is_empty() {
+                        self.broker_configs.remove(resource);
+                    } else {
+                        self.broker_configs
+                            .insert(resource.clone(), configs.clone());
+                    }
+                }
+                self.version += 1;
+            }
+            MetadataChange::PartitionsAdded(additions) => {
+                for (name, owners) in additions {
+                    if let Some(topic) = self.topics.get_mut(name) {
+                        topic.partitions.extend_from_slice(owners);
+                    }
+                }
+                self.version += 1;
+            }
         }
+    }
+
+    /// A broker's dynamic configs: the cluster-wide defaults and its own entries.
+    pub fn dynamic_broker_configs(&self, broker_id: i32) -> (Option<&Configs>, Option<&Configs>) {
+        (
+            self.broker_configs.get(""),
+            self.broker_configs.get(&broker_id.to_string()),
+        )
     }
 
     pub fn is_offline(&self, topic: &str, partition: i32) -> bool {

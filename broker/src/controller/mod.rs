@@ -8,6 +8,7 @@
 //! The controller decides and persists; pushing a change to every shard and waiting for them is
 //! the host shard's job (`ControllerHost::publish`), so this module knows nothing of the mesh.
 
+pub mod configs;
 pub mod metadata;
 
 use std::cell::Ref;
@@ -22,6 +23,7 @@ use crate::error_code::ErrorCode;
 use crate::groups::OFFSETS_TOPIC;
 use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX, TOPIC_NAME_BYTES_MAX};
 use crate::node::NodeInfo;
+use configs::{ConfigAlteration, ConfigOutcome, ConfigResource};
 use metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
 
 /// What the controller needs of the shard it runs on.
@@ -70,6 +72,27 @@ pub enum ControllerRequest {
     },
     /// A shard found partitions it cannot serve: every shard's Metadata should say so.
     ReportOffline(Vec<metadata::OfflinePartition>),
+    /// AlterConfigs / IncrementalAlterConfigs on topic and broker resources (the handler has
+    /// refused duplicates and unknown resource types); answered by `Configs`, in order.
+    AlterConfigs {
+        alterations: Vec<ConfigAlteration>,
+        validate_only: bool,
+    },
+    /// CreatePartitions: answered by `Topics`, in order.
+    CreatePartitions {
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+    },
+}
+
+/// One topic of a CreatePartitions request.
+#[derive(Debug, Clone)]
+pub struct NewPartitions {
+    pub name: String,
+    /// The partition count asked for (the new total).
+    pub count: i32,
+    /// Manual replica assignments are not supported, as in CreateTopics.
+    pub has_assignments: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +103,7 @@ pub enum ControllerReply {
         first: i64,
         count: i64,
     },
+    Configs(Vec<ConfigOutcome>),
     Failed(String),
 }
 
@@ -202,6 +226,18 @@ impl Controller {
             }
             ControllerRequest::CreateOffsetsTopic => {
                 ControllerReply::Topics(self.create_offsets_topic(shard).await)
+            }
+            ControllerRequest::AlterConfigs {
+                alterations,
+                validate_only,
+            } => ControllerReply::Configs(
+                self.alter_configs(shard, alterations, validate_only).await,
+            ),
+            ControllerRequest::CreatePartitions {
+                topics,
+                validate_only,
+            } => {
+                ControllerReply::Topics(self.create_partitions(shard, topics, validate_only).await)
             }
             ControllerRequest::ReportOffline(partitions) => {
                 // In memory only: a partition is found offline again at every start.
@@ -426,6 +462,150 @@ impl Controller {
         Ok(partitions)
     }
 
+    /// Works out every resource's new configs, then (unless validating) persists and publishes
+    /// them, topics in one change and broker resources in another. Live logs pick the new
+    /// values up as their shards apply the change.
+    async fn alter_configs(
+        &self,
+        shard: &dyn ControllerHost,
+        alterations: Vec<ConfigAlteration>,
+        validate_only: bool,
+    ) -> Vec<ConfigOutcome> {
+        let mut outcomes = Vec::with_capacity(alterations.len());
+        let mut topic_changes = Vec::new();
+        let mut broker_changes = Vec::new();
+        {
+            let metadata = shard.metadata();
+            let node = shard.node();
+            for alteration in &alterations {
+                let outcome = match &alteration.resource {
+                    ConfigResource::Topic(name) => {
+                        check_topic_resource(&metadata, &alteration.resource, name, alteration)
+                            .map(|configs| topic_changes.push((name.clone(), configs)))
+                    }
+                    ConfigResource::Broker(name) => {
+                        check_broker_resource(node, name).and_then(|()| {
+                            let empty = BTreeMap::new();
+                            let current = metadata.broker_configs.get(name).unwrap_or(&empty);
+                            configs::altered(&alteration.resource, current, &alteration.change)
+                                .map(|configs| broker_changes.push((name.clone(), configs)))
+                        })
+                    }
+                };
+                outcomes.push(match outcome {
+                    Ok(()) => ConfigOutcome::ok(),
+                    Err((error, message)) => ConfigOutcome::failed(error, message),
+                });
+            }
+        }
+        if validate_only {
+            return outcomes;
+        }
+        let resource_of = |alteration: &ConfigAlteration| alteration.resource.clone();
+        for (change, is_topic) in [
+            (MetadataChange::TopicConfigsChanged(topic_changes), true),
+            (MetadataChange::BrokerConfigsChanged(broker_changes), false),
+        ] {
+            let empty = match &change {
+                MetadataChange::TopicConfigsChanged(changes)
+                | MetadataChange::BrokerConfigsChanged(changes) => changes.is_empty(),
+                _ => true,
+            };
+            if empty {
+                continue;
+            }
+            if let Err(reason) = self.publish(shard, change).await {
+                for (outcome, alteration) in outcomes.iter_mut().zip(&alterations) {
+                    let matches =
+                        matches!(resource_of(alteration), ConfigResource::Topic(_)) == is_topic;
+                    if matches && outcome.error == ErrorCode::None {
+                        *outcome = ConfigOutcome::failed(ErrorCode::KafkaStorageError, &reason);
+                    }
+                }
+            }
+        }
+        let altered = outcomes
+            .iter()
+            .filter(|outcome| outcome.error == ErrorCode::None)
+            .count();
+        if altered > 0 {
+            info!(resources = altered, "configs altered");
+        }
+        outcomes
+    }
+
+    /// Adds partitions to topics, each placed on the least-loaded shard, within the per-shard
+    /// cap; the new partitions open on their shards before the answer.
+    async fn create_partitions(
+        &self,
+        shard: &dyn ControllerHost,
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let shard_count = shard.node().shard_count;
+        let per_shard_max = shard.partitions_per_shard_max();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        let mut additions = Vec::new();
+        let mut extra = vec![0usize; shard_count];
+        {
+            let metadata = shard.metadata();
+            let existing = metadata.partitions_per_shard(shard_count);
+            for request in &topics {
+                let added = match check_new_partitions(shard, &metadata, request) {
+                    Err((error, message)) => {
+                        outcomes.push(TopicOutcome::failed(&request.name, error, message));
+                        continue;
+                    }
+                    Ok(added) => added,
+                };
+                let before = extra.clone();
+                let owners = metadata.place(added, shard_count, &mut extra);
+                if let Some(full) =
+                    (0..shard_count).find(|index| existing[*index] + extra[*index] > per_shard_max)
+                {
+                    let would_hold = existing[full] + extra[full];
+                    extra = before;
+                    outcomes.push(TopicOutcome::failed(
+                        &request.name,
+                        ErrorCode::InvalidPartitions,
+                        format!(
+                            "Cannot add {added} partitions: shard {full} would hold {would_hold} \
+                             partitions, more than topic_partitions_per_shard ({per_shard_max}) \
+                             allows"
+                        ),
+                    ));
+                    continue;
+                }
+                outcomes.push(TopicOutcome {
+                    name: request.name.clone(),
+                    error: ErrorCode::None,
+                    message: None,
+                    topic: None,
+                });
+                additions.push((request.name.clone(), owners));
+            }
+        }
+        if validate_only || additions.is_empty() {
+            return outcomes;
+        }
+        let added: Vec<(String, usize)> = additions
+            .iter()
+            .map(|(name, owners)| (name.clone(), owners.len()))
+            .collect();
+        if let Err(reason) = self
+            .publish(shard, MetadataChange::PartitionsAdded(additions))
+            .await
+        {
+            for outcome in outcomes.iter_mut().filter(|o| o.error == ErrorCode::None) {
+                *outcome =
+                    TopicOutcome::failed(&outcome.name, ErrorCode::KafkaStorageError, &reason);
+            }
+            return outcomes;
+        }
+        info!(topics = ?added, "partitions added");
+        outcomes
+    }
+
     async fn delete_topics(
         &self,
         shard: &dyn ControllerHost,
@@ -478,6 +658,129 @@ impl Controller {
         info!(topics = ?deleted, "topics deleted");
         outcomes
     }
+}
+
+/// A topic resource's new overrides, or why not: the name first, then the configs, then
+/// whether the topic exists (Kafka's order, so a bad key on a missing topic is INVALID_CONFIG).
+fn check_topic_resource(
+    metadata: &ClusterMetadata,
+    resource: &ConfigResource,
+    name: &str,
+    alteration: &ConfigAlteration,
+) -> Result<BTreeMap<String, String>, (ErrorCode, String)> {
+    if name.is_empty() {
+        return Err((
+            ErrorCode::InvalidRequest,
+            "Default topic resources are not allowed.".into(),
+        ));
+    }
+    validate_topic_name(name).map_err(|reason| (ErrorCode::InvalidTopicException, reason))?;
+    let empty = BTreeMap::new();
+    let current = metadata
+        .topics
+        .get(name)
+        .map_or(&empty, |topic| &topic.configs);
+    let next = configs::altered(resource, current, &alteration.change)?;
+    if !metadata.topics.contains_key(name) {
+        return Err((
+            ErrorCode::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        ));
+    }
+    Ok(next)
+}
+
+/// A broker resource names the cluster-wide defaults ("") or one of this node's brokers.
+fn check_broker_resource(node: &NodeInfo, name: &str) -> Result<(), (ErrorCode, String)> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    let id: i32 = name.parse().map_err(|_| {
+        (
+            ErrorCode::InvalidRequest,
+            format!("Node id must be an integer, but it is: {name}"),
+        )
+    })?;
+    if node.brokers().any(|(broker, _, _)| broker == id) {
+        Ok(())
+    } else {
+        let ours: Vec<String> = node
+            .brokers()
+            .map(|(broker, _, _)| broker.to_string())
+            .collect();
+        Err((
+            ErrorCode::InvalidRequest,
+            format!(
+                "Unexpected broker id, expected one of {}, but received {name}",
+                ours.join(", ")
+            ),
+        ))
+    }
+}
+
+/// How many partitions a CreatePartitions request adds to a topic, or why it cannot.
+fn check_new_partitions(
+    shard: &dyn ControllerHost,
+    metadata: &ClusterMetadata,
+    request: &NewPartitions,
+) -> Result<usize, (ErrorCode, String)> {
+    let name = &request.name;
+    let Some(topic) = metadata.topics.get(name) else {
+        return Err((
+            ErrorCode::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        ));
+    };
+    let current = topic.partitions.len() as i32;
+    if request.count == current {
+        return Err((
+            ErrorCode::InvalidPartitions,
+            format!("Topic already has {current} partition(s)."),
+        ));
+    }
+    if request.count < current {
+        return Err((
+            ErrorCode::InvalidPartitions,
+            format!(
+                "The topic {name} currently has {current} partition(s); {} would not be an \
+                 increase.",
+                request.count
+            ),
+        ));
+    }
+    if request.count > PARTITIONS_PER_TOPIC_MAX {
+        return Err((
+            ErrorCode::InvalidPartitions,
+            format!("number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
+        ));
+    }
+    if name == OFFSETS_TOPIC {
+        // Kafka allows it and warns; every group whose hash lands elsewhere would lose its
+        // committed offsets, so it is refused here.
+        return Err((
+            ErrorCode::InvalidPartitions,
+            format!(
+                "partitions cannot be added to {OFFSETS_TOPIC}: groups would move to other \
+                 partitions and lose their committed offsets"
+            ),
+        ));
+    }
+    if request.has_assignments {
+        return Err((
+            ErrorCode::InvalidReplicaAssignment,
+            "manual replica assignment is not supported; partitions are placed by the broker"
+                .into(),
+        ));
+    }
+    if shard.disk_full() {
+        return Err((
+            ErrorCode::KafkaStorageError,
+            "the disk is full (free space is below storage_min_free_bytes): no partition can be \
+             added until space is freed"
+                .into(),
+        ));
+    }
+    Ok((request.count - current) as usize)
 }
 
 impl Default for Controller {

@@ -60,6 +60,10 @@ pub fn api_name(api_key: i16) -> &'static str {
         Ok(ApiKey::DeleteRecords) => "delete_records",
         Ok(ApiKey::DescribeLogDirs) => "describe_log_dirs",
         Ok(ApiKey::DescribeCluster) => "describe_cluster",
+        Ok(ApiKey::AlterConfigs) => "alter_configs",
+        Ok(ApiKey::IncrementalAlterConfigs) => "incremental_alter_configs",
+        Ok(ApiKey::CreatePartitions) => "create_partitions",
+        Ok(ApiKey::DescribeTopicPartitions) => "describe_topic_partitions",
         _ => "unsupported",
     }
 }

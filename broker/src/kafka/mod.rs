@@ -183,5 +183,13 @@ pub async fn dispatch(
         Request::DescribeLogDirs(request) => {
             later!(describe_log_dirs::handle(shard, request, version))
         }
+        Request::AlterConfigs(request) => later!(alter_configs::alter(shard, request)),
+        Request::IncrementalAlterConfigs(request) => {
+            later!(alter_configs::incremental(shard, request))
+        }
+        Request::CreatePartitions(request) => later!(create_partitions::handle(shard, request)),
+        Request::DescribeTopicPartitions(request) => {
+            now!(describe_topic_partitions::handle(shard, request))
+        }
     }
 }

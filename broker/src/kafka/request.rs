@@ -78,6 +78,10 @@ requests! {
     DeleteRecords => DeleteRecordsRequest,
     DescribeLogDirs => DescribeLogDirsRequest,
     DescribeCluster => DescribeClusterRequest,
+    AlterConfigs => AlterConfigsRequest,
+    IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+    CreatePartitions => CreatePartitionsRequest,
+    DescribeTopicPartitions => DescribeTopicPartitionsRequest,
 }
 
 /// Checks a frame's header and body before anything is decoded.

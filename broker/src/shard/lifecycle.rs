@@ -70,11 +70,17 @@ impl Shard {
         .detach();
     }
 
-    async fn open_topic(self: &Rc<Self>, topic: &TopicMetadata) -> Vec<Option<PartitionSlot>> {
-        let config = self.node.config.log_config(&topic.configs);
-        let mut slots = Vec::with_capacity(topic.partitions.len());
+    /// Opens the partitions of `topic` from index `from` on that this shard owns; a slot per
+    /// partition from `from` on (`None` where another shard owns it).
+    async fn open_topic(
+        self: &Rc<Self>,
+        topic: &TopicMetadata,
+        from: usize,
+    ) -> Vec<Option<PartitionSlot>> {
+        let config = self.config().log_config(&topic.configs);
+        let mut slots = Vec::with_capacity(topic.partitions.len().saturating_sub(from));
         let mut offline = Vec::new();
-        for (index, owner) in topic.partitions.iter().enumerate() {
+        for (index, owner) in topic.partitions.iter().enumerate().skip(from) {
             if ShardId(*owner) != self.id {
                 slots.push(None);
                 continue;
@@ -117,39 +123,86 @@ impl Shard {
         slots
     }
 
+    /// A new partition starts empty. A directory of the same name can only be left over from a
+    /// deleted topic whose files were not removed before a crash.
+    async fn remove_leftovers(&self, topic: &TopicMetadata, from: usize) {
+        let disk = self.log_context.disk.clone();
+        for (index, owner) in topic.partitions.iter().enumerate().skip(from) {
+            let directory = self.partition_directory(&topic.name, index);
+            if ShardId(*owner) == self.id && disk.exists(&directory).await.unwrap_or(false) {
+                warn!(directory = %directory.display(), "removing leftovers of a deleted topic");
+                if let Err(error) = disk.remove_dir_all(&directory).await {
+                    error!(directory = %directory.display(), %error, "cannot remove leftovers");
+                }
+            }
+        }
+    }
+
+    /// Works out this shard's config from the node's and the metadata's dynamic entries.
+    fn refresh_config(&self, metadata: &ClusterMetadata) {
+        let (cluster_default, broker) = metadata.dynamic_broker_configs(self.broker_id());
+        *self.config.borrow_mut() = Rc::new(self.node.config.with_dynamic(cluster_default, broker));
+    }
+
+    /// Gives every owned log of `topics` (all of them for `None`) the storage settings its
+    /// topic's configs now make, so a changed retention, segment size or flush policy holds
+    /// from the next append, flush or retention check on.
+    fn reconfigure_logs(&self, topics: Option<&[String]>) {
+        let config = self.config();
+        let metadata = self.metadata.borrow();
+        let partitions = self.partitions.borrow();
+        for (name, slots) in partitions.iter() {
+            if topics.is_some_and(|wanted| !wanted.contains(name)) {
+                continue;
+            }
+            let Some(topic) = metadata.topics.get(name) else {
+                continue;
+            };
+            let log_config = config.log_config(&topic.configs);
+            for slot in slots.iter().flatten() {
+                if let PartitionSlot::Online(log) = slot {
+                    log.set_config(log_config.clone());
+                }
+            }
+        }
+    }
+
     /// Applies a metadata change to this shard: the local copy, and the logs it owns.
     pub async fn apply(self: &Rc<Self>, change: &MetadataChange) {
         match change {
             MetadataChange::Snapshot(snapshot) => {
+                self.refresh_config(snapshot);
                 for topic in snapshot.topics.values() {
-                    let slots = self.open_topic(topic).await;
+                    let slots = self.open_topic(topic, 0).await;
                     self.partitions
                         .borrow_mut()
                         .insert(topic.name.clone(), slots);
                 }
             }
             MetadataChange::TopicsCreated(topics) => {
-                let disk = self.log_context.disk.clone();
                 for topic in topics {
-                    // A new topic starts empty. A directory of the same name can only be left
-                    // over from a deleted topic whose files were not removed before a crash.
-                    for (index, owner) in topic.partitions.iter().enumerate() {
-                        let directory = self.partition_directory(&topic.name, index);
-                        if ShardId(*owner) == self.id
-                            && disk.exists(&directory).await.unwrap_or(false)
-                        {
-                            warn!(directory = %directory.display(), "removing leftovers of a deleted topic");
-                            if let Err(error) = disk.remove_dir_all(&directory).await {
-                                error!(directory = %directory.display(), %error, "cannot remove leftovers");
-                            }
-                        }
-                    }
-                    let slots = self.open_topic(topic).await;
+                    self.remove_leftovers(topic, 0).await;
+                    let slots = self.open_topic(topic, 0).await;
                     self.partitions
                         .borrow_mut()
                         .insert(topic.name.clone(), slots);
                 }
             }
+            MetadataChange::PartitionsAdded(additions) => {
+                for (name, owners) in additions {
+                    let Some(mut topic) = self.metadata.borrow().topics.get(name).cloned() else {
+                        continue;
+                    };
+                    let from = topic.partitions.len();
+                    topic.partitions.extend_from_slice(owners);
+                    self.remove_leftovers(&topic, from).await;
+                    let slots = self.open_topic(&topic, from).await;
+                    if let Some(existing) = self.partitions.borrow_mut().get_mut(name) {
+                        existing.extend(slots);
+                    }
+                }
+            }
+            MetadataChange::TopicConfigsChanged(_) | MetadataChange::BrokerConfigsChanged(_) => {}
             MetadataChange::TopicsDeleted(names) => {
                 self.groups
                     .forget_topics(names, |group_id| self.coordinator_log(group_id).ok())
@@ -179,6 +232,17 @@ impl Shard {
             .map(|topic| (topic.topic_id, topic.name.clone()))
             .collect();
         *self.topic_ids.borrow_mut() = ids;
+        match change {
+            MetadataChange::TopicConfigsChanged(changes) => {
+                let names: Vec<String> = changes.iter().map(|(name, _)| name.clone()).collect();
+                self.reconfigure_logs(Some(&names));
+            }
+            MetadataChange::BrokerConfigsChanged(_) => {
+                self.refresh_config(&self.metadata.borrow());
+                self.reconfigure_logs(None);
+            }
+            _ => {}
+        }
         if matches!(change, MetadataChange::Snapshot(_)) {
             self.ready.set(true);
             self.ready_event.notify(usize::MAX);
@@ -309,7 +373,7 @@ impl Shard {
     /// `retention.ms` and `retention.bytes` no longer keep. It runs on a full disk too, which
     /// is how the space comes back.
     pub async fn run_retention(self: Rc<Self>) {
-        let interval = self.node.config.millis("log.retention.check.interval.ms");
+        let interval = self.config().millis("log.retention.check.interval.ms");
         loop {
             shards::task::sleep(interval).await;
             for log in self.owned_logs() {

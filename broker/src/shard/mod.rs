@@ -21,6 +21,7 @@ use shards::{Mesh, ShardId};
 use storage::memory::MemoryBudget;
 use storage::PartitionLog;
 
+use crate::config::BrokerConfig;
 use crate::controller::metadata::ClusterMetadata;
 use crate::controller::{Controller, ControllerReply, ControllerRequest};
 use crate::error_code::ErrorCode;
@@ -79,6 +80,9 @@ pub struct Shard {
     pub groups: GroupCoordinator,
     /// This shard's open client connections.
     pub connections: crate::connections::Connections,
+    /// The node's config with the dynamic entries for this shard's broker layered over it
+    /// (AlterConfigs); replaced whenever the metadata changes them.
+    config: RefCell<Rc<BrokerConfig>>,
 }
 
 impl Shard {
@@ -119,12 +123,23 @@ impl Shard {
             node_ready: Cell::new(false),
             groups: GroupCoordinator::new(node.config.group_settings()),
             connections: Default::default(),
+            config: RefCell::new(Rc::new(node.config.clone())),
             node,
         })
     }
 
     pub fn metadata(&self) -> Ref<'_, ClusterMetadata> {
         self.metadata.borrow()
+    }
+
+    /// The config in force on this shard: static, with its dynamic entries layered over it.
+    pub fn config(&self) -> Rc<BrokerConfig> {
+        self.config.borrow().clone()
+    }
+
+    /// This shard's broker id, as clients see it.
+    pub fn broker_id(&self) -> i32 {
+        self.node.broker_id(self.id)
     }
 
     pub fn topic_name_by_id(&self, topic_id: &uuid::Uuid) -> Option<String> {
@@ -241,7 +256,9 @@ impl Shard {
                     self.producer_ids.set((first, first + count))
                 }
                 ControllerReply::Failed(reason) => return Err(reason),
-                ControllerReply::Topics(_) => return Err("unexpected controller reply".into()),
+                ControllerReply::Topics(_) | ControllerReply::Configs(_) => {
+                    return Err("unexpected controller reply".into())
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::{str_bytes, topic_config_source, topic_name};
+use super::{str_bytes, topic_name};
 use crate::controller::{ControllerRequest, NewTopic};
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
@@ -55,15 +55,14 @@ pub async fn handle(
             if let (Some(topic), true) = (&outcome.topic, outcome.error == ErrorCode::None) {
                 if version >= 5 {
                     let configs = shard
-                        .node
-                        .config
+                        .config()
                         .topic_configs(&topic.configs)
                         .into_iter()
                         .map(|config| {
                             CreatableTopicConfigs::default()
                                 .with_name(str_bytes(&config.name))
                                 .with_value(Some(str_bytes(&config.value)))
-                                .with_config_source(topic_config_source(config.is_override))
+                                .with_config_source(config.source.code())
                         })
                         .collect();
                     result = result

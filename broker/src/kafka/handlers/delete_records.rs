@@ -28,8 +28,7 @@ pub async fn handle(shard: Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRe
             let metadata = shard.metadata();
             metadata.topics.get(&name).map(|known| {
                 shard
-                    .node
-                    .config
+                    .config()
                     .topic_value(&known.configs, "cleanup.policy")
                     .is_some_and(|policy| policy.split(',').any(|one| one.trim() == "delete"))
             })

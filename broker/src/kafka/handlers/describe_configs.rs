@@ -1,27 +1,30 @@
-//! DescribeConfigs (key 32): topic configs (effective values and whether overridden) and the
-//! broker's properties.
+//! DescribeConfigs (key 32): a topic's configs (effective values, where each comes from, and
+//! with `include_synonyms` every value in the chain behind it), a broker's properties (with
+//! whether AlterConfigs may change them), and the dynamic cluster-wide defaults (the broker
+//! resource named ""), as Kafka's `ConfigHelper` reports them.
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::{str_bytes, topic_config_source};
+use super::str_bytes;
+use crate::config::{ConfigSource, Synonym};
+use crate::controller::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::controller::validate_topic_name;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-const SOURCE_STATIC_BROKER: i8 = 4;
-
-/// One config entry as reported: name, value, Kafka's ConfigSource and ConfigType.
+/// One config entry as reported.
 struct Entry {
     name: String,
     value: String,
-    source: i8,
+    source: ConfigSource,
     config_type: i8,
+    read_only: bool,
+    synonyms: Vec<Synonym>,
 }
 
 pub fn handle(
@@ -29,6 +32,7 @@ pub fn handle(
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
+    let config = shard.config();
     let results = request
         .resources
         .iter()
@@ -39,19 +43,20 @@ pub fn handle(
                 .with_resource_name(resource.resource_name.clone());
             let entries: Result<Vec<Entry>, (ErrorCode, String)> = match resource.resource_type {
                 RESOURCE_TOPIC => match shard.metadata().topics.get(&name) {
-                    Some(topic) => Ok(shard
-                        .node
-                        .config
+                    _ if validate_topic_name(&name).is_err() => Err((
+                        ErrorCode::InvalidTopicException,
+                        format!("'{name}' is not a valid topic name"),
+                    )),
+                    Some(topic) => Ok(config
                         .topic_configs(&topic.configs)
                         .into_iter()
-                        .map(|config| {
-                            let source = topic_config_source(config.is_override);
-                            Entry {
-                                name: config.name,
-                                value: config.value,
-                                source,
-                                config_type: config.config_type,
-                            }
+                        .map(|entry| Entry {
+                            name: entry.name,
+                            value: entry.value,
+                            source: entry.source,
+                            config_type: entry.config_type,
+                            read_only: false,
+                            synonyms: entry.synonyms,
                         })
                         .collect()),
                     None => Err((
@@ -61,27 +66,40 @@ pub fn handle(
                 },
                 RESOURCE_BROKER => {
                     let node = &shard.node;
-                    let ours = (0..node.shard_count).any(|index| {
-                        node.broker_id(shards::ShardId(index as u16)).to_string() == name
+                    // Each shard is a broker; a resource names one of them, whose dynamic
+                    // entries are layered over the node's config.
+                    let broker = node.brokers().find_map(|(id, _, _)| {
+                        (id.to_string() == name).then(|| {
+                            let metadata = shard.metadata();
+                            let (cluster_default, own) = metadata.dynamic_broker_configs(id);
+                            node.config.with_dynamic(cluster_default, own)
+                        })
                     });
-                    if ours || name.is_empty() {
-                        Ok(node
-                            .config
-                            .properties()
-                            .iter()
-                            .map(|(key, value)| Entry {
-                                name: key.clone(),
-                                value: value.clone(),
-                                source: SOURCE_STATIC_BROKER,
-                                config_type: 2,
-                            })
-                            .collect())
-                    } else {
-                        Err((
-                            ErrorCode::InvalidRequest,
-                            format!("broker {name} is not this node"),
-                        ))
-                    }
+                    let entries = match broker {
+                        Some(broker) => Some(broker.broker_entries()),
+                        None if name.is_empty() => Some(config.dynamic_default_entries()),
+                        None => None,
+                    };
+                    entries
+                        .map(|entries| {
+                            entries
+                                .into_iter()
+                                .map(|entry| Entry {
+                                    name: entry.name,
+                                    value: entry.value,
+                                    source: entry.source,
+                                    config_type: entry.config_type,
+                                    read_only: entry.read_only,
+                                    synonyms: entry.synonyms,
+                                })
+                                .collect()
+                        })
+                        .ok_or_else(|| {
+                            (
+                                ErrorCode::InvalidRequest,
+                                format!("broker {name} is not a broker of this node"),
+                            )
+                        })
                 }
                 other => Err((
                     ErrorCode::InvalidRequest,
@@ -96,15 +114,36 @@ pub fn handle(
                     entries
                         .into_iter()
                         .filter(|entry| {
-                            resource.configuration_keys.as_ref().is_none_or(|keys| {
-                                keys.iter().any(|wanted| wanted.as_str() == entry.name)
-                            })
+                            // An empty list asks for everything, as a missing one does.
+                            resource
+                                .configuration_keys
+                                .as_ref()
+                                .filter(|keys| !keys.is_empty())
+                                .is_none_or(|keys| {
+                                    keys.iter().any(|wanted| wanted.as_str() == entry.name)
+                                })
                         })
                         .map(|entry| {
+                            let synonyms = if request.include_synonyms {
+                                entry
+                                    .synonyms
+                                    .iter()
+                                    .map(|synonym| {
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(str_bytes(&synonym.name))
+                                            .with_value(Some(str_bytes(&synonym.value)))
+                                            .with_source(synonym.source.code())
+                                    })
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            };
                             let result = DescribeConfigsResourceResult::default()
                                 .with_name(str_bytes(&entry.name))
                                 .with_value(Some(str_bytes(&entry.value)))
-                                .with_config_source(entry.source);
+                                .with_read_only(entry.read_only)
+                                .with_config_source(entry.source.code())
+                                .with_synonyms(synonyms);
                             if version >= 3 {
                                 result.with_config_type(entry.config_type)
                             } else {

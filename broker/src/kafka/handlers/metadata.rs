@@ -15,12 +15,52 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use shards::ShardId;
 
 use super::{str_bytes, topic_name, LEADER_EPOCH};
+use crate::controller::metadata::ClusterMetadata;
 use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
 use crate::kafka::errors::ErrorCode;
-use crate::shard::Shard;
+use crate::shard::{NodeInfo, Shard};
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// A partition's leader and replicas as Metadata and DescribeTopicPartitions report them: its
+/// owning shard is its one replica, and leads it unless its log cannot be served.
+pub struct PartitionState {
+    pub error: ErrorCode,
+    pub leader: BrokerId,
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub offline: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    pub fn of(
+        node: &NodeInfo,
+        metadata: &ClusterMetadata,
+        topic: &str,
+        index: usize,
+        owner: u16,
+    ) -> PartitionState {
+        let replica = BrokerId(node.broker_id(ShardId(owner)));
+        if metadata.is_offline(topic, index as i32) {
+            PartitionState {
+                error: ErrorCode::LeaderNotAvailable,
+                leader: BrokerId(-1),
+                replicas: vec![replica],
+                isr: Vec::new(),
+                offline: vec![replica],
+            }
+        } else {
+            PartitionState {
+                error: ErrorCode::None,
+                leader: replica,
+                replicas: vec![replica],
+                isr: vec![replica],
+                offline: Vec::new(),
+            }
+        }
+    }
+}
 
 enum Wanted {
     Name(String),
@@ -144,22 +184,15 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                 .iter()
                 .enumerate()
                 .map(|(index, owner)| {
-                    let replica = BrokerId(node.broker_id(ShardId(*owner)));
-                    let partition = MetadataResponsePartition::default()
+                    let state = PartitionState::of(node, &metadata, name, index, *owner);
+                    MetadataResponsePartition::default()
                         .with_partition_index(index as i32)
                         .with_leader_epoch(LEADER_EPOCH)
-                        .with_replica_nodes(vec![replica]);
-                    if metadata.is_offline(name, index as i32) {
-                        partition
-                            .with_error_code(ErrorCode::LeaderNotAvailable.code())
-                            .with_leader_id(BrokerId(-1))
-                            .with_isr_nodes(Vec::new())
-                            .with_offline_replicas(vec![replica])
-                    } else {
-                        partition
-                            .with_leader_id(replica)
-                            .with_isr_nodes(vec![replica])
-                    }
+                        .with_error_code(state.error.code())
+                        .with_leader_id(state.leader)
+                        .with_replica_nodes(state.replicas)
+                        .with_isr_nodes(state.isr)
+                        .with_offline_replicas(state.offline)
                 })
                 .collect();
             let response = response

@@ -1,7 +1,9 @@
 //! One file per Kafka API. Each handler takes the decoded request and returns the response body;
 //! the connection frames and orders the answers.
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
@@ -11,6 +13,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -57,17 +60,6 @@ pub fn topic_name(name: &str) -> TopicName {
 
 pub fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
-}
-
-/// Kafka's ConfigSource of a topic config: set on the topic, or the broker's default.
-pub fn topic_config_source(is_override: bool) -> i8 {
-    const DYNAMIC_TOPIC_CONFIG: i8 = 1;
-    const DEFAULT_CONFIG: i8 = 5;
-    if is_override {
-        DYNAMIC_TOPIC_CONFIG
-    } else {
-        DEFAULT_CONFIG
-    }
 }
 
 /// The single leader epoch of a single-node log (see `storage::partition_log::LEADER_EPOCH`).

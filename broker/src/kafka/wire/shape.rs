@@ -37,6 +37,8 @@ enum Ty {
     Structs(&'static [Field]),
     I32s,
     Strs,
+    /// A nullable struct (not an array): a presence byte, then the struct.
+    OptionalStruct(&'static [Field]),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -255,6 +257,36 @@ const DESCRIBE_LOG_DIRS: &[Field] = &[all(Structs(&[all(Str), all(I32s)]))];
 
 const DESCRIBE_CLUSTER: &[Field] = &[all(I8), from(1, I8), from(2, I8)];
 
+const ALTER_CONFIGS: &[Field] = &[
+    all(Structs(&[
+        all(I8),
+        all(Str),
+        all(Structs(&[all(Str), all(Str)])),
+    ])),
+    all(I8),
+];
+
+const INCREMENTAL_ALTER_CONFIGS: &[Field] = &[
+    all(Structs(&[
+        all(I8),
+        all(Str),
+        all(Structs(&[all(Str), all(I8), all(Str)])),
+    ])),
+    all(I8),
+];
+
+const CREATE_PARTITIONS: &[Field] = &[
+    all(Structs(&[all(Str), all(I32), all(Structs(&[all(I32s)]))])),
+    all(I32),
+    all(I8),
+];
+
+const DESCRIBE_TOPIC_PARTITIONS: &[Field] = &[
+    all(Structs(&[all(Str)])),
+    all(I32),
+    all(OptionalStruct(&[all(Str), all(I32)])),
+];
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -283,6 +315,10 @@ fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
         ApiKey::DeleteRecords => DELETE_RECORDS,
         ApiKey::DescribeLogDirs => DESCRIBE_LOG_DIRS,
         ApiKey::DescribeCluster => DESCRIBE_CLUSTER,
+        ApiKey::AlterConfigs => ALTER_CONFIGS,
+        ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
+        ApiKey::CreatePartitions => CREATE_PARTITIONS,
+        ApiKey::DescribeTopicPartitions => DESCRIBE_TOPIC_PARTITIONS,
         _ => return None,
     })
 }
@@ -432,6 +468,16 @@ impl Walker<'_> {
                 }
                 Structs(inner) => {
                     for _ in 0..self.count()? {
+                        self.decoded += STRUCT_DECODED_BYTES;
+                        self.fields(inner)?;
+                        if self.flexible {
+                            self.tagged_fields()?;
+                        }
+                    }
+                }
+                OptionalStruct(inner) => {
+                    let [present] = self.fixed::<1>()?;
+                    if present as i8 >= 0 {
                         self.decoded += STRUCT_DECODED_BYTES;
                         self.fields(inner)?;
                         if self.flexible {
@@ -753,6 +799,71 @@ mod tests {
             }
             walk_exactly(ApiKey::DescribeCluster, &request, version);
         }
+        for version in supported_range(ApiKey::AlterConfigs).unwrap() {
+            let request = AlterConfigsRequest::default()
+                .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text())
+                    .with_configs(vec![
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(text())
+                            .with_value(Some(text())),
+                        alter_configs_request::AlterableConfig::default().with_name(text()),
+                    ])])
+                .with_validate_only(true);
+            walk_exactly(ApiKey::AlterConfigs, &request, version);
+        }
+        for version in supported_range(ApiKey::IncrementalAlterConfigs).unwrap() {
+            let request = IncrementalAlterConfigsRequest::default()
+                .with_resources(vec![
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(text())
+                        .with_configs(vec![
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(text())
+                                .with_config_operation(2)
+                                .with_value(Some(text())),
+                        ]),
+                ])
+                .with_validate_only(true);
+            walk_exactly(ApiKey::IncrementalAlterConfigs, &request, version);
+        }
+        for version in supported_range(ApiKey::CreatePartitions).unwrap() {
+            let request = CreatePartitionsRequest::default()
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(TopicName(text()))
+                        .with_count(5)
+                        .with_assignments(Some(vec![
+                            create_partitions_request::CreatePartitionsAssignment::default()
+                                .with_broker_ids(vec![BrokerId(1), BrokerId(2)]),
+                        ])),
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(TopicName(text())),
+                ])
+                .with_timeout_ms(100)
+                .with_validate_only(true);
+            walk_exactly(ApiKey::CreatePartitions, &request, version);
+        }
+        for version in supported_range(ApiKey::DescribeTopicPartitions).unwrap() {
+            let topics = vec![describe_topic_partitions_request::TopicRequest::default()
+                .with_name(TopicName(text()))];
+            for cursor in [
+                None,
+                Some(
+                    describe_topic_partitions_request::Cursor::default()
+                        .with_topic_name(TopicName(text()))
+                        .with_partition_index(3),
+                ),
+            ] {
+                let request = DescribeTopicPartitionsRequest::default()
+                    .with_topics(topics.clone())
+                    .with_response_partition_limit(7)
+                    .with_cursor(cursor);
+                walk_exactly(ApiKey::DescribeTopicPartitions, &request, version);
+            }
+        }
     }
 
     /// The estimate's per-element bound holds for the element structs of every accepted request
@@ -788,6 +899,14 @@ mod tests {
             size_of::<delete_records_request::DeleteRecordsTopic>(),
             size_of::<delete_records_request::DeleteRecordsPartition>(),
             size_of::<describe_log_dirs_request::DescribableLogDirTopic>(),
+            size_of::<alter_configs_request::AlterConfigsResource>(),
+            size_of::<alter_configs_request::AlterableConfig>(),
+            size_of::<incremental_alter_configs_request::AlterConfigsResource>(),
+            size_of::<incremental_alter_configs_request::AlterableConfig>(),
+            size_of::<create_partitions_request::CreatePartitionsTopic>(),
+            size_of::<create_partitions_request::CreatePartitionsAssignment>(),
+            size_of::<describe_topic_partitions_request::TopicRequest>(),
+            size_of::<describe_topic_partitions_request::Cursor>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
         ];
