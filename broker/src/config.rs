@@ -342,7 +342,7 @@ pub fn check_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 /// Kafka's default of a broker property.
-fn default_of(name: &str) -> Option<String> {
+pub(crate) fn default_of(name: &str) -> Option<String> {
     BROKER_CONFIGS
         .iter()
         .find(|(known, _, _)| *known == name)
@@ -846,7 +846,7 @@ impl BrokerConfig {
                     })
                     .into_iter()
                     .collect();
-                // Kafka's order: by source first, then by synonym name.
+                // Kafka's order: by source first, then in the synonyms' order.
                 let mut from_broker: Vec<Synonym> = broker_synonyms(definition)
                     .into_iter()
                     .flat_map(|broker| self.synonyms(broker))
@@ -854,13 +854,22 @@ impl BrokerConfig {
                     .collect();
                 from_broker.sort_by_key(|synonym| synonym.source);
                 synonyms.extend(from_broker);
-                synonyms.push(Synonym {
-                    name: definition
-                        .broker_default_from
-                        .unwrap_or(definition.name)
-                        .to_string(),
-                    value: definition.default.to_string(),
-                    source: ConfigSource::Default,
+                // Kafka names the default of the last synonym that has one (`retention.ms`:
+                // `log.retention.hours`, 168).
+                synonyms.push(match definition.name {
+                    "retention.ms" => Synonym {
+                        name: "log.retention.hours".into(),
+                        value: default_of("log.retention.hours").unwrap_or_default(),
+                        source: ConfigSource::Default,
+                    },
+                    _ => Synonym {
+                        name: definition
+                            .broker_default_from
+                            .unwrap_or(definition.name)
+                            .to_string(),
+                        value: definition.default.to_string(),
+                        source: ConfigSource::Default,
+                    },
                 });
                 TopicConfigEntry {
                     name: definition.name.to_string(),
@@ -1065,7 +1074,7 @@ mod tests {
             vec![
                 ("log.retention.ms".into(), ConfigSource::DynamicBroker),
                 ("log.retention.hours".into(), ConfigSource::StaticBroker),
-                ("log.retention.ms".into(), ConfigSource::Default),
+                ("log.retention.hours".into(), ConfigSource::Default),
             ]
         );
         let overridden = BTreeMap::from([("segment.bytes".to_string(), "100".to_string())]);

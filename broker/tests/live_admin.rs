@@ -68,9 +68,15 @@ fn segment_files(partition_dir: &Path) -> usize {
         .count()
 }
 
-/// Produces rounds of records to partition 0 of `topic` until retention has moved its start
-/// (bounded); returns the start and how many records were sent.
-fn produce_until_retention_moves(broker: &Broker, topic: &str, first: usize) -> (i64, usize) {
+/// Produces rounds of records to partition 0 of `topic` (numbered from `first` on) until
+/// retention has moved its start past `above` (bounded); returns the start and the number of
+/// the next record.
+fn produce_until_retention_moves(
+    broker: &Broker,
+    topic: &str,
+    first: usize,
+    above: i64,
+) -> (i64, usize) {
     let watcher: BaseConsumer = broker.client_config().create().unwrap();
     let (producer, deliveries) = producer(broker, &[("acks", "all")]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -84,7 +90,7 @@ fn produce_until_retention_moves(broker: &Broker, topic: &str, first: usize) -> 
             .fetch_watermarks(topic, 0, Duration::from_secs(10))
             .unwrap();
         assert_eq!(high, sent as i64);
-        if low > 0 {
+        if low > above {
             return (low, sent);
         }
         assert!(Instant::now() < deadline, "retention never moved {topic}");
@@ -134,7 +140,7 @@ fn alter_configs_change_retention_and_segment_size_of_a_live_topic() {
         described(&admin, topic(), "segment.bytes"),
         (Some("16384".into()), ConfigSource::DynamicTopic, false)
     );
-    let (start, sent) = produce_until_retention_moves(&broker, "live", 0);
+    let (start, sent) = produce_until_retention_moves(&broker, "live", 0, 0);
     assert!(start > 0);
     assert!(segment_files(&data.join("live-0")) >= 2);
 
@@ -204,7 +210,7 @@ fn broker_configs_change_the_defaults_of_live_topics_and_survive_a_crash() {
         ),
         (Some("65536".into()), ConfigSource::DynamicBroker, false)
     );
-    let (start, _) = produce_until_retention_moves(&broker, "defaults", 0);
+    let (start, sent) = produce_until_retention_moves(&broker, "defaults", 0, 0);
     assert!(start > 0);
     assert!(segment_files(&data.join("defaults-0")) >= 2);
 
@@ -220,13 +226,31 @@ fn broker_configs_change_the_defaults_of_live_topics_and_survive_a_crash() {
         ),
         (Some("16384".into()), ConfigSource::DynamicBroker, false)
     );
+    // The logs reopened with the dynamic settings too: small segments roll and retention
+    // moves the start on.
+    produce_until_retention_moves(&broker, "defaults", sent, start);
+}
+
+/// Two of the cores this process may use, for tests that need two shards; `None` (the test
+/// is skipped) on a one-core machine.
+fn two_cores() -> Option<String> {
+    let cores = shards::cpu::allowed_cores();
+    if cores.len() < 2 {
+        eprintln!(
+            "skipped: needs two cores, this process may use {}",
+            cores.len()
+        );
+        return None;
+    }
+    Some(format!("{},{}", cores[0], cores[1]))
 }
 
 #[test]
 fn create_partitions_adds_partitions_that_producers_use_and_a_group_is_rebalanced_onto() {
     let scratch = scratch_dir();
     let data = scratch.path().join("data");
-    let mut broker = Broker::start(&data, &[]);
+    let Some(cores) = two_cores() else { return };
+    let mut broker = Broker::start(&data, &["--cores", &cores]);
     create_topic(&broker, "grow", 2, &[]);
     let consumer: BaseConsumer = broker
         .client_config()
@@ -337,7 +361,8 @@ fn the_cluster_wide_default_reaches_every_shard_and_a_brokers_own_entry_wins() {
     };
     const BROKER: i8 = 4;
     let scratch = scratch_dir();
-    let broker = Broker::start(&scratch.path().join("data"), &[]);
+    let Some(cores) = two_cores() else { return };
+    let broker = Broker::start(&scratch.path().join("data"), &["--cores", &cores]);
     create_topic(&broker, "everywhere", 4, &[]);
     let set = |resource: &str, name: &str, value: &str| {
         let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
@@ -359,6 +384,11 @@ fn the_cluster_wide_default_reaches_every_shard_and_a_brokers_own_entry_wins() {
     };
     assert_eq!(set("", "log.retention.ms", "3600000"), 0);
     assert_eq!(set("", "log.dirs", "/elsewhere"), 42);
+    assert_eq!(
+        set("00", "log.retention.ms", "1"),
+        42,
+        "a broker id in its canonical spelling only"
+    );
     // The second shard's broker gets an entry of its own.
     let brokers = leaders(&broker, "everywhere");
     let second = *brokers.iter().max().unwrap();
@@ -400,12 +430,29 @@ fn the_cluster_wide_default_reaches_every_shard_and_a_brokers_own_entry_wins() {
     // Each shard answers for its own broker: the default on the first, its own entry on the
     // second, and a topic's retention.ms from the shard asked.
     let addresses = &broker.shard_addresses;
-    let second_view = describe(&addresses[addresses.len() - 1], 2, "everywhere");
+    assert_eq!(addresses.len(), 2);
+    let first_view = describe(&addresses[0], 2, "everywhere");
+    assert_eq!(first_view["retention.ms"], ("3600000".to_string(), 3));
+    let second_view = describe(&addresses[1], 2, "everywhere");
     assert_eq!(second_view["retention.ms"], ("7200000".to_string(), 2));
-    if addresses.len() > 1 {
-        let first_view = describe(&addresses[0], 2, "everywhere");
-        assert_eq!(first_view["retention.ms"], ("3600000".to_string(), 3));
-    }
     let own = describe(&broker.bootstrap, BROKER, &second.to_string());
     assert_eq!(own["log.retention.ms"], ("7200000".to_string(), 2));
+
+    // A resource asked for twice is answered in full once.
+    let resource = describe_configs_request::DescribeConfigsResource::default()
+        .with_resource_type(BROKER)
+        .with_resource_name(text("0"));
+    let response: DescribeConfigsResponse = kafka_call(
+        &mut connect(&broker.bootstrap),
+        ApiKey::DescribeConfigs,
+        4,
+        &DescribeConfigsRequest::default().with_resources(vec![resource.clone(), resource]),
+    );
+    let codes: Vec<i16> = response
+        .results
+        .iter()
+        .map(|result| result.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, 42]);
+    assert!(response.results[1].configs.is_empty());
 }

@@ -105,10 +105,7 @@ fn check(resource: &ConfigResource, name: &str, value: &str) -> Result<(), Refus
 fn check_name(resource: &ConfigResource, name: &str) -> Result<(), Refusal> {
     let probe = match resource {
         ConfigResource::Topic(_) => topic_config_default(name).map(str::to_string),
-        ConfigResource::Broker(_) => crate::config::BrokerConfig::default()
-            .synonyms(name)
-            .last()
-            .map(|synonym| synonym.value.clone()),
+        ConfigResource::Broker(_) => crate::config::default_of(name),
     };
     match probe {
         Some(value) => match check(resource, name, &value) {
@@ -120,14 +117,27 @@ fn check_name(resource: &ConfigResource, name: &str) -> Result<(), Refusal> {
     }
 }
 
-/// Splits a list value (`compact,delete`) into its items.
-fn items(value: &str) -> Vec<String> {
-    value
+/// The most items a list value may have: `cleanup.policy` has two possible ones, and the merge
+/// below is quadratic in them.
+const LIST_ITEMS_MAX: usize = 8;
+
+/// Splits a list value (`compact,delete`) into its items, or refuses a value of more than
+/// `LIST_ITEMS_MAX`.
+fn items(name: &str, value: &str) -> Result<Vec<String>, Refusal> {
+    let items: Vec<String> = value
         .split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
+        .take(LIST_ITEMS_MAX + 1)
         .map(str::to_string)
-        .collect()
+        .collect();
+    if items.len() > LIST_ITEMS_MAX {
+        return Err((
+            ErrorCode::InvalidConfig,
+            format!("config {name}: a list of more than {LIST_ITEMS_MAX} items"),
+        ));
+    }
+    Ok(items)
 }
 
 /// The stored configs after `change`, checked value by value, or why the change is refused.
@@ -203,15 +213,15 @@ pub fn altered(
                             .cloned()
                             .or_else(|| topic_config_default(name).map(str::to_string))
                             .unwrap_or_else(|| "delete".to_string());
-                        let mut list = items(&base);
+                        let mut list = items(name, &base)?;
                         if operation == OP_APPEND {
-                            for item in items(value) {
+                            for item in items(name, value)? {
                                 if !list.contains(&item) {
                                     list.push(item);
                                 }
                             }
                         } else {
-                            let removed = items(value);
+                            let removed = items(name, value)?;
                             list.retain(|item| !removed.contains(item));
                         }
                         let joined = list.join(",");
@@ -347,6 +357,12 @@ mod tests {
             ConfigChange::Incremental(vec![op("cleanup.policy", OP_SUBTRACT, Some("delete"))]),
         );
         assert_eq!(code, ErrorCode::InvalidConfig, "an empty policy is refused");
+        let many = vec!["compact"; 100_000].join(",");
+        let (code, _) = refused(
+            &topic(),
+            ConfigChange::Incremental(vec![op("cleanup.policy", OP_APPEND, Some(&many))]),
+        );
+        assert_eq!(code, ErrorCode::InvalidConfig, "a list too long to merge");
     }
 
     #[test]

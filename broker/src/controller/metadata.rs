@@ -222,18 +222,13 @@ impl ClusterMetadata {
     }
 
     /// Places `partition_count` new partitions, each on the shard with the fewest partitions
-    /// (counting the ones just placed), lowest shard first on ties.
-    pub fn place(
-        &self,
-        partition_count: usize,
-        shard_count: usize,
-        extra: &mut [usize],
-    ) -> Vec<u16> {
-        let base = self.partitions_per_shard(shard_count);
+    /// (`existing`, from `partitions_per_shard`, plus the `extra` just placed, which this
+    /// adds to), lowest shard first on ties.
+    pub fn place(existing: &[usize], partition_count: usize, extra: &mut [usize]) -> Vec<u16> {
         (0..partition_count)
             .map(|_| {
-                let shard = (0..shard_count)
-                    .min_by_key(|shard| (base[*shard] + extra[*shard], *shard))
+                let shard = (0..existing.len())
+                    .min_by_key(|shard| (existing[*shard] + extra[*shard], *shard))
                     .unwrap_or(0);
                 extra[shard] += 1;
                 shard as u16
@@ -327,7 +322,11 @@ mod tests {
     fn placement_fills_the_least_loaded_shards_first() {
         let metadata = with_topic_on(vec![0, 0, 1]);
         let mut extra = vec![0; 3];
-        assert_eq!(metadata.place(4, 3, &mut extra), vec![2, 1, 2, 0]);
+        let existing = metadata.partitions_per_shard(3);
+        assert_eq!(
+            ClusterMetadata::place(&existing, 4, &mut extra),
+            vec![2, 1, 2, 0]
+        );
     }
 
     #[test]

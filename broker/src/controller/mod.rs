@@ -282,10 +282,11 @@ impl Controller {
             return Vec::new();
         }
         let settings = shard.node().config.group_settings();
-        let placement = shard.metadata().place(
+        let shard_count = shard.node().shard_count;
+        let placement = ClusterMetadata::place(
+            &shard.metadata().partitions_per_shard(shard_count),
             settings.offsets_partitions as usize,
-            shard.node().shard_count,
-            &mut vec![0; shard.node().shard_count],
+            &mut vec![0; shard_count],
         );
         let topic = TopicMetadata {
             name: OFFSETS_TOPIC.to_string(),
@@ -343,7 +344,7 @@ impl Controller {
                     Ok(partitions) => {
                         let before = extra.clone();
                         let placement =
-                            metadata.place(partitions as usize, shard_count, &mut extra);
+                            ClusterMetadata::place(&existing, partitions as usize, &mut extra);
                         // Each partition holds an open file, a flusher and memory on its shard:
                         // a shard takes at most `topic_partitions_per_shard` (Redpanda's rule).
                         if let Some(full) = (0..shard_count)
@@ -559,7 +560,7 @@ impl Controller {
                     Ok(added) => added,
                 };
                 let before = extra.clone();
-                let owners = metadata.place(added, shard_count, &mut extra);
+                let owners = ClusterMetadata::place(&existing, added, &mut extra);
                 if let Some(full) =
                     (0..shard_count).find(|index| existing[*index] + extra[*index] > per_shard_max)
                 {
@@ -701,7 +702,9 @@ fn check_broker_resource(node: &NodeInfo, name: &str) -> Result<(), (ErrorCode, 
             format!("Node id must be an integer, but it is: {name}"),
         )
     })?;
-    if node.brokers().any(|(broker, _, _)| broker == id) {
+    // Stored and looked up by the id's canonical spelling: "00" or "+0" would be stored and
+    // never found.
+    if node.brokers().any(|(broker, _, _)| broker == id) && id.to_string() == name {
         Ok(())
     } else {
         let ours: Vec<String> = node

@@ -197,9 +197,11 @@ impl Shard {
                     topic.partitions.extend_from_slice(owners);
                     self.remove_leftovers(&topic, from).await;
                     let slots = self.open_topic(&topic, from).await;
-                    if let Some(existing) = self.partitions.borrow_mut().get_mut(name) {
-                        existing.extend(slots);
-                    }
+                    self.partitions
+                        .borrow_mut()
+                        .entry(name.clone())
+                        .or_insert_with(|| vec![None; from])
+                        .extend(slots);
                 }
             }
             MetadataChange::TopicConfigsChanged(_) | MetadataChange::BrokerConfigsChanged(_) => {}

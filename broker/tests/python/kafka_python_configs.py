@@ -47,7 +47,7 @@ assert entry["cleanup.policy"]["value"] == "delete,compact", entry["cleanup.poli
 assert entry["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG", entry["retention.ms"]
 synonyms = [(s["name"], s["source"]) for s in entry["retention.ms"]["synonyms"]]
 assert synonyms[0] == ("retention.ms", "DYNAMIC_TOPIC_CONFIG"), synonyms
-assert synonyms[-1] == ("log.retention.ms", "DEFAULT_CONFIG"), synonyms
+assert synonyms[-1] == ("log.retention.hours", "DEFAULT_CONFIG"), synonyms
 assert altered([topic("settings", {"cleanup.policy": ("SUBTRACT", "compact"),
                                    "retention.ms": ("DELETE", None)})],
                incremental=True) == {"settings": "OK"}

@@ -2,7 +2,8 @@
 //! the least-loaded shards; answered once every shard has opened the ones it owns, so a client
 //! told "done" finds them in the next Metadata answer. Consumer groups pick them up when their
 //! leader sees the new partition count and rejoins, as with Kafka. A topic named twice gets
-//! INVALID_REQUEST for each mention, as Kafka's ControllerApis answers.
+//! INVALID_REQUEST ("Duplicate topic name.") for each mention; Kafka's ControllerApis answers
+//! it once per name.
 
 use std::collections::HashMap;
 use std::rc::Rc;

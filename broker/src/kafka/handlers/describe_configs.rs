@@ -2,7 +2,12 @@
 //! with `include_synonyms` every value in the chain behind it), a broker's properties (with
 //! whether AlterConfigs may change them), and the dynamic cluster-wide defaults (the broker
 //! resource named ""), as Kafka's `ConfigHelper` reports them.
+//!
+//! A resource named twice is answered in full once; its repetitions get INVALID_REQUEST (Kafka
+//! answers each in full): a broker resource costs a few bytes to ask for and kilobytes to
+//! answer, so repetitions would let a small request build an answer of gigabytes.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::messages::describe_configs_response::{
@@ -33,6 +38,7 @@ pub fn handle(
     version: i16,
 ) -> DescribeConfigsResponse {
     let config = shard.config();
+    let mut answered = HashSet::with_capacity(request.resources.len());
     let results = request
         .resources
         .iter()
@@ -41,7 +47,12 @@ pub fn handle(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            let first = answered.insert((resource.resource_type, resource.resource_name.as_str()));
             let entries: Result<Vec<Entry>, (ErrorCode, String)> = match resource.resource_type {
+                _ if !first => Err((
+                    ErrorCode::InvalidRequest,
+                    "Each resource must appear at most once.".to_string(),
+                )),
                 RESOURCE_TOPIC => match shard.metadata().topics.get(&name) {
                     _ if validate_topic_name(&name).is_err() => Err((
                         ErrorCode::InvalidTopicException,
