@@ -279,6 +279,16 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         },
     ),
     ("tuning.profile", "", Kind::Text),
+    // Kafka's: incremental fetch sessions (KIP-227) kept, per shard here (Kafka's is per
+    // broker, and each shard is one); 0 turns sessions off.
+    (
+        "max.incremental.fetch.session.cache.slots",
+        "1000",
+        Kind::Bounded {
+            min: 0,
+            max: 1_000_000,
+        },
+    ),
     // Kafka's: the most partitions one DescribeTopicPartitions answer lists.
     (
         "max.request.partition.size.limit",
@@ -771,6 +781,12 @@ impl BrokerConfig {
     /// for -1, polling for ever).
     pub fn shard_idle_poll(&self) -> Duration {
         u64::try_from(self.long("shard_idle_poll_us")).map_or(Duration::MAX, Duration::from_micros)
+    }
+
+    /// `max.incremental.fetch.session.cache.slots`.
+    pub fn fetch_session_slots(&self) -> usize {
+        self.long("max.incremental.fetch.session.cache.slots")
+            .max(0) as usize
     }
 
     /// `max.request.partition.size.limit`.

@@ -105,3 +105,12 @@ const _: () = assert!(
         <= REQUEST_MEMORY_PER_SHARD_BYTES / 2
 );
 const _: () = assert!(FRAME_READ_STEP_BYTES <= REQUEST_MEMORY_PER_SHARD_BYTES);
+
+/// The most partitions one incremental fetch session holds: a consumer fetches from a shard
+/// the partitions it leads, at most `topic_partitions_per_shard` (this bounds a session a
+/// client keeps adding made-up partitions to).
+pub const FETCH_SESSION_PARTITIONS_MAX: usize = 10_000;
+
+/// The most partitions all of a shard's fetch sessions hold together (each costs its key, a
+/// topic name of up to 249 bytes, and its fetch position: at most some 40 MiB).
+pub const FETCH_SESSION_CACHED_PARTITIONS_MAX: usize = 100_000;

@@ -73,3 +73,19 @@ fn kafka_python_admin_alters_and_describes_configs_adds_partitions_and_pages_top
         "{stdout}"
     );
 }
+
+#[test]
+fn kafka_python_consumer_of_100_partitions_uses_incremental_fetch_sessions() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), &[]);
+    let stdout = run_script(&broker, "kafka_python_fetch_sessions.py");
+    assert!(stdout.contains("fetch sessions;"), "{stdout}");
+    // The shards keep the sessions (the consumer closed without ending them).
+    let (status, metrics) = http(&broker.admin_address, "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metric_sum(&metrics, "broker_fetch_sessions", "shard=") >= 1.0,
+        "{metrics}"
+    );
+    assert!(metric_sum(&metrics, "broker_fetch_session_partitions", "shard=") >= 1.0);
+}

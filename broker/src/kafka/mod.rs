@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod errors;
+pub mod fetch_sessions;
 pub mod handlers;
 pub mod request;
 pub mod wire;

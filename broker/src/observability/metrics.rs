@@ -238,6 +238,8 @@ impl ShardMetrics {
             log_memory_bytes: 0,
             request_memory_bytes: 0,
             disk_full: false,
+            fetch_sessions: 0,
+            fetch_session_partitions: 0,
         }
     }
 }
@@ -273,6 +275,9 @@ pub struct MetricsSnapshot {
     pub request_memory_bytes: u64,
     /// Appends are refused: the disk's free space is below `storage_min_free_bytes`.
     pub disk_full: bool,
+    /// Incremental fetch sessions held, and the partitions they hold.
+    pub fetch_sessions: u64,
+    pub fetch_session_partitions: u64,
 }
 
 #[derive(Debug)]
@@ -393,7 +398,7 @@ impl Collector for Snapshots {
                 encode_histogram(&mut family, &shard_label(snapshot.shard), field(snapshot))?;
             }
         }
-        let gauges: [Family<GaugeField>; 10] = [
+        let gauges: [Family<GaugeField>; 12] = [
             ("broker_connections", "Open client connections.", |s| {
                 s.connections
             }),
@@ -434,6 +439,16 @@ impl Collector for Snapshots {
                 "broker_request_memory_bytes",
                 "Bytes of the shard's request memory budget in use.",
                 |s| s.request_memory_bytes as i64,
+            ),
+            (
+                "broker_fetch_sessions",
+                "Incremental fetch sessions (KIP-227) the shard holds.",
+                |s| s.fetch_sessions as i64,
+            ),
+            (
+                "broker_fetch_session_partitions",
+                "Partitions held by the shard's fetch sessions.",
+                |s| s.fetch_session_partitions as i64,
             ),
             (
                 "broker_disk_full",

@@ -188,6 +188,10 @@ impl Shard {
         snapshot.log_memory_bytes = self.log_context.memory.in_use() as u64;
         snapshot.request_memory_bytes = self.request_memory.in_use() as u64;
         snapshot.disk_full = self.disk_full();
+        let sessions = self.fetch_sessions.borrow();
+        snapshot.fetch_sessions = sessions.len() as u64;
+        snapshot.fetch_session_partitions = sessions.cached_partitions() as u64;
+        drop(sessions);
         snapshot
     }
 

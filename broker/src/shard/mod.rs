@@ -80,6 +80,8 @@ pub struct Shard {
     pub groups: GroupCoordinator,
     /// This shard's open client connections.
     pub connections: crate::connections::Connections,
+    /// Incremental fetch sessions (KIP-227) of the consumers fetching from this shard.
+    pub fetch_sessions: RefCell<crate::kafka::fetch_sessions::FetchSessions>,
     /// The node's config with the dynamic entries for this shard's broker layered over it
     /// (AlterConfigs); replaced whenever the metadata changes them.
     config: RefCell<Rc<BrokerConfig>>,
@@ -124,6 +126,11 @@ impl Shard {
             groups: GroupCoordinator::new(node.config.group_settings()),
             connections: Default::default(),
             config: RefCell::new(Rc::new(node.config.clone())),
+            fetch_sessions: RefCell::new(crate::kafka::fetch_sessions::FetchSessions::new(
+                node.config.fetch_session_slots(),
+                crate::limits::FETCH_SESSION_PARTITIONS_MAX,
+                crate::limits::FETCH_SESSION_CACHED_PARTITIONS_MAX,
+            )),
             node,
         })
     }

@@ -2,8 +2,12 @@
 //!
 //! A fetch that has less than `min_bytes` waits on its partitions' high-watermark events, so the
 //! append (or flush, in durable mode) that satisfies it wakes it at once; the timer only bounds
-//! the wait (DESIGN section 5). Fetch sessions (KIP-227) are not kept: every response says session
-//! 0, which tells clients to send full requests, as Kafka does when it has no session to give.
+//! the wait (DESIGN section 5).
+//!
+//! Fetch sessions (KIP-227, `fetch_sessions`): a full request with epoch 0 is answered with a
+//! session id when the shard's cache has room; the session's incremental requests then carry
+//! only changed fetch positions, and their answers only the partitions with news. Epoch -1
+//! (librdkafka's every fetch) is served without a session and costs nothing extra.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,20 +22,31 @@ use storage::{Offset, PartitionLog};
 
 use super::{check_leader_epoch, owned_log};
 use crate::kafka::errors::{log_error_code, ErrorCode};
+use crate::kafka::fetch_sessions::{
+    Context, FetchPosition, Outcome, PartitionKey, Reported, TopicKey, FETCH_SESSION_ID_NOT_FOUND,
+};
 use crate::kafka::wire::fetch_response::{encode_fetch_response, FetchedPartition, FetchedTopic};
 use crate::kafka::Response;
 use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
 use crate::shard::Shard;
 use storage::memory::MemoryGrant;
 
-/// Kafka's FETCH_SESSION_ID_NOT_FOUND.
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-
 struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    current_leader_epoch: i32,
     log: Result<Rc<PartitionLog>, ErrorCode>,
+}
+
+impl Wanted {
+    fn position(&self) -> FetchPosition {
+        FetchPosition {
+            fetch_offset: self.offset,
+            max_bytes: self.max_bytes,
+            current_leader_epoch: self.current_leader_epoch,
+        }
+    }
 }
 
 struct WantedTopic {
@@ -58,6 +73,7 @@ fn resolve(shard: &Shard, request: &FetchRequest, version: i16) -> Vec<WantedTop
                     partition: partition.partition,
                     offset: partition.fetch_offset,
                     max_bytes: partition.partition_max_bytes.max(0) as usize,
+                    current_leader_epoch: partition.current_leader_epoch,
                     log: match &name {
                         None => Err(ErrorCode::UnknownTopicId),
                         Some(name) => check_leader_epoch(partition.current_leader_epoch)
@@ -72,6 +88,169 @@ fn resolve(shard: &Shard, request: &FetchRequest, version: i16) -> Vec<WantedTop
             }
         })
         .collect()
+}
+
+/// The partitions of a session to read, in its order, as topics of consecutive partitions.
+fn resolve_session(
+    shard: &Shard,
+    partitions: &[(PartitionKey, FetchPosition)],
+) -> Vec<WantedTopic> {
+    let mut topics: Vec<WantedTopic> = Vec::new();
+    for ((topic, partition), position) in partitions {
+        let (name, topic_id) = match topic {
+            TopicKey::Id(id) => (shard.topic_name_by_id(id), *id),
+            TopicKey::Name(name) => (Some(name.clone()), uuid::Uuid::nil()),
+        };
+        let wanted = Wanted {
+            partition: *partition,
+            offset: position.fetch_offset,
+            max_bytes: position.max_bytes,
+            current_leader_epoch: position.current_leader_epoch,
+            log: match &name {
+                None => Err(ErrorCode::UnknownTopicId),
+                Some(name) => check_leader_epoch(position.current_leader_epoch)
+                    .and_then(|()| owned_log(shard, name, *partition)),
+            },
+        };
+        let name = name.unwrap_or_default();
+        match topics.last_mut() {
+            Some(last) if last.name == name && last.topic_id == topic_id => {
+                last.partitions.push(wanted)
+            }
+            _ => topics.push(WantedTopic {
+                name,
+                topic_id,
+                partitions: vec![wanted],
+            }),
+        }
+    }
+    topics
+}
+
+/// What an incremental request changes in its session: the partitions it names (new ones, or
+/// new fetch positions) and the partitions it forgets.
+fn session_changes(
+    request: &FetchRequest,
+    uses_topic_ids: bool,
+) -> (Vec<(PartitionKey, FetchPosition)>, Vec<PartitionKey>) {
+    let key = |name: &str, topic_id: uuid::Uuid| {
+        if uses_topic_ids {
+            TopicKey::Id(topic_id)
+        } else {
+            TopicKey::Name(name.to_string())
+        }
+    };
+    let requested = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(move |partition| {
+                (
+                    (key(&topic.topic.0, topic.topic_id), partition.partition),
+                    FetchPosition {
+                        fetch_offset: partition.fetch_offset,
+                        max_bytes: partition.partition_max_bytes.max(0) as usize,
+                        current_leader_epoch: partition.current_leader_epoch,
+                    },
+                )
+            })
+        })
+        .collect();
+    let forgotten = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(move |partition| (key(&topic.topic.0, topic.topic_id), *partition))
+        })
+        .collect();
+    (requested, forgotten)
+}
+
+/// What an answer told of a partition, for its session; `None` after an error, so that it is
+/// sent again once the error clears.
+fn reported(partition: &FetchedPartition) -> Option<Reported> {
+    (partition.error_code == 0).then_some(Reported {
+        high_watermark: partition.high_watermark,
+        last_stable_offset: partition.last_stable_offset,
+        log_start_offset: partition.log_start_offset,
+    })
+}
+
+/// Makes a session of a full request's partitions, with what the answer told of each; its id,
+/// or 0 if the cache has no room for it.
+fn start_session(
+    shard: &Shard,
+    uses_topic_ids: bool,
+    topics: &[WantedTopic],
+    fetched: &[FetchedTopic],
+) -> i32 {
+    let partitions = topics
+        .iter()
+        .zip(fetched)
+        .flat_map(|(topic, answered)| {
+            let key = if uses_topic_ids {
+                TopicKey::Id(topic.topic_id)
+            } else {
+                TopicKey::Name(topic.name.clone())
+            };
+            topic
+                .partitions
+                .iter()
+                .zip(&answered.partitions)
+                .map(move |(wanted, partition)| {
+                    (
+                        (key.clone(), wanted.partition),
+                        wanted.position(),
+                        reported(partition),
+                    )
+                })
+        })
+        .collect();
+    shard
+        .fetch_sessions
+        .borrow_mut()
+        .finish_full(uses_topic_ids, partitions, Instant::now())
+}
+
+/// Keeps of an incremental answer only the partitions its session says have news; `None` if
+/// the session went away while the request waited.
+fn incremental_answer(
+    shard: &Shard,
+    id: i32,
+    fetched: Vec<FetchedTopic>,
+) -> Option<Vec<FetchedTopic>> {
+    let outcomes: Vec<Outcome> = fetched
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .map(|partition| Outcome {
+            reported: reported(partition).unwrap_or(Reported {
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+            }),
+            has_records: !partition.records.is_empty(),
+            error: partition.error_code != 0,
+        })
+        .collect();
+    let included = shard
+        .fetch_sessions
+        .borrow_mut()
+        .finish_incremental(id, &outcomes)?;
+    let mut included = included.into_iter();
+    Some(
+        fetched
+            .into_iter()
+            .filter_map(|mut topic| {
+                topic
+                    .partitions
+                    .retain(|_| included.next().unwrap_or(false));
+                (!topic.partitions.is_empty()).then_some(topic)
+            })
+            .collect(),
+    )
 }
 
 async fn read_once(
@@ -168,12 +347,30 @@ pub async fn handle(
     correlation_id: i32,
 ) -> Response {
     let respond = |chunks: Vec<Bytes>, memory: Vec<MemoryGrant>| Response { chunks, memory };
-    if request.session_id != 0 {
-        let chunks =
-            encode_fetch_response(version, correlation_id, FETCH_SESSION_ID_NOT_FOUND, 0, &[]);
-        return respond(chunks, Vec::new());
-    }
-    let topics = resolve(&shard, &request, version);
+    let refuse = |code: i16| {
+        respond(
+            encode_fetch_response(version, correlation_id, code, 0, &[]),
+            Vec::new(),
+        )
+    };
+    // Sessions exist from v7; topic ids identify their partitions from v13.
+    let uses_topic_ids = version >= 13;
+    let context = if version >= 7 {
+        shard.fetch_sessions.borrow_mut().begin(
+            request.session_id,
+            request.session_epoch,
+            uses_topic_ids,
+            || session_changes(&request, uses_topic_ids),
+            Instant::now(),
+        )
+    } else {
+        Context::Sessionless
+    };
+    let topics = match &context {
+        Context::Refused(code) => return refuse(*code),
+        Context::Incremental { partitions, .. } => resolve_session(&shard, partitions),
+        Context::Sessionless | Context::Full => resolve(&shard, &request, version),
+    };
     let read_committed = request.isolation_level == 1;
     // Kafka's broker `fetch.max.bytes` caps what the client may ask for.
     let max_bytes = (request.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
@@ -200,8 +397,19 @@ pub async fn handle(
             for _ in 0..errors {
                 shard.metrics.error("fetch");
             }
+            let (session_id, fetched) = match context {
+                Context::Incremental { id, .. } => match incremental_answer(&shard, id, fetched) {
+                    Some(fetched) => (id, fetched),
+                    None => return refuse(FETCH_SESSION_ID_NOT_FOUND),
+                },
+                Context::Full => (
+                    start_session(&shard, uses_topic_ids, &topics, &fetched),
+                    fetched,
+                ),
+                Context::Sessionless | Context::Refused(_) => (0, fetched),
+            };
             return respond(
-                encode_fetch_response(version, correlation_id, 0, 0, &fetched),
+                encode_fetch_response(version, correlation_id, 0, session_id, &fetched),
                 memory,
             );
         }
