@@ -12,6 +12,8 @@
 //! over with a full request). When the cache is full, a new session takes the place of one
 //! idle for two minutes, or of a smaller one older than that, as Kafka's eviction does.
 
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -30,10 +32,11 @@ pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 const EVICTION_AGE: Duration = Duration::from_secs(120);
 
 /// A session partition's identity: by topic id from Fetch v13 on, by name before.
+/// Names are shared by every partition of a topic (a request names a topic once).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TopicKey {
     Id(uuid::Uuid),
-    Name(String),
+    Name(Rc<str>),
 }
 
 pub type PartitionKey = (TopicKey, i32);
@@ -78,8 +81,11 @@ pub enum Context {
     /// its partitions is made when the answer is built (`finish_full`).
     Full,
     /// Session `id`: read these partitions (the session's, in its order), answer the changed.
+    /// `epoch` is the session's epoch once this request is answered: another request of the
+    /// session meanwhile (a duplicate) moves it, and this one is then refused.
     Incremental {
         id: i32,
+        epoch: i32,
         partitions: Vec<(PartitionKey, FetchPosition)>,
     },
     /// The whole request is refused with this error code (session id 0 in the answer).
@@ -207,14 +213,26 @@ impl FetchSessions {
                 }
             }
         }
-        for key in &forgotten {
-            session.partitions.shift_remove(key);
+        if !forgotten.is_empty() {
+            let forgotten: HashSet<PartitionKey> = forgotten.into_iter().collect();
+            session.partitions.retain(|key, _| !forgotten.contains(key));
         }
         let after = session.partitions.len();
         self.cached = (self.cached + after).saturating_sub(before);
-        if after > self.session_partitions_max || self.cached > self.cached_partitions_max {
-            // Past a bound: the client starts over with a full request, which is answered
-            // without a session if it is still too large.
+        if after > self.session_partitions_max {
+            // Past a session's bound: the client starts over with a full request, which is
+            // answered without a session if it is still too large.
+            self.remove(session_id);
+            return Context::Refused(FETCH_SESSION_ID_NOT_FOUND);
+        }
+        if self.cached > self.cached_partitions_max
+            && !self.make_room(
+                false,
+                self.cached - self.cached_partitions_max,
+                Some(session_id),
+                now,
+            )
+        {
             self.remove(session_id);
             return Context::Refused(FETCH_SESSION_ID_NOT_FOUND);
         }
@@ -229,12 +247,22 @@ impl FetchSessions {
         session.last_used = now;
         Context::Incremental {
             id: session_id,
+            epoch: session.epoch,
             partitions: session
                 .partitions
                 .iter()
                 .map(|(key, cached)| (key.clone(), cached.position.clone()))
                 .collect(),
         }
+    }
+
+    /// Whether a session of `size` partitions could be made now (perhaps by evicting others):
+    /// checked before a full answer's partitions are gathered for one.
+    pub fn could_make(&self, size: usize, now: Instant) -> bool {
+        self.slots > 0
+            && size <= self.session_partitions_max
+            && size <= self.cached_partitions_max
+            && self.victims(true, size, None, now).is_some()
     }
 
     /// A full request answered: makes a session of its partitions (with what the answer told
@@ -248,8 +276,8 @@ impl FetchSessions {
         let size = partitions.len();
         if self.slots == 0
             || size > self.session_partitions_max
-            || !self.make_room(size, now)
-            || self.cached + size > self.cached_partitions_max
+            || size > self.cached_partitions_max
+            || !self.make_room(true, size, None, now)
         {
             return INVALID_SESSION_ID;
         }
@@ -278,57 +306,108 @@ impl FetchSessions {
         id
     }
 
-    /// Frees a slot for a session of `size` partitions if the cache is full: the least
-    /// recently used session if it has been idle past the eviction age, else the smallest
-    /// session older than that age if it is no larger than the new one. False if none goes.
-    fn make_room(&mut self, size: usize, now: Instant) -> bool {
-        if self.sessions.len() < self.slots {
-            return true;
-        }
+    /// The sessions to evict so that `partitions` more fit under the partition bound (and,
+    /// with `slot`, a new session fits under the slot bound), never `exclude`; `None` if no
+    /// choice allowed by Kafka's rules makes room. Candidates, in order: sessions idle past the
+    /// eviction age, least recently used first; then sessions older than that age that are no
+    /// larger than the newcomer, smallest first.
+    fn victims(
+        &self,
+        slot: bool,
+        partitions: usize,
+        exclude: Option<i32>,
+        now: Instant,
+    ) -> Option<Vec<i32>> {
         let aged = |instant: Instant| now.saturating_duration_since(instant) > EVICTION_AGE;
-        let idle = self
+        let fits = |sessions: usize, cached: usize| {
+            (!slot || sessions < self.slots) && cached + partitions <= self.cached_partitions_max
+        };
+        let (mut sessions, mut cached) = (self.sessions.len(), self.cached);
+        let mut chosen = Vec::new();
+        if fits(sessions, cached) {
+            return Some(chosen);
+        }
+        let mut idle: Vec<(Instant, i32, usize)> = self
             .sessions
             .iter()
-            .min_by_key(|(id, session)| (session.last_used, **id))
-            .filter(|(_, session)| aged(session.last_used))
-            .map(|(id, _)| *id);
-        let victim = idle.or_else(|| {
-            self.sessions
-                .iter()
-                .filter(|(_, session)| aged(session.created))
-                .min_by_key(|(id, session)| (session.partitions.len(), **id))
-                .filter(|(_, session)| session.partitions.len() <= size)
-                .map(|(id, _)| *id)
-        });
-        match victim {
-            Some(id) => {
-                self.remove(id);
-                self.evicted_total += 1;
-                true
+            .filter(|(id, session)| Some(**id) != exclude && aged(session.last_used))
+            .map(|(id, session)| (session.last_used, *id, session.partitions.len()))
+            .collect();
+        idle.sort_unstable();
+        let mut old: Vec<(usize, i32)> = self
+            .sessions
+            .iter()
+            .filter(|(id, session)| {
+                Some(**id) != exclude
+                    && !aged(session.last_used)
+                    && aged(session.created)
+                    && session.partitions.len() <= partitions.max(1)
+            })
+            .map(|(id, session)| (session.partitions.len(), *id))
+            .collect();
+        old.sort_unstable();
+        let candidates = idle
+            .into_iter()
+            .map(|(_, id, size)| (id, size))
+            .chain(old.into_iter().map(|(size, id)| (id, size)));
+        for (id, size) in candidates {
+            chosen.push(id);
+            sessions -= 1;
+            cached -= size;
+            if fits(sessions, cached) {
+                return Some(chosen);
             }
-            None => false,
         }
+        None
     }
 
-    /// An incremental request answered: for each partition read (in the order `begin` gave),
-    /// whether the answer includes it. A partition is included when it has records, an
-    /// error, or offsets the client was not told yet; those are remembered. Partitions that
-    /// returned records move to the end of the session's order, so that the next fetch gives
-    /// the others the first share of its byte budget. `None` if the session is gone (evicted
-    /// while the request waited): the answer is then FETCH_SESSION_ID_NOT_FOUND.
-    pub fn finish_incremental(&mut self, id: i32, outcomes: &[Outcome]) -> Option<Vec<bool>> {
-        let session = self.sessions.get_mut(&id)?;
-        if session.partitions.len() != outcomes.len() {
-            return None;
+    /// Evicts what `victims` chooses; false (and nothing evicted) if no choice makes room.
+    fn make_room(
+        &mut self,
+        slot: bool,
+        partitions: usize,
+        exclude: Option<i32>,
+        now: Instant,
+    ) -> bool {
+        let Some(victims) = self.victims(slot, partitions, exclude, now) else {
+            return false;
+        };
+        for id in victims {
+            self.remove(id);
+            self.evicted_total += 1;
+        }
+        true
+    }
+
+    /// An incremental request answered: for each partition read (by its key), whether the
+    /// answer includes it. A partition is included when it has records, an error, or offsets
+    /// the client was not told yet; those are remembered. Partitions that returned records
+    /// move to the end of the session's order, so that the next fetch gives the others the
+    /// first share of its byte budget. Refused with FETCH_SESSION_ID_NOT_FOUND if the session
+    /// is gone (evicted while the request waited), or INVALID_FETCH_SESSION_EPOCH if another
+    /// request of the session was served meanwhile (Kafka's "possible duplicate request").
+    pub fn finish_incremental(
+        &mut self,
+        id: i32,
+        epoch: i32,
+        outcomes: &[(PartitionKey, Outcome)],
+    ) -> Result<Vec<bool>, i16> {
+        let session = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(FETCH_SESSION_ID_NOT_FOUND)?;
+        if session.epoch != epoch {
+            return Err(INVALID_FETCH_SESSION_EPOCH);
         }
         let mut included = Vec::with_capacity(outcomes.len());
-        let mut with_records = Vec::new();
-        for (index, ((key, cached), outcome)) in
-            session.partitions.iter_mut().zip(outcomes).enumerate()
-        {
+        let mut with_records = HashSet::new();
+        for (key, outcome) in outcomes {
+            let Some(cached) = session.partitions.get_mut(key) else {
+                included.push(true);
+                continue;
+            };
             let changed = cached.reported != Some(outcome.reported);
-            let include = outcome.has_records || outcome.error || changed;
-            included.push(include);
+            included.push(outcome.has_records || outcome.error || changed);
             cached.reported = if outcome.error {
                 // Sent again once the error clears.
                 None
@@ -336,20 +415,18 @@ impl FetchSessions {
                 Some(outcome.reported)
             };
             if outcome.has_records {
-                with_records.push((index, key.clone()));
+                with_records.insert(key.clone());
             }
         }
         if !with_records.is_empty() {
-            let moved: Vec<(PartitionKey, Cached)> = with_records
-                .iter()
-                .rev()
-                .filter_map(|(index, _)| session.partitions.shift_remove_index(*index))
-                .collect();
-            for (key, cached) in moved.into_iter().rev() {
-                session.partitions.insert(key, cached);
-            }
+            let (moved, stayed): (IndexMap<_, _>, IndexMap<_, _>) =
+                std::mem::take(&mut session.partitions)
+                    .into_iter()
+                    .partition(|(key, _)| with_records.contains(key));
+            session.partitions = stayed;
+            session.partitions.extend(moved);
         }
-        Some(included)
+        Ok(included)
     }
 }
 
@@ -358,7 +435,7 @@ mod tests {
     use super::*;
 
     fn key(partition: i32) -> PartitionKey {
-        (TopicKey::Name("t".into()), partition)
+        (TopicKey::Name(Rc::from("t")), partition)
     }
 
     fn at(offset: i64) -> FetchPosition {
@@ -407,59 +484,105 @@ mod tests {
         (Vec::new(), Vec::new())
     }
 
+    /// Begins an incremental request and returns the partitions to read and the epoch.
+    fn incremental(
+        sessions: &mut FetchSessions,
+        id: i32,
+        epoch: i32,
+        changes: impl FnOnce() -> (Vec<(PartitionKey, FetchPosition)>, Vec<PartitionKey>),
+        now: Instant,
+    ) -> (Vec<(PartitionKey, FetchPosition)>, i32) {
+        match sessions.begin(id, epoch, false, changes, now) {
+            Context::Incremental {
+                partitions, epoch, ..
+            } => (partitions, epoch),
+            other => panic!("incremental expected, got {other:?}"),
+        }
+    }
+
+    fn answer(
+        sessions: &mut FetchSessions,
+        id: i32,
+        epoch: i32,
+        read: &[(PartitionKey, FetchPosition)],
+        outcomes: &[Outcome],
+    ) -> Vec<bool> {
+        let keyed: Vec<(PartitionKey, Outcome)> = read
+            .iter()
+            .map(|(key, _)| key.clone())
+            .zip(outcomes.iter().copied())
+            .collect();
+        sessions.finish_incremental(id, epoch, &keyed).unwrap()
+    }
+
     #[test]
     fn an_incremental_answer_holds_only_the_partitions_with_news() {
         let now = Instant::now();
         let (mut sessions, id) = with_session(4, now);
-        let Context::Incremental { partitions, .. } = sessions.begin(id, 1, false, no_changes, now)
-        else {
-            panic!("incremental expected")
-        };
-        assert_eq!(partitions.len(), 4, "every session partition is read");
+        let (read, epoch) = incremental(&mut sessions, id, 1, no_changes, now);
+        assert_eq!(read.len(), 4, "every session partition is read");
         let mut outcomes = vec![quiet(10); 4];
         outcomes[1].has_records = true;
         outcomes[1].reported = reported(12);
         outcomes[3].reported = reported(11);
         outcomes[2].error = true;
-        let included = sessions.finish_incremental(id, &outcomes).unwrap();
+        let included = answer(&mut sessions, id, epoch, &read, &outcomes);
         assert_eq!(included, vec![false, true, true, true]);
         // Next time: the partition that had records moved to the end; the errored one is sent
         // again; the others, unchanged, are not.
-        let Context::Incremental { partitions, .. } = sessions.begin(id, 2, false, no_changes, now)
-        else {
-            panic!("incremental expected")
-        };
-        let order: Vec<i32> = partitions.iter().map(|(key, _)| key.1).collect();
+        let (read, epoch) = incremental(&mut sessions, id, 2, no_changes, now);
+        let order: Vec<i32> = read.iter().map(|(key, _)| key.1).collect();
         assert_eq!(order, vec![0, 2, 3, 1]);
         let outcomes = [quiet(10), quiet(10), quiet(11), quiet(12)];
-        let included = sessions.finish_incremental(id, &outcomes).unwrap();
+        let included = answer(&mut sessions, id, epoch, &read, &outcomes);
         assert_eq!(included, vec![false, true, false, false]);
+    }
+
+    #[test]
+    fn a_request_overtaken_by_another_of_its_session_is_refused_when_answered() {
+        let now = Instant::now();
+        let (mut sessions, id) = with_session(2, now);
+        let (read, first_epoch) = incremental(&mut sessions, id, 1, no_changes, now);
+        let (_, _) = incremental(&mut sessions, id, 2, no_changes, now);
+        let keyed: Vec<(PartitionKey, Outcome)> = read
+            .iter()
+            .map(|(key, _)| (key.clone(), quiet(10)))
+            .collect();
+        assert_eq!(
+            sessions.finish_incremental(id, first_epoch, &keyed),
+            Err(INVALID_FETCH_SESSION_EPOCH)
+        );
+        assert_eq!(
+            sessions.finish_incremental(id + 1, first_epoch, &keyed),
+            Err(FETCH_SESSION_ID_NOT_FOUND)
+        );
     }
 
     #[test]
     fn requests_update_positions_add_and_forget_partitions() {
         let now = Instant::now();
         let (mut sessions, id) = with_session(3, now);
-        let context = sessions.begin(
+        let (read, epoch) = incremental(
+            &mut sessions,
             id,
             1,
-            false,
             || (vec![(key(0), at(5)), (key(7), at(0))], vec![key(1)]),
             now,
         );
-        let Context::Incremental { partitions, .. } = context else {
-            panic!("incremental expected")
-        };
-        let read: Vec<(i32, i64)> = partitions
+        let positions: Vec<(i32, i64)> = read
             .iter()
             .map(|(key, position)| (key.1, position.fetch_offset))
             .collect();
-        assert_eq!(read, vec![(0, 5), (2, 0), (7, 0)]);
+        assert_eq!(positions, vec![(0, 5), (2, 0), (7, 0)]);
         assert_eq!(sessions.cached_partitions(), 3);
         // The new partition has never been reported: it is in the next answer.
-        let included = sessions
-            .finish_incremental(id, &[quiet(10), quiet(10), quiet(10)])
-            .unwrap();
+        let included = answer(
+            &mut sessions,
+            id,
+            epoch,
+            &read,
+            &[quiet(10), quiet(10), quiet(10)],
+        );
         assert_eq!(included, vec![false, false, true]);
         // Forgetting every partition ends the session.
         let context = sessions.begin(
@@ -511,9 +634,10 @@ mod tests {
     fn a_session_past_its_bounds_is_not_made_or_is_dropped() {
         let now = Instant::now();
         let mut sessions = FetchSessions::new(4, 3, 5);
-        let too_big: Vec<_> = (0..4).map(|p| (key(p), at(0), None)).collect();
-        assert_eq!(sessions.finish_full(false, too_big, now), 0);
-        let id = sessions.finish_full(false, (0..3).map(|p| (key(p), at(0), None)).collect(), now);
+        let partitions =
+            |count: i32| -> Vec<_> { (0..count).map(|p| (key(p), at(0), None)).collect() };
+        assert_eq!(sessions.finish_full(false, partitions(4), now), 0);
+        let id = sessions.finish_full(false, partitions(3), now);
         assert_ne!(id, 0);
         assert_eq!(
             sessions.begin(id, 1, false, || (vec![(key(9), at(0))], Vec::new()), now),
@@ -521,15 +645,21 @@ mod tests {
             "growing past the per-session bound drops the session"
         );
         assert_eq!(sessions.cached_partitions(), 0);
-        let first =
-            sessions.finish_full(false, (0..3).map(|p| (key(p), at(0), None)).collect(), now);
+        let first = sessions.finish_full(false, partitions(3), now);
         assert_ne!(first, 0);
-        let two: Vec<_> = (0..3).map(|p| (key(p), at(0), None)).collect();
+        assert!(!sessions.could_make(3, now));
         assert_eq!(
-            sessions.finish_full(false, two, now),
+            sessions.finish_full(false, partitions(3), now),
             0,
-            "all sessions together hold at most 5 partitions"
+            "all sessions together hold at most 5 partitions, and the first is new"
         );
+        assert_eq!(sessions.len(), 1, "nothing was evicted for nothing");
+        // Once the first is idle past the eviction age, it makes room.
+        let later = now + Duration::from_secs(180);
+        assert!(sessions.could_make(3, later));
+        assert_ne!(sessions.finish_full(false, partitions(3), later), 0);
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions.cached_partitions(), 3);
     }
 
     #[test]

@@ -24,9 +24,11 @@ use super::{check_leader_epoch, owned_log};
 use crate::kafka::errors::{log_error_code, ErrorCode};
 use crate::kafka::fetch_sessions::{
     Context, FetchPosition, Outcome, PartitionKey, Reported, TopicKey, FETCH_SESSION_ID_NOT_FOUND,
+    INVALID_SESSION_ID,
 };
 use crate::kafka::wire::fetch_response::{encode_fetch_response, FetchedPartition, FetchedTopic};
 use crate::kafka::Response;
+use crate::limits::TOPIC_NAME_BYTES_MAX;
 use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
 use crate::shard::Shard;
 use storage::memory::MemoryGrant;
@@ -99,7 +101,7 @@ fn resolve_session(
     for ((topic, partition), position) in partitions {
         let (name, topic_id) = match topic {
             TopicKey::Id(id) => (shard.topic_name_by_id(id), *id),
-            TopicKey::Name(name) => (Some(name.clone()), uuid::Uuid::nil()),
+            TopicKey::Name(name) => (Some(name.to_string()), uuid::Uuid::nil()),
         };
         let wanted = Wanted {
             partition: *partition,
@@ -127,26 +129,45 @@ fn resolve_session(
     topics
 }
 
+/// A session's name for a topic: its id from v13, else its name, shared by its partitions.
+fn topic_key(uses_topic_ids: bool, name: &str, topic_id: uuid::Uuid) -> TopicKey {
+    if uses_topic_ids {
+        TopicKey::Id(topic_id)
+    } else {
+        TopicKey::Name(Rc::from(name))
+    }
+}
+
+/// Whether every topic a request names could be a topic of ours: a session keeps what it is
+/// told, so a name longer than any topic's would only be stored to be refused each time.
+fn names_are_plausible(request: &FetchRequest) -> bool {
+    request
+        .topics
+        .iter()
+        .map(|topic| topic.topic.0.len())
+        .chain(
+            request
+                .forgotten_topics_data
+                .iter()
+                .map(|topic| topic.topic.0.len()),
+        )
+        .all(|length| length <= TOPIC_NAME_BYTES_MAX)
+}
+
 /// What an incremental request changes in its session: the partitions it names (new ones, or
 /// new fetch positions) and the partitions it forgets.
 fn session_changes(
     request: &FetchRequest,
     uses_topic_ids: bool,
 ) -> (Vec<(PartitionKey, FetchPosition)>, Vec<PartitionKey>) {
-    let key = |name: &str, topic_id: uuid::Uuid| {
-        if uses_topic_ids {
-            TopicKey::Id(topic_id)
-        } else {
-            TopicKey::Name(name.to_string())
-        }
-    };
     let requested = request
         .topics
         .iter()
         .flat_map(|topic| {
+            let key = topic_key(uses_topic_ids, &topic.topic.0, topic.topic_id);
             topic.partitions.iter().map(move |partition| {
                 (
-                    (key(&topic.topic.0, topic.topic_id), partition.partition),
+                    (key.clone(), partition.partition),
                     FetchPosition {
                         fetch_offset: partition.fetch_offset,
                         max_bytes: partition.partition_max_bytes.max(0) as usize,
@@ -160,10 +181,11 @@ fn session_changes(
         .forgotten_topics_data
         .iter()
         .flat_map(|topic| {
+            let key = topic_key(uses_topic_ids, &topic.topic.0, topic.topic_id);
             topic
                 .partitions
                 .iter()
-                .map(move |partition| (key(&topic.topic.0, topic.topic_id), *partition))
+                .map(move |partition| (key.clone(), *partition))
         })
         .collect();
     (requested, forgotten)
@@ -187,15 +209,19 @@ fn start_session(
     topics: &[WantedTopic],
     fetched: &[FetchedTopic],
 ) -> i32 {
+    let size: usize = topics.iter().map(|topic| topic.partitions.len()).sum();
+    if !shard
+        .fetch_sessions
+        .borrow()
+        .could_make(size, Instant::now())
+    {
+        return INVALID_SESSION_ID;
+    }
     let partitions = topics
         .iter()
         .zip(fetched)
         .flat_map(|(topic, answered)| {
-            let key = if uses_topic_ids {
-                TopicKey::Id(topic.topic_id)
-            } else {
-                TopicKey::Name(topic.name.clone())
-            };
+            let key = topic_key(uses_topic_ids, &topic.name, topic.topic_id);
             topic
                 .partitions
                 .iter()
@@ -215,42 +241,47 @@ fn start_session(
         .finish_full(uses_topic_ids, partitions, Instant::now())
 }
 
-/// Keeps of an incremental answer only the partitions its session says have news; `None` if
-/// the session went away while the request waited.
+/// Keeps of an incremental answer only the partitions its session says have news, or the
+/// error code the whole answer gets instead (the session went away, or another request of it
+/// was answered meanwhile).
 fn incremental_answer(
     shard: &Shard,
     id: i32,
+    epoch: i32,
+    read: &[(PartitionKey, FetchPosition)],
     fetched: Vec<FetchedTopic>,
-) -> Option<Vec<FetchedTopic>> {
-    let outcomes: Vec<Outcome> = fetched
+) -> Result<Vec<FetchedTopic>, i16> {
+    let outcomes: Vec<(PartitionKey, Outcome)> = read
         .iter()
-        .flat_map(|topic| topic.partitions.iter())
-        .map(|partition| Outcome {
-            reported: reported(partition).unwrap_or(Reported {
-                high_watermark: -1,
-                last_stable_offset: -1,
-                log_start_offset: -1,
-            }),
-            has_records: !partition.records.is_empty(),
-            error: partition.error_code != 0,
+        .map(|(key, _)| key.clone())
+        .zip(fetched.iter().flat_map(|topic| topic.partitions.iter()))
+        .map(|(key, partition)| {
+            let outcome = Outcome {
+                reported: reported(partition).unwrap_or(Reported {
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                }),
+                has_records: !partition.records.is_empty(),
+                error: partition.error_code != 0,
+            };
+            (key, outcome)
         })
         .collect();
     let included = shard
         .fetch_sessions
         .borrow_mut()
-        .finish_incremental(id, &outcomes)?;
+        .finish_incremental(id, epoch, &outcomes)?;
     let mut included = included.into_iter();
-    Some(
-        fetched
-            .into_iter()
-            .filter_map(|mut topic| {
-                topic
-                    .partitions
-                    .retain(|_| included.next().unwrap_or(false));
-                (!topic.partitions.is_empty()).then_some(topic)
-            })
-            .collect(),
-    )
+    Ok(fetched
+        .into_iter()
+        .filter_map(|mut topic| {
+            topic
+                .partitions
+                .retain(|_| included.next().unwrap_or(false));
+            (!topic.partitions.is_empty()).then_some(topic)
+        })
+        .collect())
 }
 
 async fn read_once(
@@ -355,7 +386,14 @@ pub async fn handle(
     };
     // Sessions exist from v7; topic ids identify their partitions from v13.
     let uses_topic_ids = version >= 13;
-    let context = if version >= 7 {
+    let context = if version >= 7 && !names_are_plausible(&request) {
+        // Served, but never kept: a session named by such a request goes.
+        shard.fetch_sessions.borrow_mut().close(request.session_id);
+        if request.session_epoch > 0 {
+            return refuse(FETCH_SESSION_ID_NOT_FOUND);
+        }
+        Context::Sessionless
+    } else if version >= 7 {
         shard.fetch_sessions.borrow_mut().begin(
             request.session_id,
             request.session_epoch,
@@ -398,9 +436,13 @@ pub async fn handle(
                 shard.metrics.error("fetch");
             }
             let (session_id, fetched) = match context {
-                Context::Incremental { id, .. } => match incremental_answer(&shard, id, fetched) {
-                    Some(fetched) => (id, fetched),
-                    None => return refuse(FETCH_SESSION_ID_NOT_FOUND),
+                Context::Incremental {
+                    id,
+                    epoch,
+                    ref partitions,
+                } => match incremental_answer(&shard, id, epoch, partitions, fetched) {
+                    Ok(fetched) => (id, fetched),
+                    Err(code) => return refuse(code),
                 },
                 Context::Full => (
                     start_session(&shard, uses_topic_ids, &topics, &fetched),
