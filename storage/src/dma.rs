@@ -95,6 +95,13 @@ impl Disk for DmaDisk {
         }))
     }
 
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
+        let to = to.to_path_buf();
+        Box::pin(blocking("rename", from, move |from| {
+            std::fs::rename(from, &to)
+        }))
+    }
+
     fn list<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>> {
         Box::pin(blocking("list directory", path, |path| {
             let mut names = Vec::new();

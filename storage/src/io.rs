@@ -63,6 +63,10 @@ pub trait Disk {
     fn create_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
     fn remove_dir_all<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
     fn remove_file<'a>(&'a self, path: &'a Path) -> IoFuture<'a, ()>;
+    /// Renames a file within its directory, replacing `to` if it exists, atomically: after a
+    /// crash the directory holds the old name or the new one (the change is durable once the
+    /// directory is synced).
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()>;
     /// The names in a directory (files and directories, no `.`/`..`).
     fn list<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>>;
     fn exists<'a>(&'a self, path: &'a Path) -> IoFuture<'a, bool>;

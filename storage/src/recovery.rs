@@ -10,7 +10,7 @@
 
 use crate::io::{DiskFile, IoError};
 use crate::limits::{BATCH_HEADER_BYTES, MAX_BATCH_BYTES, SCAN_CHUNK_BYTES};
-use crate::record_batch::{check_integrity, BatchHeader, MAGIC_AT};
+use crate::record_batch::{check_stored_integrity as check_integrity, BatchHeader, MAGIC_AT};
 use crate::segment::Segment;
 use crate::Offset;
 
@@ -29,6 +29,7 @@ fn reject_reason(
     bytes: &[u8],
     expected_offset: Offset,
     verify_crc: bool,
+    allow_gaps: bool,
 ) -> Result<BatchHeader, String> {
     let header = BatchHeader::parse(bytes).ok_or("truncated batch header")?;
     let total = header
@@ -38,7 +39,14 @@ fn reject_reason(
     if bytes.len() < total {
         return Err("batch runs past the end of the file".to_string());
     }
-    if header.base_offset != expected_offset {
+    // Compaction leaves gaps in sealed segments (whole batches gone); an offset going back is
+    // damage everywhere, and so is any gap where appends write (the last segment).
+    let in_order = if allow_gaps {
+        header.base_offset >= expected_offset
+    } else {
+        header.base_offset == expected_offset
+    };
+    if !in_order {
         return Err(format!(
             "base offset {} where {} was expected",
             header.base_offset, expected_offset
@@ -54,11 +62,13 @@ fn reject_reason(
 
 /// Scans `segment` from its start, noting every valid batch in its indexes. `verify_crc` is set
 /// after an unclean shutdown; a clean one only checks the length chain and offsets.
+/// `allow_gaps` is set for a sealed segment, which compaction may have left with gaps.
 pub(crate) async fn scan_segment(
     file: &dyn DiskFile,
     segment: &mut Segment,
     file_size: u64,
     verify_crc: bool,
+    allow_gaps: bool,
 ) -> Result<ScanEnd, IoError> {
     let mut position = 0u64;
     let mut chunk_start = 0u64;
@@ -83,6 +93,7 @@ pub(crate) async fn scan_segment(
             &chunk[at.min(chunk.len())..],
             segment.next_offset,
             verify_crc,
+            allow_gaps,
         ) {
             Ok(header) => {
                 let total = header.total_bytes().unwrap_or(0) as u64;

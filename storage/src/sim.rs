@@ -32,6 +32,7 @@ use crate::limits::BLOCK_BYTES;
 const EIO: i32 = 5;
 const ENOENT: i32 = 2;
 const EEXIST: i32 = 17;
+const EXDEV: i32 = 18;
 pub const ENOSPC: i32 = 28;
 pub const SIM_EIO: i32 = EIO;
 
@@ -112,6 +113,8 @@ enum Entry {
 enum DirectoryChange {
     Link(PathBuf, Entry),
     Unlink(PathBuf),
+    /// One atomic change: the entry leaves the first name for the second.
+    Rename(PathBuf, PathBuf, Entry),
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +465,10 @@ impl SimDisk {
                     DirectoryChange::Unlink(path) => {
                         names.remove(path);
                     }
+                    DirectoryChange::Rename(from, to, entry) => {
+                        names.remove(from);
+                        names.insert(to.clone(), *entry);
+                    }
                 }
             }
         }
@@ -643,6 +650,31 @@ impl Disk for SimDisk {
         })
     }
 
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> IoFuture<'a, ()> {
+        Box::pin(async move {
+            self.take_time().await;
+            let mut state = self.operate(None, "rename", from)?;
+            let Some(Entry::File(inode)) = state.names.get(from).copied() else {
+                return Err(error("rename", from, ENOENT));
+            };
+            if parent_of(from) != parent_of(to) {
+                return Err(error("rename", to, EXDEV));
+            }
+            state.names.remove(from);
+            state.names.insert(to.to_path_buf(), Entry::File(inode));
+            state
+                .directory_changes
+                .entry(parent_of(from))
+                .or_default()
+                .push(DirectoryChange::Rename(
+                    from.to_path_buf(),
+                    to.to_path_buf(),
+                    Entry::File(inode),
+                ));
+            Ok(())
+        })
+    }
+
     fn list<'a>(&'a self, path: &'a Path) -> IoFuture<'a, Vec<String>> {
         Box::pin(async move {
             self.take_time().await;
@@ -681,6 +713,10 @@ impl Disk for SimDisk {
                         }
                         DirectoryChange::Unlink(name) => {
                             state.durable_names.remove(&name);
+                        }
+                        DirectoryChange::Rename(from, to, entry) => {
+                            state.durable_names.remove(&from);
+                            state.durable_names.insert(to, entry);
                         }
                     }
                 }

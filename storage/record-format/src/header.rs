@@ -237,6 +237,42 @@ pub fn check_integrity_with_crc(
     Ok(header)
 }
 
+/// What recovery and the cleaner check of a stored batch: length, magic and CRC, and counts
+/// that compaction can leave (Kafka's cleaner keeps a batch's offset range when it drops
+/// records from it, and may leave a header with no records at all), so fewer records than the
+/// offset range spans, but never more.
+pub fn check_stored_integrity(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(batch)
+        .ok_or_else(|| BatchError::corrupt("shorter than a batch header"))?;
+    if header.total_bytes() != Some(batch.len()) {
+        return Err(BatchError::corrupt(
+            "batchLength does not match the bytes given",
+        ));
+    }
+    if header.magic != 2 {
+        return Err(BatchError::corrupt("Invalid magic found in record"));
+    }
+    if compute_crc(batch) != header.crc {
+        return Err(BatchError::Corrupt {
+            reason: format!("Record is corrupt (stored crc = {})", header.crc),
+        });
+    }
+    let empty = batch.len() == BATCH_HEADER_BYTES;
+    if header.last_offset_delta < 0
+        || header.records_count < 0
+        || (header.records_count == 0) != empty
+        || i64::from(header.records_count) > i64::from(header.last_offset_delta) + 1
+    {
+        return Err(BatchError::Invalid {
+            reason: format!(
+                "Inconsistent batch offset range [0, {}] and count of records {}",
+                header.last_offset_delta, header.records_count
+            ),
+        });
+    }
+    Ok(header)
+}
+
 /// Writes the broker-owned fields of a batch that the CRC does not cover.
 pub fn assign_offset(batch: &mut [u8], base_offset: Offset, partition_leader_epoch: i32) {
     assert!(batch.len() >= BATCH_HEADER_BYTES, "a batch has a header");

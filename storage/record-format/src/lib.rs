@@ -10,6 +10,7 @@
 
 pub mod builder;
 pub mod codec;
+pub mod compact;
 mod error;
 pub mod header;
 pub mod records;

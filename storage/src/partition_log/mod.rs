@@ -32,6 +32,7 @@
 //! blocks at that granularity in the crash tests.
 
 mod append;
+pub mod compaction;
 mod flusher;
 mod open;
 mod read;
@@ -137,6 +138,8 @@ pub struct LogConfig {
     /// `retention.ms` and `retention.bytes` where `cleanup.policy` includes `delete`;
     /// unlimited otherwise.
     pub retention: Retention,
+    /// Compaction's settings where `cleanup.policy` includes `compact`; `None` otherwise.
+    pub compaction: Option<compaction::Compaction>,
 }
 
 impl Default for LogConfig {
@@ -155,6 +158,7 @@ impl Default for LogConfig {
             producer_id_expiration_ms: 86_400_000,
             recovery_point_interval: Duration::from_secs(5),
             retention: Retention::UNLIMITED,
+            compaction: None,
         }
     }
 }
@@ -305,6 +309,9 @@ struct State {
     /// A moving average of the writer's write sizes (each write weighs an eighth): the
     /// preparer stands aside while it is at `limits::PREPARE_WRITE_BYTES_MAX` or above.
     write_bytes_average: u64,
+    /// Where the cleaner's next map starts (Kafka's cleaner checkpoint, kept in memory: after
+    /// a restart the whole log is dirty once).
+    first_dirty: Offset,
 }
 
 impl State {
@@ -528,6 +535,10 @@ pub struct PartitionLog {
     /// The disk read made ahead of an in-order consumer (`read_ahead`), and its changes.
     read_ahead: RefCell<read_ahead::ReadAhead>,
     read_ahead_moved: Event,
+    /// The cleaner swapped segments (a read that found its file gone plans again), and whether
+    /// a swap is under way.
+    segments_moved: Event,
+    swapping: Cell<bool>,
     /// The log itself, for the background reads it starts.
     me: std::rc::Weak<PartitionLog>,
 }

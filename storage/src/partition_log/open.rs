@@ -58,9 +58,14 @@ impl PartitionLog {
                 disk.sync_directory(parent).await?;
             }
         }
-        let mut bases: Vec<Offset> = disk
-            .list(directory)
-            .await?
+        let names = disk.list(directory).await?;
+        let names =
+            if super::compaction::finish_interrupted_swaps(context, directory, &names).await? {
+                disk.list(directory).await?
+            } else {
+                names
+            };
+        let mut bases: Vec<Offset> = names
             .iter()
             .filter_map(|name| parse_segment_file_name(name))
             .collect();
@@ -190,7 +195,7 @@ impl PartitionLog {
             }
             let file = context.files.open(&path).await?;
             let mut segment = Segment::new(base, path.clone(), file_size);
-            match scan_segment(&*file, &mut segment, file_size, !clean_shutdown).await? {
+            match scan_segment(&*file, &mut segment, file_size, !clean_shutdown, !is_last).await? {
                 ScanEnd::Clean => {
                     if segment.size < protected && protected != u64::MAX {
                         return Err(corrupt(
@@ -343,6 +348,8 @@ impl PartitionLog {
             me: me.clone(),
             read_ahead: std::cell::RefCell::new(super::read_ahead::ReadAhead::Idle),
             read_ahead_moved: event_listener::Event::new(),
+            segments_moved: event_listener::Event::new(),
+            swapping: std::cell::Cell::new(false),
             directory: directory.to_path_buf(),
             context: context.clone(),
             config: std::cell::RefCell::new(config),
@@ -367,6 +374,7 @@ impl PartitionLog {
                 prepared: 0,
                 zeroing_from: None,
                 write_bytes_average: 0,
+                first_dirty: log_start_offset,
             }),
             append_lock: async_lock::Mutex::new(()),
             write_lock: async_lock::Mutex::new(()),

@@ -31,6 +31,9 @@ impl Fetched {
     }
 }
 
+/// How many times a read plans again after finding its segment file swapped away.
+const SWAPPED_READ_ATTEMPTS: usize = 3;
+
 impl PartitionLog {
     /// The file of `segment`: the log's own for the active segment, through the cache otherwise.
     async fn segment_file(
@@ -74,6 +77,36 @@ impl PartitionLog {
     }
 
     async fn read_with(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        upper: Offset,
+        wait_for_memory: bool,
+    ) -> Result<Fetched, LogError> {
+        // A clean swaps segments under a read at most a few times in a row: a read that finds
+        // its file gone after a swap plans again once the swap has moved on.
+        for _ in 0..SWAPPED_READ_ATTEMPTS {
+            let moved = self.segments_moved.listen();
+            match self
+                .read_planned(from, max_bytes, upper, wait_for_memory)
+                .await
+            {
+                Err(LogError::Io(error))
+                    if error.is_not_found() && from >= self.log_start_offset() =>
+                {
+                    // Waits only for a swap under way, which notifies when it moves on.
+                    if self.swapping.get() {
+                        moved.await;
+                    }
+                }
+                other => return other,
+            }
+        }
+        self.read_planned(from, max_bytes, upper, wait_for_memory)
+            .await
+    }
+
+    async fn read_planned(
         &self,
         from: Offset,
         max_bytes: usize,
@@ -321,10 +354,11 @@ pub(super) fn walk_run(chunk: &[u8], from: Offset, max_bytes: usize, upper: Offs
             skipped = range.end;
             continue;
         }
-        // A run is contiguous offsets or it ends: whatever follows a gap is not this log's
-        // next batch (a damaged medium, or an index that does not describe its segment).
+        // A run's offsets go forward or it ends: whatever goes back is not this log's next
+        // batch (a damaged medium, or an index that does not describe its segment). Forward
+        // gaps are what compaction leaves.
         if header.base_offset >= upper
-            || expected_next.is_some_and(|expected| header.base_offset != expected)
+            || expected_next.is_some_and(|expected| header.base_offset < expected)
         {
             break;
         }
