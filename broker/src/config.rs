@@ -10,12 +10,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use storage::partition_log::compaction::Compaction;
 use storage::{FlushPolicy, LogConfig, ProduceRules, Retention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("unknown config {name:?}")]
     Unknown { name: String },
+    #[error("config {name} is not supported here: {reason}")]
+    NotSupported { name: String, reason: &'static str },
     #[error(
         "config {name} cannot be changed while the broker runs; set it in the config file or \
          with --set and restart"
@@ -40,6 +43,11 @@ enum Kind {
     Bounded {
         min: i64,
         max: i64,
+    },
+    /// A decimal number in `min..=max`.
+    Double {
+        min: f64,
+        max: f64,
     },
     Boolean,
     Choice(&'static [&'static str]),
@@ -112,6 +120,12 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         },
     },
     TopicConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_default_from: Some("log.cleaner.max.compaction.lag.ms"),
+        default: LONG_MAX,
+        kind: Kind::Long { min: 1 },
+    },
+    TopicConfigDef {
         name: "message.timestamp.after.max.ms",
         broker_default_from: Some("log.message.timestamp.after.max.ms"),
         default: "3600000",
@@ -128,6 +142,18 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_default_from: Some("log.message.timestamp.type"),
         default: "CreateTime",
         kind: Kind::Choice(&["CreateTime", "LogAppendTime"]),
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_default_from: Some("log.cleaner.min.cleanable.ratio"),
+        default: "0.5",
+        kind: Kind::Double { min: 0.0, max: 1.0 },
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_default_from: Some("log.cleaner.min.compaction.lag.ms"),
+        default: "0",
+        kind: Kind::Long { min: 0 },
     },
     TopicConfigDef {
         name: "min.insync.replicas",
@@ -166,6 +192,36 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: Kind::Boolean,
     },
 ];
+
+/// Kafka properties that have no meaning here: refused, saying why, rather than stored and
+/// silently ignored.
+const NOT_SUPPORTED: &[(&str, &str)] = &[
+    (
+        "log.cleaner.threads",
+        "each shard runs one cleaner over the partitions it owns; there is no cleaner thread \
+         pool to size (log.cleaner.dedupe.buffer.size and log.cleaner.io.max.bytes.per.second \
+         are per shard)",
+    ),
+    (
+        "log.cleaner.io.buffer.size",
+        "the cleaner reads a segment a chunk at a time and each batch whole",
+    ),
+    (
+        "log.cleaner.io.buffer.load.factor",
+        "the cleaner's map holds as many keys as log.cleaner.dedupe.buffer.size allows",
+    ),
+];
+
+/// Refuses a property Kafka has and this broker does not, with why.
+fn refuse_unsupported(name: &str) -> Result<(), ConfigError> {
+    match NOT_SUPPORTED.iter().find(|(known, _)| *known == name) {
+        Some((_, reason)) => Err(ConfigError::NotSupported {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
 
 /// Broker properties that are not topic defaults.
 const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
@@ -279,6 +335,27 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         },
     ),
     ("tuning.profile", "", Kind::Text),
+    // Compaction, with Kafka's names and defaults. Each shard runs one cleaner over the
+    // compacted partitions it owns: the dedupe buffer (the map of keys to their latest
+    // offsets) and the I/O rate are per shard; how long a cleaner with nothing to do waits.
+    ("log.cleaner.enable", "true", Kind::Boolean),
+    (
+        "log.cleaner.dedupe.buffer.size",
+        "134217728",
+        Kind::Bounded {
+            min: 1024 * 1024,
+            max: 1 << 40,
+        },
+    ),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        "1.7976931348623157E308",
+        Kind::Double {
+            min: 1.0,
+            max: f64::MAX,
+        },
+    ),
+    ("log.cleaner.backoff.ms", "15000", Kind::Long { min: 0 }),
     // Kafka's: incremental fetch sessions (KIP-227) kept, per shard here (Kafka's is per
     // broker, and each shard is one); 0 turns sessions off.
     (
@@ -321,6 +398,15 @@ fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
                 .trim()
                 .parse()
                 .map_err(|_| invalid("expected an integer".into()))?;
+            if !(min..=max).contains(&parsed) {
+                return Err(invalid(format!("must be between {min} and {max}")));
+            }
+        }
+        Kind::Double { min, max } => {
+            let parsed: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("expected a number".into()))?;
             if !(min..=max).contains(&parsed) {
                 return Err(invalid(format!("must be between {min} and {max}")));
             }
@@ -478,6 +564,7 @@ fn is_dynamic_broker_config(name: &str) -> bool {
 
 /// Checks a dynamic broker config name and value (AlterConfigs on a broker resource).
 pub fn check_dynamic_broker_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    refuse_unsupported(name)?;
     let kind = broker_config_kind(name).ok_or_else(|| ConfigError::Unknown {
         name: name.to_string(),
     })?;
@@ -508,6 +595,7 @@ fn config_type(kind: Kind) -> i8 {
     match kind {
         Kind::Boolean => 1,
         Kind::Long { .. } | Kind::Bounded { .. } => 5,
+        Kind::Double { .. } => 6,
         Kind::Choice(_) | Kind::Text => 2,
     }
 }
@@ -543,6 +631,7 @@ fn broker_synonyms(definition: &TopicConfigDef) -> Vec<&'static str> {
 impl BrokerConfig {
     /// Sets a broker property, checking its name and value.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        refuse_unsupported(name)?;
         let kind = broker_config_kind(name).ok_or_else(|| ConfigError::Unknown {
             name: name.to_string(),
         })?;
@@ -954,7 +1043,40 @@ impl BrokerConfig {
             } else {
                 Retention::UNLIMITED
             },
+            compaction: self
+                .topic_value(overrides, "cleanup.policy")
+                .is_some_and(|value| value.split(',').any(|policy| policy.trim() == "compact"))
+                .then(|| Compaction {
+                    min_cleanable_ratio: self
+                        .topic_value(overrides, "min.cleanable.dirty.ratio")
+                        .and_then(|value| value.trim().parse().ok())
+                        .unwrap_or(0.5),
+                    min_lag_ms: long("min.compaction.lag.ms").max(0),
+                    max_lag_ms: long("max.compaction.lag.ms").max(1),
+                    delete_retention_ms: long("delete.retention.ms").max(0),
+                }),
         }
+    }
+
+    /// Whether the shards run their cleaners (`log.cleaner.enable`).
+    pub fn cleaner_enabled(&self) -> bool {
+        self.get("log.cleaner.enable") == "true"
+    }
+
+    /// Keys a shard's cleaner maps per pass: `log.cleaner.dedupe.buffer.size` at 64 bytes a
+    /// key (a 16-byte fingerprint and an 8-byte offset in a hash map, counted at its largest
+    /// before it grows).
+    pub fn cleaner_map_entries(&self) -> usize {
+        (self.long("log.cleaner.dedupe.buffer.size").max(1 << 20) / 64) as usize
+    }
+
+    /// `log.cleaner.io.max.bytes.per.second`, if it is a limit at all.
+    pub fn cleaner_io_bytes_per_second(&self) -> Option<f64> {
+        self.get("log.cleaner.io.max.bytes.per.second")
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|rate| *rate < 1e18)
     }
 }
 

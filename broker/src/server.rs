@@ -467,6 +467,7 @@ async fn shard_main(
     );
     let housekeeping = spawn_in(Queue::Background, shard.clone().run_housekeeping());
     let retention = spawn_in(Queue::Background, shard.clone().run_retention());
+    let cleaner = spawn_in(Queue::Background, shard.clone().run_cleaner());
     let group_clock = spawn_in(Queue::Background, {
         let shard = shard.clone();
         async move {
@@ -484,6 +485,7 @@ async fn shard_main(
     drop(group_clock);
     drop(housekeeping);
     drop(retention);
+    drop(cleaner);
     let clean = shard.close_logs().await;
     info!(shard = %id, clean, "shard stopped");
     clean

@@ -8,6 +8,7 @@
 //! - `lifecycle`: partitions opened, applied, reported offline and closed; start-up (with a
 //!   changed core count); the shard's timers (producer expiry, offsets retention, disk space).
 
+mod cleaner;
 mod lifecycle;
 mod mesh;
 

@@ -24,6 +24,8 @@ pub struct Broker {
     extra_args: Vec<String>,
     working_dir: Option<PathBuf>,
     listen: String,
+    /// Environment variables the next launch adds (a test hook such as `BROKER_TEST_CRASH_AT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -44,6 +46,7 @@ impl Broker {
             extra_args,
             working_dir,
             listen,
+            env: Vec::new(),
         }
     }
 
@@ -134,6 +137,11 @@ impl Broker {
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            .envs(
+                self.env
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -218,6 +226,24 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits (up to `limit`) for the process to end by itself; whether it did. The broker is
+    /// then stopped, ready for `restart`.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return true;
+                }
+            } else {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// SIGKILL: the crash case.

@@ -339,6 +339,11 @@ impl PartitionLog {
         let Some(compaction) = self.config.borrow().compaction else {
             return Ok(None);
         };
+        // Held for the whole clean: the partition's removal waits for it rather than remove
+        // the directory under the files it opens.
+        let Some(_inside) = self.gate.enter() else {
+            return Ok(None);
+        };
         let (segments, first_dirty) = self.cleanable_segments(&compaction, now_ms);
         if !segments
             .iter()
