@@ -85,12 +85,6 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: Kind::Long { min: 0 },
     },
     TopicConfigDef {
-        name: "file.delete.delay.ms",
-        broker_default_from: Some("log.segment.delete.delay.ms"),
-        default: "60000",
-        kind: Kind::Long { min: 0 },
-    },
-    TopicConfigDef {
         name: "flush.messages",
         broker_default_from: Some("log.flush.interval.messages"),
         default: LONG_MAX,
@@ -100,12 +94,6 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "flush.ms",
         broker_default_from: Some("log.flush.interval.ms"),
         default: LONG_MAX,
-        kind: Kind::Long { min: 0 },
-    },
-    TopicConfigDef {
-        name: "index.interval.bytes",
-        broker_default_from: Some("log.index.interval.bytes"),
-        default: "4096",
         kind: Kind::Long { min: 0 },
     },
     // Bounded: recovery takes a length field above `MAX_BATCH_BYTES` for garbage, so a larger
@@ -209,6 +197,22 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     (
         "log.cleaner.io.buffer.load.factor",
         "the cleaner's map holds as many keys as log.cleaner.dedupe.buffer.size allows",
+    ),
+    (
+        "file.delete.delay.ms",
+        "a removed segment is unlinked at once; reads in flight keep their open file",
+    ),
+    (
+        "log.segment.delete.delay.ms",
+        "a removed segment is unlinked at once; reads in flight keep their open file",
+    ),
+    (
+        "index.interval.bytes",
+        "the offset index takes an entry every 4096 bytes of a segment",
+    ),
+    (
+        "log.index.interval.bytes",
+        "the offset index takes an entry every 4096 bytes of a segment",
     ),
 ];
 
@@ -428,6 +432,7 @@ fn check_value(name: &str, kind: Kind, value: &str) -> Result<(), ConfigError> {
 
 /// Checks a topic-level config name and value (CreateTopics, auto-creation).
 pub fn check_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    refuse_unsupported(name)?;
     let definition = TOPIC_CONFIGS
         .iter()
         .find(|definition| definition.name == name)
@@ -820,6 +825,12 @@ impl BrokerConfig {
         self.get("auto.create.topics.enable") == "true"
     }
 
+    /// `default.replication.factor`: what a topic created without one (auto-creation, or
+    /// CreateTopics with -1) asks for.
+    pub fn default_replication_factor(&self) -> i64 {
+        self.long("default.replication.factor").max(1)
+    }
+
     pub fn num_partitions(&self) -> i32 {
         self.long("num.partitions").clamp(1, i32::MAX as i64) as i32
     }
@@ -1032,6 +1043,7 @@ impl BrokerConfig {
                 self.long("log.flush.offset.checkpoint.interval.ms").max(1) as u64,
             ),
             producer_id_expiration_ms: self.long("producer.id.expiration.ms"),
+            min_insync_replicas: long("min.insync.replicas").max(1),
             retention: if self
                 .topic_value(overrides, "cleanup.policy")
                 .is_some_and(|value| value.split(',').any(|policy| policy.trim() == "delete"))
@@ -1258,6 +1270,34 @@ mod tests {
         let defaults = layered.dynamic_default_entries();
         assert_eq!(defaults.len(), 1);
         assert_eq!(defaults[0].name, "log.segment.bytes");
+    }
+
+    #[test]
+    fn settings_that_mean_nothing_here_are_refused_with_why() {
+        let error = BrokerConfig::default()
+            .set("log.cleaner.threads", "4")
+            .unwrap_err();
+        assert!(error.to_string().contains("one cleaner"), "{error}");
+        let error = check_topic_config("file.delete.delay.ms", "1000").unwrap_err();
+        assert!(
+            error.to_string().contains("file.delete.delay.ms")
+                && error.to_string().contains("not supported"),
+            "{error}"
+        );
+        assert!(check_dynamic_broker_config("log.index.interval.bytes", "1").is_err());
+        let none = BTreeMap::new();
+        assert!(!BrokerConfig::default()
+            .topic_configs(&none)
+            .iter()
+            .any(|entry| entry.name == "index.interval.bytes"));
+        assert!(check_topic_config("min.cleanable.dirty.ratio", "2").is_err());
+        assert!(check_topic_config("min.cleanable.dirty.ratio", "0.1").is_ok());
+        let compacted = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let config = BrokerConfig::default();
+        assert!(config.log_config(&none).compaction.is_none());
+        let compaction = config.log_config(&compacted).compaction.unwrap();
+        assert_eq!(compaction.min_cleanable_ratio, 0.5);
+        assert_eq!(compaction.delete_retention_ms, 86_400_000);
     }
 
     #[test]

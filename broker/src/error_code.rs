@@ -16,6 +16,7 @@ pub enum ErrorCode {
     RequestTimedOut = 7,
     MessageTooLarge = 10,
     InvalidTopicException = 17,
+    NotEnoughReplicas = 19,
     InvalidRequiredAcks = 21,
     InvalidTimestamp = 32,
     UnsupportedVersion = 35,

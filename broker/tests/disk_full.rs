@@ -205,3 +205,151 @@ fn a_full_disk_refuses_writes_frees_space_on_delete_and_serves_reads_after_a_res
     assert_eq!(status, 200);
     assert!(body.contains("disk full"), "{body}");
 }
+
+/// DeleteRecords (key 21) of partition 0 of `topic` up to its high watermark; the error code.
+fn delete_all_records(broker: &Broker, topic: &str) -> i16 {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let response: DeleteRecordsResponse = kafka_call(
+        &mut leader_of(broker, topic),
+        ApiKey::DeleteRecords,
+        2,
+        &DeleteRecordsRequest::default()
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(TopicName(text(topic)))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(-1)])])
+            .with_timeout_ms(10_000),
+    );
+    response.topics[0].partitions[0].error_code
+}
+
+/// Produces to `topic` until the broker refuses (bounded), then lets someone else take the rest
+/// of the disk to the last byte, and waits until the broker refuses even a small append.
+fn fill_the_disk(broker: &Broker, topic: &str, filler: &Path) {
+    let mut stream = leader_of(broker, topic);
+    let batch = Bytes::from(storage::record_batch::build_uncompressed_batch(
+        64,
+        4000,
+        now_ms(),
+    ));
+    let mut refused = false;
+    for _ in 0..400 {
+        match produce(&mut stream, topic, batch.clone()) {
+            0 => {}
+            KAFKA_STORAGE_ERROR => {
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected error {other} while filling the disk"),
+        }
+    }
+    assert!(refused, "the broker never refused writes on a 64 MiB disk");
+    fill_to_the_last_byte(filler);
+    let small = Bytes::from(storage::record_batch::build_uncompressed_batch(
+        1,
+        100,
+        now_ms(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while produce(&mut stream, topic, small.clone()) != KAFKA_STORAGE_ERROR {
+        assert!(
+            Instant::now() < deadline,
+            "a full disk did not refuse the append"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until a small append to `topic` succeeds again.
+fn wait_for_writes(broker: &Broker, topic: &str, after: &str) {
+    let mut stream = leader_of(broker, topic);
+    let small = Bytes::from(storage::record_batch::build_uncompressed_batch(
+        1,
+        100,
+        now_ms(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match produce(&mut stream, topic, small.clone()) {
+            0 => return,
+            KAFKA_STORAGE_ERROR if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => panic!("writes did not resume after {after} (error {other})"),
+        }
+    }
+}
+
+#[test]
+fn delete_records_and_retention_free_a_full_disk_and_writes_resume_without_a_restart() {
+    let scratch = scratch_dir();
+    let mountpoint = scratch.path().join("disk");
+    let Some(_mounted) = small_filesystem(&scratch.path().join("disk.img"), &mountpoint) else {
+        eprintln!("skipped: this machine does not allow mounting a loop device (needs root)");
+        return;
+    };
+    let broker = Broker::start(
+        &mountpoint,
+        &[
+            "--set",
+            "log.segment.bytes=1048576",
+            "--set",
+            "log.retention.check.interval.ms=100",
+        ],
+    );
+    create_topic(&broker, "ledger", 1, &[]);
+    let filler = mountpoint.join("filler");
+
+    // DeleteRecords on the full disk: the new start is stored, the segments below it go, and
+    // the broker takes writes again.
+    fill_the_disk(&broker, "ledger", &filler);
+    assert_eq!(
+        delete_all_records(&broker, "ledger"),
+        0,
+        "DeleteRecords on a full disk"
+    );
+    wait_for_writes(&broker, "ledger", "DeleteRecords");
+
+    // Retention on the full disk: a byte limit set while the disk is full (AlterConfigs) takes
+    // effect at the next check and frees the space.
+    std::fs::remove_file(&filler).unwrap();
+    fill_the_disk(&broker, "ledger", &filler);
+    let altered: AlterConfigsResponse = kafka_call(
+        &mut connect(&broker.bootstrap),
+        ApiKey::AlterConfigs,
+        1,
+        &AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(text("ledger"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(text("retention.bytes"))
+                    .with_value(Some(text("1048576")))]),
+        ]),
+    );
+    assert_eq!(
+        altered.responses[0].error_code, 0,
+        "AlterConfigs on a full disk: {:?}",
+        altered.responses[0].error_message
+    );
+    let size_of_ledger = || -> u64 {
+        std::fs::read_dir(mountpoint.join("ledger-0"))
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while size_of_ledger() > 8 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "retention left {} bytes",
+            size_of_ledger()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for_writes(&broker, "ledger", "retention");
+}

@@ -456,3 +456,76 @@ fn the_cluster_wide_default_reaches_every_shard_and_a_brokers_own_entry_wins() {
     assert_eq!(codes, vec![0, 42]);
     assert!(response.results[1].configs.is_empty());
 }
+
+/// Every config the broker accepts does what it says, or is refused: min.insync.replicas above
+/// the one replica a node has refuses acks=all (acks=1 still works), default.replication.factor
+/// above 1 refuses the topics that would need it, and a Kafka setting that means nothing here
+/// is refused with why rather than stored.
+#[test]
+fn configs_that_one_node_cannot_honour_are_enforced_or_refused() {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let scratch = scratch_dir();
+    let broker = Broker::start(&scratch.path().join("data"), &[]);
+    create_topic(&broker, "strict", 1, &[("min.insync.replicas", "2")]);
+    for (acks, expected) in [
+        ("1", None),
+        ("all", Some(RDKafkaErrorCode::NotEnoughReplicas)),
+    ] {
+        let (producer, deliveries) = producer(
+            &broker,
+            &[
+                ("acks", acks),
+                ("enable.idempotence", "false"),
+                ("message.timeout.ms", "3000"),
+                ("retries", "0"),
+            ],
+        );
+        send_records(&producer, "strict", 1, 0..1, now_ms());
+        let reports = flush(&producer, &deliveries);
+        let error = reports[0].error.clone();
+        match expected {
+            None => assert!(error.is_none(), "acks={acks}: {error:?}"),
+            Some(code) => {
+                let error = error.unwrap_or_default();
+                assert!(
+                    error.contains(&format!("{code}")) || error.contains("NotEnoughReplicas"),
+                    "acks={acks}: {error}"
+                )
+            }
+        }
+    }
+    let admin = admin(&broker);
+    let refused = futures_lite::future::block_on(
+        admin.create_topics(
+            [&NewTopic::new("delayed", 1, TopicReplication::Fixed(1))
+                .set("file.delete.delay.ms", "5")],
+            &AdminOptions::new(),
+        ),
+    )
+    .unwrap();
+    assert!(
+        matches!(&refused[0], Err((_, RDKafkaErrorCode::InvalidConfig))),
+        "{refused:?}"
+    );
+    drop(admin);
+    drop(broker);
+
+    let scratch = scratch_dir();
+    let broker = Broker::start(
+        &scratch.path().join("data"),
+        &["--set", "default.replication.factor=3"],
+    );
+    let admin = self::admin(&broker);
+    let refused = futures_lite::future::block_on(admin.create_topics(
+        [&NewTopic::new("replicated", 1, TopicReplication::Fixed(-1))],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+    assert!(
+        matches!(
+            &refused[0],
+            Err((_, RDKafkaErrorCode::InvalidReplicationFactor))
+        ),
+        "{refused:?}"
+    );
+}

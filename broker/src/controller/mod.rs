@@ -447,12 +447,22 @@ impl Controller {
                 format!("number of partitions must be between 1 and {PARTITIONS_PER_TOPIC_MAX}"),
             ));
         }
-        if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        let replication_factor = if topic.replication_factor == -1 {
+            shard.node().config.default_replication_factor()
+        } else {
+            i64::from(topic.replication_factor)
+        };
+        if replication_factor != 1 {
             return Err((
                 ErrorCode::InvalidReplicationFactor,
                 format!(
-                    "replication factor {} is larger than the 1 available broker node",
-                    topic.replication_factor
+                    "replication factor {replication_factor} is larger than the 1 available \
+                     broker node{}",
+                    if topic.replication_factor == -1 {
+                        " (default.replication.factor)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }

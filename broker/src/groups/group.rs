@@ -1212,6 +1212,38 @@ mod tests {
         first.member_id
     }
 
+    fn committed(offset: i64, at_ms: i64) -> Option<CommittedOffset> {
+        Some(CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: at_ms,
+        })
+    }
+
+    #[test]
+    fn an_empty_groups_offsets_expire_after_the_retention_and_then_it_can_go() {
+        let retention = Duration::from_secs(60);
+        let now = Instant::now();
+        let mut group = Group::new();
+        group.apply_offset("t".into(), 0, committed(5, 1_000), 10);
+        group.apply_offset("t".into(), 1, committed(6, 50_000), 11);
+        // Never had members: each offset counts from its own commit.
+        assert_eq!(
+            group.expired_offsets(now, 61_000, retention),
+            vec![("t".into(), 0)]
+        );
+        assert!(group.expired_offsets(now, 30_000, retention).is_empty());
+        let mut all = group.expired_offsets(now, 200_000, retention);
+        all.sort();
+        assert_eq!(all, vec![("t".into(), 0), ("t".into(), 1)]);
+        assert!(!group.is_forgettable(), "it still has offsets");
+        // The tombstones applied: nothing is left, and the group may be forgotten.
+        group.apply_offset("t".into(), 0, None, 12);
+        group.apply_offset("t".into(), 1, None, 13);
+        assert!(group.is_forgettable());
+    }
+
     #[test]
     fn two_members_join_sync_and_become_stable() {
         let settings = settings(0);

@@ -263,6 +263,19 @@ impl GroupCoordinator {
                 Err(error) => warn!(group = %group_id, ?error, "cannot expire committed offsets"),
             }
         }
+        // An empty group left with no offsets is gone, as Kafka removes it: nothing of it is
+        // left in the log either once the cleaner has dropped its tombstones.
+        let before = self.groups.borrow().len();
+        self.groups
+            .borrow_mut()
+            .retain(|_, group| !group.is_forgettable());
+        let removed = before - self.groups.borrow().len();
+        if removed > 0 {
+            info!(
+                groups = removed,
+                "removed empty groups whose offsets expired"
+            );
+        }
     }
 
     /// Writes records (commits or tombstones) of `group_id` to its offsets partition, waits

@@ -133,6 +133,9 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms`: idempotent-producer state is forgotten after this long
     /// without a batch from that producer.
     pub producer_id_expiration_ms: i64,
+    /// `min.insync.replicas`: the broker refuses an acks=all produce when fewer replicas than
+    /// this are in sync (on one node there is one).
+    pub min_insync_replicas: i64,
     /// `log.flush.offset.checkpoint.interval.ms`: how often the recovery point is written.
     pub recovery_point_interval: Duration,
     /// `retention.ms` and `retention.bytes` where `cleanup.policy` includes `delete`;
@@ -156,6 +159,7 @@ impl Default for LogConfig {
                 keys_required: false,
             },
             producer_id_expiration_ms: 86_400_000,
+            min_insync_replicas: 1,
             recovery_point_interval: Duration::from_secs(5),
             retention: Retention::UNLIMITED,
             compaction: None,
@@ -608,6 +612,11 @@ impl PartitionLog {
         *self.config.borrow_mut() = config;
         self.appended.notify(usize::MAX);
         self.written.notify(usize::MAX);
+    }
+
+    /// `min.insync.replicas` of the log's topic.
+    pub fn min_insync_replicas(&self) -> i64 {
+        self.config.borrow().min_insync_replicas
     }
 
     /// Whether acknowledgements wait for `fdatasync` (the durable mode).

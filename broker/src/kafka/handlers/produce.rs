@@ -142,6 +142,19 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
                         format!("{name}-{} is not served here", partition.index),
                     )
                 })?;
+                // One in-sync replica on a single node: a topic that asks for more refuses
+                // acks=all, as Kafka does when its ISR has shrunk below min.insync.replicas.
+                let min_insync = log.min_insync_replicas();
+                if request.acks == -1 && min_insync > 1 {
+                    return Err(PartitionError::new(
+                        ErrorCode::NotEnoughReplicas,
+                        format!(
+                            "the in-sync replicas of {name}-{} are 1, fewer than \
+                             min.insync.replicas ({min_insync})",
+                            partition.index
+                        ),
+                    ));
+                }
                 let records = partition.records.unwrap_or_default();
                 single_batch(&records)?;
                 let info = log
