@@ -23,6 +23,8 @@ pub struct FileCache {
     capacity: usize,
     entries: RefCell<HashMap<PathBuf, Cached>>,
     tick: Cell<u64>,
+    /// Counts `forget`s: an open that a forget overtook does not put its file back.
+    forgets: Cell<u64>,
 }
 
 impl FileCache {
@@ -32,6 +34,7 @@ impl FileCache {
             capacity: capacity.max(1),
             entries: RefCell::new(HashMap::new()),
             tick: Cell::new(0),
+            forgets: Cell::new(0),
         })
     }
 
@@ -55,8 +58,11 @@ impl FileCache {
             cached.used = tick;
             return Ok(cached.file.clone());
         }
+        let forgets = self.forgets.get();
         let file = self.disk.open(path, false).await?;
-        self.insert(path, file.clone());
+        if self.forgets.get() == forgets {
+            self.insert(path, file.clone());
+        }
         Ok(file)
     }
 
@@ -80,12 +86,14 @@ impl FileCache {
 
     /// Forgets every file under `directory` (the partition is being removed or truncated).
     pub fn forget_under(&self, directory: &Path) {
+        self.forgets.set(self.forgets.get() + 1);
         self.entries
             .borrow_mut()
             .retain(|path, _| !path.starts_with(directory));
     }
 
     pub fn forget(&self, path: &Path) {
+        self.forgets.set(self.forgets.get() + 1);
         self.entries.borrow_mut().remove(path);
     }
 }

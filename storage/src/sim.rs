@@ -474,16 +474,18 @@ impl SimDisk {
         }
         // A file whose directory survived without it is gone; an entry whose directory is gone
         // went with it.
-        let directories: Vec<PathBuf> = names
+        // A directory that survived implies its ancestors did (they were created first), so
+        // a crash image of a crash image still has the files its directories hold.
+        let directories: std::collections::BTreeSet<PathBuf> = names
             .iter()
             .filter(|(_, entry)| **entry == Entry::Directory)
-            .map(|(path, _)| path.clone())
+            .flat_map(|(path, _)| path.ancestors().map(Path::to_path_buf))
             .collect();
         names.retain(|path, _| {
             path.as_path() == Path::new("/")
                 || path
                     .parent()
-                    .is_some_and(|parent| directories.iter().any(|directory| directory == parent))
+                    .is_some_and(|parent| directories.contains(parent))
         });
         SimDisk::powered_on(
             SimRng::new(seed.wrapping_mul(31).wrapping_add(7)),

@@ -308,6 +308,24 @@ fn a_power_cut_at_any_step_of_a_clean_loses_nothing() {
                     "{context}: opening finished or undid the swap"
                 );
                 seen.push(after.len() == before.len());
+                drop(reopened);
+                // A second power cut while opening finishes the first one's swap: the next
+                // open still finds the old group or the new one.
+                for again in (0..12).step_by(4) {
+                    let image = disk.crash_image(seed);
+                    image.cut_power_after(image.operations() + again);
+                    let _ = PartitionLog::open(
+                        &common::simulated(&image, 64 << 20),
+                        Path::new(DIRECTORY),
+                        config(),
+                        false,
+                    )
+                    .await;
+                    let second = image.crash_image(seed + 100);
+                    let reopened = open(&common::simulated(&second, 64 << 20), false).await;
+                    let twice = records(&reopened).await;
+                    assert_compacted_form_of(&before, &twice, &format!("{context}, then {again}"));
+                }
             }
             seen
         });
@@ -315,6 +333,38 @@ fn a_power_cut_at_any_step_of_a_clean_loses_nothing() {
     }
     // Some cuts came before the commit (the old log), some after it (the cleaned one).
     assert_eq!(outcomes.into_iter().collect::<Vec<_>>(), [false, true]);
+}
+
+#[test]
+fn a_cleaned_segment_followed_by_an_empty_active_one_opens() {
+    common::run(async {
+        let disk = SimDisk::new(35);
+        let context = common::simulated(&disk, 64 << 20);
+        let log = open(&context, true).await;
+        let flusher = glommio::spawn_local(log.clone().run_flusher());
+        fill(&log, None).await;
+        log.clean(1_000_000, common::now_ms(), &no_pace)
+            .await
+            .unwrap()
+            .unwrap();
+        let after = records(&log).await;
+        let end = log.log_end_offset();
+        drop(flusher);
+        // What a roll leaves when the append that caused it fails: an empty segment at the
+        // log end, after the last one that holds anything (here, a cleaned one with gaps).
+        let empty = Path::new(DIRECTORY).join(format!("{:020}.log", end.0));
+        let image = disk.process_crash_image();
+        {
+            use storage::io::Disk;
+            image.open(&empty, true).await.unwrap();
+            image.sync_directory(Path::new(DIRECTORY)).await.unwrap();
+        }
+        for clean in [false, true] {
+            let reopened = open(&common::simulated(&image, 64 << 20), clean).await;
+            assert_eq!(records(&reopened).await, after);
+            assert_eq!(reopened.log_end_offset(), end);
+        }
+    });
 }
 
 #[test]

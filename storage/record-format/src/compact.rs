@@ -25,6 +25,17 @@ use crate::Offset;
 /// Attribute bit 6: `baseTimestamp` holds the batch's delete horizon (KIP-534).
 pub const ATTRIBUTE_DELETE_HORIZON: i16 = 0x40;
 
+/// What the cleaner's map says of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A later record of the same key exists: this one goes.
+    Superseded,
+    /// The newest of its key: it stays (a tombstone until its horizon has passed).
+    Latest,
+    /// Past what the map covers: it stays as it is, whatever it is.
+    Unmapped,
+}
+
 /// What became of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filtered {
@@ -123,9 +134,9 @@ fn encode_record(
 
 /// Filters one stored batch (exactly one, as stored: its CRC is checked here).
 ///
-/// `latest(offset, key)` says whether the record at `offset` with `key` is the newest of its
-/// key (or beyond what the cleaner mapped); a record without a key, which a compacted topic
-/// refuses at produce, is dropped. `now_ms` decides whether a stamped horizon has passed;
+/// `verdict(offset, key)` says whether the record at `offset` with `key` is superseded, the
+/// newest of its key, or past what the cleaner mapped; a record without a key, which a
+/// compacted topic refuses at produce, is dropped. An empty batch that need not stay goes. `now_ms` decides whether a stamped horizon has passed;
 /// `delete_retention_ms` makes the horizon of a batch stamped now. `keep_empty` asks for an
 /// empty batch rather than none when no record stays. Control batches (transaction markers)
 /// are kept as they are.
@@ -134,11 +145,18 @@ pub fn filter_batch(
     now_ms: i64,
     delete_retention_ms: i64,
     keep_empty: bool,
-    mut latest: impl FnMut(Offset, &[u8]) -> bool,
+    mut verdict: impl FnMut(Offset, &[u8]) -> Verdict,
 ) -> Result<Filtered, BatchError> {
     let header = crate::header::check_stored_integrity(batch)?;
-    if header.is_control() || header.records_count == 0 {
+    if header.is_control() {
         return Ok(Filtered::Unchanged);
+    }
+    if header.records_count == 0 {
+        return Ok(if keep_empty {
+            Filtered::Unchanged
+        } else {
+            Filtered::Dropped
+        });
     }
     let horizon = delete_horizon(&header);
     let horizon_passed = horizon.is_some_and(|horizon| now_ms >= horizon);
@@ -150,12 +168,16 @@ pub fn filter_batch(
     for record in RecordIter::new(&records, count) {
         let record = record.map_err(BatchError::invalid)?;
         let offset = Offset(header.base_offset.0.saturating_add(record.offset_delta));
-        let keep = match record.key {
-            None => false,
-            Some(key) => latest(offset, key) && (record.value.is_some() || !horizon_passed),
+        let keep = match record.key.map(|key| verdict(offset, key)) {
+            None | Some(Verdict::Superseded) => false,
+            Some(Verdict::Unmapped) => true,
+            Some(Verdict::Latest) => {
+                // Only a mapped tombstone is stamped and, past its horizon, dropped.
+                tombstones |= record.value.is_none();
+                record.value.is_some() || !horizon_passed
+            }
         };
         if keep {
-            tombstones |= record.value.is_none();
             kept.push(record);
         }
     }
@@ -288,7 +310,11 @@ mod tests {
                 compression,
             );
             let filtered = filter_batch(&original, 5000, 1000, false, |offset, key| {
-                !(key == b"a" && offset.0 == 100)
+                if key == b"a" && offset.0 == 100 {
+                    Verdict::Superseded
+                } else {
+                    Verdict::Latest
+                }
             })
             .unwrap();
             let Filtered::Rewritten(rewritten) = filtered else {
@@ -327,14 +353,15 @@ mod tests {
     fn a_batch_keeps_its_bytes_or_goes_or_leaves_an_empty_header() {
         let original = batch(&[("a", Some("1")), ("b", Some("2"))], Compression::Snappy);
         assert_eq!(
-            filter_batch(&original, 0, 0, false, |_, _| true).unwrap(),
+            filter_batch(&original, 0, 0, false, |_, _| Verdict::Latest).unwrap(),
             Filtered::Unchanged
         );
         assert_eq!(
-            filter_batch(&original, 0, 0, false, |_, _| false).unwrap(),
+            filter_batch(&original, 0, 0, false, |_, _| Verdict::Superseded).unwrap(),
             Filtered::Dropped
         );
-        let Filtered::Empty(empty) = filter_batch(&original, 0, 0, true, |_, _| false).unwrap()
+        let Filtered::Empty(empty) =
+            filter_batch(&original, 0, 0, true, |_, _| Verdict::Superseded).unwrap()
         else {
             panic!("an empty batch expected")
         };
@@ -349,7 +376,13 @@ mod tests {
     #[test]
     fn tombstones_get_a_horizon_at_the_first_clean_and_go_after_it() {
         let original = batch(&[("a", Some("1")), ("b", None)], Compression::Lz4);
-        let keep_b = |_: Offset, key: &[u8]| key == b"b";
+        let keep_b = |_: Offset, key: &[u8]| {
+            if key == b"b" {
+                Verdict::Latest
+            } else {
+                Verdict::Superseded
+            }
+        };
         let Filtered::Rewritten(stamped) =
             filter_batch(&original, 10_000, 500, false, keep_b).unwrap()
         else {
@@ -374,11 +407,40 @@ mod tests {
     }
 
     #[test]
+    fn a_tombstone_past_the_map_stays_whatever_its_horizon() {
+        let original = batch(&[("a", None)], Compression::None);
+        let Filtered::Rewritten(stamped) =
+            filter_batch(&original, 10_000, 500, false, |_, _| Verdict::Latest).unwrap()
+        else {
+            panic!("a stamped batch expected")
+        };
+        // Long past the horizon, but beyond what this pass mapped: kept as it is.
+        assert_eq!(
+            filter_batch(&stamped, 1_000_000, 500, false, |_, _| Verdict::Unmapped).unwrap(),
+            Filtered::Unchanged
+        );
+        let Filtered::Empty(empty) =
+            filter_batch(&stamped, 1_000_000, 500, true, |_, _| Verdict::Latest).unwrap()
+        else {
+            panic!("an empty batch expected")
+        };
+        // An empty batch goes once nothing needs it.
+        assert_eq!(
+            filter_batch(&empty, 0, 0, false, |_, _| Verdict::Latest).unwrap(),
+            Filtered::Dropped
+        );
+        assert_eq!(
+            filter_batch(&empty, 0, 0, true, |_, _| Verdict::Latest).unwrap(),
+            Filtered::Unchanged
+        );
+    }
+
+    #[test]
     fn a_damaged_batch_is_refused_not_rewritten() {
         let mut damaged = batch(&[("a", Some("1"))], Compression::None);
         let last = damaged.len() - 1;
         damaged[last] ^= 0xff;
-        assert!(filter_batch(&damaged, 0, 0, false, |_, _| false).is_err());
+        assert!(filter_batch(&damaged, 0, 0, false, |_, _| Verdict::Superseded).is_err());
         assert!(keyed_offsets(&damaged, |_, _| {}).is_err());
     }
 }

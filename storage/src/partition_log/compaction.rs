@@ -39,7 +39,7 @@ use tracing::info;
 use super::{LogError, PartitionLog};
 use crate::io::{align_down, DiskFile, IoError};
 use crate::limits::{MAX_BATCH_BYTES, SCAN_CHUNK_BYTES};
-use crate::record_batch::compact::{filter_batch, keyed_offsets, Filtered};
+use crate::record_batch::compact::{filter_batch, keyed_offsets, Filtered, Verdict};
 use crate::record_batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::segment::{index_file_name, segment_file_name, Segment};
 use crate::Offset;
@@ -261,10 +261,20 @@ impl PartitionLog {
             state.first_dirty = state.log_start_offset;
         }
         let active = state.active().base_offset;
+        // Below the stored recovery point only: recovery holds the segment it names to the
+        // position it stored, which a clean would shrink.
+        let recovery_point = state.recovery_point;
         let sealed = state
             .segments
             .values()
-            .filter(|segment| segment.base_offset != active && segment.size > 0)
+            .take_while(|segment| {
+                segment.base_offset != active && segment.next_offset < recovery_point
+            })
+            .filter(|segment| {
+                segment.size > 0
+                    && segment.path().file_name().and_then(|name| name.to_str())
+                        == Some(segment_file_name(segment.base_offset).as_str())
+            })
             .map(|segment| Sealed {
                 base: segment.base_offset,
                 path: segment.path().to_path_buf(),
@@ -344,6 +354,9 @@ impl PartitionLog {
         let Some(_inside) = self.gate.enter() else {
             return Ok(None);
         };
+        // Only segments below the stored recovery point are cleaned: bring it up to what is
+        // durable first.
+        self.store_recovery_point().await?;
         let (segments, first_dirty) = self.cleanable_segments(&compaction, now_ms);
         if !segments
             .iter()
@@ -368,8 +381,14 @@ impl PartitionLog {
                 if header.next_offset() <= first_dirty {
                     continue;
                 }
-                if latest.len() >= map_entries.max(1) {
+                // A batch's keys all go in, or none: the map stays within its budget (the
+                // first batch excepted, or a log with a huge batch would never be cleaned).
+                let adding = usize::try_from(header.records_count).unwrap_or(0);
+                if !latest.is_empty() && latest.len() + adding > map_entries.max(1) {
                     break 'mapping;
+                }
+                if !self.gate.is_open() {
+                    return Ok(None);
                 }
                 keyed_offsets(&batch, |offset, key| {
                     if offset >= first_dirty {
@@ -383,6 +402,7 @@ impl PartitionLog {
                 })?;
                 map_end = header.next_offset();
                 pace(batch.len() as u64).await;
+                futures_lite::future::yield_now().await;
             }
             map_end = map_end.max(segment.next_offset);
         }
@@ -416,16 +436,22 @@ impl PartitionLog {
                 .entries()
                 .filter_map(|entry| entry.batches.last().map(|batch| batch.last_offset))
                 .collect();
-            let keep = |offset: Offset, key: &[u8]| {
-                offset >= map_end
-                    || latest
-                        .get(&fingerprints.of(key))
-                        .is_none_or(|newest| offset.0 >= *newest)
+            let verdict = |offset: Offset, key: &[u8]| {
+                if offset >= map_end {
+                    Verdict::Unmapped
+                } else if latest
+                    .get(&fingerprints.of(key))
+                    .is_none_or(|newest| offset.0 >= *newest)
+                {
+                    Verdict::Latest
+                } else {
+                    Verdict::Superseded
+                }
             };
             report.segments_before += group.len();
             report.bytes_before += group.iter().map(|s| s.size).sum::<u64>();
             match self
-                .clean_group(&group, &compaction, now_ms, &producers_last, &keep, pace)
+                .clean_group(&group, &compaction, now_ms, &producers_last, &verdict, pace)
                 .await?
             {
                 Some(size) => {
@@ -461,7 +487,7 @@ impl PartitionLog {
         compaction: &Compaction,
         now_ms: i64,
         producers_last: &HashSet<i64>,
-        keep: &dyn Fn(Offset, &[u8]) -> bool,
+        verdict: &dyn Fn(Offset, &[u8]) -> Verdict,
         pace: Pace<'_>,
     ) -> Result<Option<u64>, LogError> {
         let Some(first) = group.first() else {
@@ -504,7 +530,7 @@ impl PartitionLog {
                         now_ms,
                         compaction.delete_retention_ms,
                         keep_empty,
-                        |offset, key| keep(offset, key),
+                        |offset, key| verdict(offset, key),
                     )
                     .map_err(|error| LogError::Corrupt {
                         path: segment.path.clone(),
@@ -519,6 +545,13 @@ impl PartitionLog {
                         Filtered::Dropped => Ok(()),
                     }
                     .map_err(|error| self.write_failed(error))?;
+                    if !self.gate.is_open() {
+                        return Err(LogError::Offline {
+                            path: self.directory.clone(),
+                            reason: "the partition is being deleted".into(),
+                        });
+                    }
+                    futures_lite::future::yield_now().await;
                 }
             }
             writer
@@ -568,6 +601,30 @@ impl PartitionLog {
         crash_point(SwapStep::Committed);
         let size = cleaned.size;
         cleaned.path = swap_path.clone();
+        let finished = self
+            .finish_swap(group, base, end, cleaned, &swap_path)
+            .await;
+        if let Err(error) = finished {
+            // Committed but not finished: the next open finishes it. Until then the log
+            // cannot be trusted to name its files.
+            self.go_offline(format!("a compaction swap could not be finished: {error}"));
+            return Err(error);
+        }
+        Ok(Some(size))
+    }
+
+    /// Everything of a swap after its commit: the cleaned segment replaces the group in
+    /// memory, the old files go, the swap file takes its final name, the index is written.
+    async fn finish_swap(
+        &self,
+        group: &[Sealed],
+        base: Offset,
+        end: Offset,
+        cleaned: Segment,
+        swap_path: &Path,
+    ) -> Result<(), LogError> {
+        let disk = self.context.disk.clone();
+        let swap_path = swap_path.to_path_buf();
         let final_path = self.directory.join(segment_file_name(base));
         {
             let mut state = self.state.borrow_mut();
@@ -589,12 +646,14 @@ impl PartitionLog {
             }
         }
         self.drop_read_ahead_of(group.iter().map(|old| old.path.as_path()));
+        self.swap_generation.set(self.swap_generation.get() + 1);
         self.segments_moved.notify(usize::MAX);
         for old in group {
             self.context.files.forget(&old.path);
+            // The index first: an old index must never outlive its log next to a new one.
             for path in [
-                old.path.clone(),
                 self.directory.join(index_file_name(old.base)),
+                old.path.clone(),
             ] {
                 match disk.remove_file(&path).await {
                     Err(error) if !error.is_not_found() => return Err(error.into()),
@@ -612,6 +671,7 @@ impl PartitionLog {
         self.context.files.forget(&final_path);
         self.context.files.forget(&swap_path);
         disk.rename(&swap_path, &final_path).await?;
+        self.swap_generation.set(self.swap_generation.get() + 1);
         disk.sync_directory(&self.directory).await?;
         self.drop_read_ahead_of([swap_path.as_path()].into_iter());
         self.segments_moved.notify(usize::MAX);
@@ -630,7 +690,7 @@ impl PartitionLog {
             )
             .await?;
         }
-        Ok(Some(size))
+        Ok(())
     }
 
     fn drop_read_ahead_of<'a>(&self, mut paths: impl Iterator<Item = &'a Path>) {
@@ -675,10 +735,32 @@ pub(super) async fn finish_interrupted_swaps(
             changed = true;
         }
     }
-    for name in names {
-        let Some((base, end)) = parse_swap_file_name(name) else {
-            continue;
-        };
+    let mut swaps: Vec<(Offset, Offset, &String)> = names
+        .iter()
+        .filter_map(|name| parse_swap_file_name(name).map(|(base, end)| (base, end, name)))
+        .collect();
+    swaps.sort();
+    if swaps.windows(2).any(|pair| pair[1].0 < pair[0].1) {
+        return Err(IoError::new(
+            "finish a compaction swap",
+            directory,
+            std::io::Error::other("two compaction swap files cover the same offsets"),
+        ));
+    }
+    for (base, end, name) in swaps {
+        for other in names {
+            let Some(index_base) = other
+                .strip_suffix(".index")
+                .filter(|stem| stem.len() == 20)
+                .and_then(|stem| stem.parse::<i64>().ok())
+                .map(Offset)
+            else {
+                continue;
+            };
+            if index_base >= base && index_base < end {
+                disk.remove_file(&directory.join(other)).await?;
+            }
+        }
         for other in names {
             let Some(other_base) = crate::segment::parse_segment_file_name(other) else {
                 continue;
@@ -686,10 +768,6 @@ pub(super) async fn finish_interrupted_swaps(
             if other_base >= base && other_base < end {
                 context.files.forget(&directory.join(other));
                 disk.remove_file(&directory.join(other)).await?;
-                let index = directory.join(index_file_name(other_base));
-                if disk.exists(&index).await? {
-                    disk.remove_file(&index).await?;
-                }
             }
         }
         disk.sync_directory(directory).await?;

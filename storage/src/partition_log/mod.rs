@@ -477,6 +477,10 @@ impl Gate {
         }
     }
 
+    fn is_open(&self) -> bool {
+        self.open.get()
+    }
+
     fn enter(&self) -> Option<GateGuard<'_>> {
         self.open.get().then(|| {
             self.inside.set(self.inside.get() + 1);
@@ -543,6 +547,9 @@ pub struct PartitionLog {
     /// a swap is under way.
     segments_moved: Event,
     swapping: Cell<bool>,
+    /// Bumped whenever a swap changes which file a segment's name holds: a read that planned
+    /// before and opened after plans again.
+    swap_generation: Cell<u64>,
     /// The log itself, for the background reads it starts.
     me: std::rc::Weak<PartitionLog>,
 }

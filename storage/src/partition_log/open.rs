@@ -195,7 +195,10 @@ impl PartitionLog {
             }
             let file = context.files.open(&path).await?;
             let mut segment = Segment::new(base, path.clone(), file_size);
-            match scan_segment(&*file, &mut segment, file_size, !clean_shutdown, !is_last).await? {
+            // Gaps are compaction's, in a segment another follows (a roll syncs a segment
+            // before it creates the next, and the cleaner only rewrites those).
+            let sealed = index + 1 < bases.len();
+            match scan_segment(&*file, &mut segment, file_size, !clean_shutdown, sealed).await? {
                 ScanEnd::Clean => {
                     if segment.size < protected && protected != u64::MAX {
                         return Err(corrupt(
@@ -350,6 +353,7 @@ impl PartitionLog {
             read_ahead_moved: event_listener::Event::new(),
             segments_moved: event_listener::Event::new(),
             swapping: std::cell::Cell::new(false),
+            swap_generation: std::cell::Cell::new(0),
             directory: directory.to_path_buf(),
             context: context.clone(),
             config: std::cell::RefCell::new(config),

@@ -113,6 +113,7 @@ impl PartitionLog {
         upper: Offset,
         wait_for_memory: bool,
     ) -> Result<Fetched, LogError> {
+        let generation = self.swap_generation.get();
         let disk_plan = {
             let state = self.state.borrow();
             if from < state.log_start_offset || from > state.log_end_offset {
@@ -186,6 +187,14 @@ impl PartitionLog {
             }
             file => file?,
         };
+        if self.swap_generation.get() != generation {
+            // A swap gave the planned name another file meanwhile: plan again.
+            return Err(LogError::Io(crate::io::IoError::new(
+                "open",
+                &path,
+                std::io::ErrorKind::NotFound.into(),
+            )));
+        }
         let (fetched, after) = read_batches_from_disk(
             &self.context.memory,
             wait_for_memory,
