@@ -76,6 +76,14 @@ impl Segment {
         &self.path
     }
 
+    /// The first batch's `maxTimestamp` (the time index's first entry), -1 if none has one:
+    /// how old the segment's oldest records are, for `max.compaction.lag.ms`.
+    pub fn first_timestamp(&self) -> i64 {
+        self.time_index
+            .first()
+            .map_or(-1, |(timestamp, _)| *timestamp)
+    }
+
     /// Records a batch that now sits at `position` with `total_bytes` bytes.
     pub fn note_batch(&mut self, header: &BatchHeader, position: u64, total_bytes: u64) {
         assert_eq!(position, self.size, "batches are appended contiguously");

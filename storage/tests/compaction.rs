@@ -392,3 +392,39 @@ fn a_corrupt_batch_stops_the_clean_and_is_left_as_it_is() {
         drop(flusher);
     });
 }
+
+#[test]
+fn a_dirty_record_past_max_compaction_lag_makes_the_log_due_whatever_its_ratio() {
+    common::run(async {
+        let disk = SimDisk::new(36);
+        let context = common::simulated(&disk, 64 << 20);
+        let strict = LogConfig {
+            compaction: Some(Compaction {
+                min_cleanable_ratio: 0.99,
+                max_lag_ms: 60_000,
+                ..config().compaction.unwrap()
+            }),
+            ..config()
+        };
+        let log = PartitionLog::open(&context, Path::new(DIRECTORY), strict, true)
+            .await
+            .unwrap();
+        let flusher = glommio::spawn_local(log.clone().run_flusher());
+        fill(&log, None).await;
+        log.clean(1_000_000, common::now_ms(), &no_pace)
+            .await
+            .unwrap();
+        // A little new data: far below the ratio, so not due now...
+        let value = "v".repeat(150);
+        for round in 0..60 {
+            let updates = vec![(format!("key-{}", round % 10), Some(value.clone()))];
+            append(&log, &updates, round, &mut None).await;
+        }
+        let ratio = log.dirty_ratio(common::now_ms()).unwrap();
+        assert!(ratio < 0.99, "{ratio}");
+        assert!(!log.wants_cleaning(common::now_ms()));
+        // ...but due once its oldest record has waited past max.compaction.lag.ms.
+        assert!(log.wants_cleaning(common::now_ms() + 120_000));
+        drop(flusher);
+    });
+}

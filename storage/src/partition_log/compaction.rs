@@ -103,6 +103,8 @@ struct Sealed {
     size: u64,
     next_offset: Offset,
     max_timestamp: i64,
+    /// The first batch's max timestamp (Kafka's measure of a dirty segment's age).
+    first_timestamp: i64,
 }
 
 pub(super) fn cleaned_file_name(base: Offset) -> String {
@@ -281,6 +283,7 @@ impl PartitionLog {
                 size: segment.size,
                 next_offset: segment.next_offset,
                 max_timestamp: segment.max_timestamp,
+                first_timestamp: segment.first_timestamp(),
             })
             .collect();
         (sealed, state.first_dirty, active)
@@ -314,9 +317,10 @@ impl PartitionLog {
                 clean += segment.size;
             } else {
                 dirty += segment.size;
+                // Kafka's rule: the earliest first-batch timestamp of the dirty segments.
                 overdue |= compaction.max_lag_ms >= 0
-                    && segment.max_timestamp >= 0
-                    && now_ms.saturating_sub(segment.max_timestamp) > compaction.max_lag_ms;
+                    && segment.first_timestamp > 0
+                    && now_ms.saturating_sub(segment.first_timestamp) > compaction.max_lag_ms;
             }
         }
         if dirty == 0 {
