@@ -36,9 +36,10 @@ pub mod fuzzing {
     /// Must never panic.
     pub fn metadata_file(bytes: &[u8]) {
         let read_all = |file: &[u8]| {
-            for magic in [b"KIDX", b"KPSN", b"KRPT"] {
+            for magic in [b"KIDX", b"KPSN", b"KRPT", b"KCLN"] {
                 let _ = crate::envelope::open(file, magic, 1);
             }
+            let _ = crate::partition_log::compaction::decode_checkpoint(file);
             let _ = crate::segment::Segment::from_index(
                 crate::Offset(0),
                 std::path::PathBuf::from("/fuzz"),
@@ -49,7 +50,7 @@ pub mod fuzzing {
             crate::recovery_point::decode_for_fuzzing(file);
         };
         read_all(bytes);
-        for magic in [b"KIDX", b"KPSN", b"KRPT"] {
+        for magic in [b"KIDX", b"KPSN", b"KRPT", b"KCLN"] {
             read_all(&crate::envelope::seal(magic, 1, bytes));
         }
     }

@@ -229,6 +229,8 @@ fn compaction_keeps_the_latest_record_of_every_key_at_its_offset() {
             assert_eq!(records(&reopened).await, after);
             assert_eq!(reopened.log_end_offset(), end);
             assert_eq!(reopened.producers().len(), 1);
+            // The cleaner checkpoint came back too: nothing is dirty, nothing is cleaned again.
+            assert_eq!(reopened.dirty_ratio(common::now_ms()), None);
         }
 
         // Past the horizon, a clean takes the deletes too (once the log is dirty again).

@@ -107,6 +107,30 @@ struct Sealed {
     first_timestamp: i64,
 }
 
+/// Where the cleaner's next map starts, kept across restarts (Kafka's cleaner checkpoint, per
+/// partition here): a checksummed 8-byte offset. Missing or damaged, the whole log counts as
+/// dirty once, which costs a full rewrite and loses nothing.
+const CHECKPOINT_FILE: &str = "cleaner-checkpoint";
+const CHECKPOINT_MAGIC: &[u8; 4] = b"KCLN";
+
+/// The stored first dirty offset of the log in `directory`, if a valid one is there.
+pub(super) async fn load_checkpoint(
+    context: &super::LogContext,
+    directory: &Path,
+) -> Option<Offset> {
+    let bytes = crate::io::read_small_file(&*context.disk, &directory.join(CHECKPOINT_FILE), 64)
+        .await
+        .ok()??;
+    let payload = crate::envelope::open(&bytes, CHECKPOINT_MAGIC, 1)?;
+    Some(Offset(i64::from_be_bytes(payload.try_into().ok()?)))
+}
+
+/// The checkpoint's payload parser, for the fuzz target.
+pub(crate) fn decode_checkpoint(file: &[u8]) -> Option<Offset> {
+    let payload = crate::envelope::open(file, CHECKPOINT_MAGIC, 1)?;
+    Some(Offset(i64::from_be_bytes(payload.try_into().ok()?)))
+}
+
 pub(super) fn cleaned_file_name(base: Offset) -> String {
     format!("{:020}.cleaned", base.0)
 }
@@ -471,6 +495,19 @@ impl PartitionLog {
             }
         }
         self.state.borrow_mut().first_dirty = report.first_dirty;
+        // Best effort: a checkpoint that did not reach the disk only means more work later.
+        let checkpoint =
+            crate::envelope::seal(CHECKPOINT_MAGIC, 1, &report.first_dirty.0.to_be_bytes());
+        if let Err(error) = crate::io::write_small_file(
+            &*self.context.disk,
+            &self.directory,
+            &self.directory.join(CHECKPOINT_FILE),
+            &checkpoint,
+        )
+        .await
+        {
+            tracing::warn!(directory = %self.directory.display(), %error, "cannot store the cleaner checkpoint");
+        }
         info!(
             directory = %self.directory.display(),
             segments_before = report.segments_before,

@@ -313,8 +313,8 @@ struct State {
     /// A moving average of the writer's write sizes (each write weighs an eighth): the
     /// preparer stands aside while it is at `limits::PREPARE_WRITE_BYTES_MAX` or above.
     write_bytes_average: u64,
-    /// Where the cleaner's next map starts (Kafka's cleaner checkpoint, kept in memory: after
-    /// a restart the whole log is dirty once).
+    /// Where the cleaner's next map starts (Kafka's cleaner checkpoint; stored after each
+    /// clean in the partition's `cleaner-checkpoint` file and read back at open).
     first_dirty: Offset,
 }
 

@@ -347,6 +347,11 @@ impl PartitionLog {
             tail_block,
             progress: Progress::default(),
         };
+        // The cleaner goes on where it stopped, if that is still inside the log.
+        let first_dirty = super::compaction::load_checkpoint(context, directory)
+            .await
+            .filter(|offset| *offset >= log_start_offset && *offset <= log_end_offset)
+            .unwrap_or(log_start_offset);
         let log = Rc::new_cyclic(|me| PartitionLog {
             me: me.clone(),
             read_ahead: std::cell::RefCell::new(super::read_ahead::ReadAhead::Idle),
@@ -378,7 +383,7 @@ impl PartitionLog {
                 prepared: 0,
                 zeroing_from: None,
                 write_bytes_average: 0,
-                first_dirty: log_start_offset,
+                first_dirty,
             }),
             append_lock: async_lock::Mutex::new(()),
             write_lock: async_lock::Mutex::new(()),
