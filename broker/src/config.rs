@@ -456,28 +456,18 @@ pub(crate) fn default_of(name: &str) -> Option<String> {
         })
 }
 
-/// One topic config as DescribeConfigs and CreateTopics report it.
+/// One config (of a topic or a broker) as DescribeConfigs and CreateTopics report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicConfigEntry {
+pub struct ConfigEntry {
     pub name: String,
     pub value: String,
-    /// Where the value comes from: the topic's override or one of its broker synonyms.
+    /// Where the value comes from: a topic's override, or one of the broker's sources.
     pub source: ConfigSource,
-    /// Kafka's ConfigType: 1 boolean, 2 string, 5 long.
+    /// Kafka's ConfigType: 1 boolean, 2 string, 5 long, 6 double.
     pub config_type: i8,
-    /// The override (if any), then every broker synonym's values in precedence order.
-    pub synonyms: Vec<Synonym>,
-}
-
-/// One broker property as DescribeConfigs reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerConfigEntry {
-    pub name: String,
-    pub value: String,
-    pub source: ConfigSource,
-    pub config_type: i8,
-    /// Not changeable by AlterConfigs.
+    /// Not changeable by AlterConfigs (broker properties read once at start; never a topic's).
     pub read_only: bool,
+    /// Every value in the chain behind it, in precedence order (a topic's override first).
     pub synonyms: Vec<Synonym>,
 }
 
@@ -731,12 +721,12 @@ impl BrokerConfig {
 
     /// Every broker property with its effective value, where it comes from, Kafka's config
     /// type and whether AlterConfigs may change it (DescribeConfigs on a broker resource).
-    pub fn broker_entries(&self) -> Vec<BrokerConfigEntry> {
+    pub fn broker_entries(&self) -> Vec<ConfigEntry> {
         self.properties
             .keys()
             .map(|name| {
                 let synonyms = self.synonyms(name);
-                BrokerConfigEntry {
+                ConfigEntry {
                     name: name.clone(),
                     value: self.get(name).to_string(),
                     source: synonyms
@@ -751,10 +741,10 @@ impl BrokerConfig {
     }
 
     /// The dynamic cluster-wide defaults only (DescribeConfigs on the broker resource "").
-    pub fn dynamic_default_entries(&self) -> Vec<BrokerConfigEntry> {
+    pub fn dynamic_default_entries(&self) -> Vec<ConfigEntry> {
         self.dynamic_default
             .iter()
-            .map(|(name, value)| BrokerConfigEntry {
+            .map(|(name, value)| ConfigEntry {
                 name: name.clone(),
                 value: value.clone(),
                 source: ConfigSource::DynamicDefaultBroker,
@@ -949,7 +939,7 @@ impl BrokerConfig {
     }
 
     /// Every topic config with its effective value and where that comes from.
-    pub fn topic_configs(&self, overrides: &BTreeMap<String, String>) -> Vec<TopicConfigEntry> {
+    pub fn topic_configs(&self, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
         TOPIC_CONFIGS
             .iter()
             .map(|definition| {
@@ -987,7 +977,7 @@ impl BrokerConfig {
                         source: ConfigSource::Default,
                     },
                 });
-                TopicConfigEntry {
+                ConfigEntry {
                     name: definition.name.to_string(),
                     value: self
                         .topic_value(overrides, definition.name)
@@ -996,6 +986,7 @@ impl BrokerConfig {
                         .first()
                         .map_or(ConfigSource::Default, |synonym| synonym.source),
                     config_type: config_type(definition.kind),
+                    read_only: false,
                     synonyms,
                 }
             })
@@ -1208,7 +1199,7 @@ mod tests {
             "the static one unchanged"
         );
 
-        let sources = |entry: &TopicConfigEntry| -> Vec<(String, ConfigSource)> {
+        let sources = |entry: &ConfigEntry| -> Vec<(String, ConfigSource)> {
             entry
                 .synonyms
                 .iter()

@@ -274,15 +274,7 @@ fn consumer_offsets_is_compacted_and_a_restart_replays_only_live_commits() {
     // Wait until the cleaner has compacted what the commits wrote: some 10 MB of commits
     // hold 400 live ones.
     let offsets_dir = broker.data_dir.join("__consumer_offsets-0");
-    let size = || -> u64 {
-        std::fs::read_dir(&offsets_dir)
-            .unwrap()
-            .filter_map(|entry| entry.ok())
-            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "log"))
-            .filter_map(|entry| entry.metadata().ok())
-            .map(|metadata| metadata.len())
-            .sum()
-    };
+    let size = || segment_bytes(&offsets_dir);
     let deadline = Instant::now() + Duration::from_secs(90);
     while size() > 1 << 20 {
         assert!(

@@ -106,24 +106,7 @@ fn a_full_disk_refuses_writes_frees_space_on_delete_and_serves_reads_after_a_res
 
     // The broker fills the disk itself until it refuses, retriably (librdkafka retries
     // KAFKA_STORAGE_ERROR after a metadata refresh).
-    let mut doomed = leader_of(&broker, "doomed");
-    let batch = Bytes::from(storage::record_batch::build_uncompressed_batch(
-        64,
-        4000,
-        now_ms(),
-    ));
-    let mut refused = false;
-    for _ in 0..400 {
-        match produce(&mut doomed, "doomed", batch.clone()) {
-            0 => {}
-            KAFKA_STORAGE_ERROR => {
-                refused = true;
-                break;
-            }
-            other => panic!("unexpected error {other} while filling the disk"),
-        }
-    }
-    assert!(refused, "the broker never refused writes on a 64 MiB disk");
+    produce_until_refused(&broker, "doomed");
 
     // Someone else takes the rest, to the last byte.
     let filler = mountpoint.join("filler");
@@ -165,16 +148,7 @@ fn a_full_disk_refuses_writes_frees_space_on_delete_and_serves_reads_after_a_res
     assert!(!mountpoint.join("doomed-0").exists());
 
     // Writes resume by themselves once the broker sees the space (it looks every second).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match produce(&mut kept, "kept", small.clone()) {
-            0 => break,
-            KAFKA_STORAGE_ERROR if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            other => panic!("writes did not resume after DeleteTopics (error {other})"),
-        }
-    }
+    wait_for_writes(&broker, "kept", "DeleteTopics");
 
     // Full again, to the last byte; the broker restarts on it and serves what it has.
     fill_to_the_last_byte(&filler);
@@ -229,25 +203,9 @@ fn delete_all_records(broker: &Broker, topic: &str) -> i16 {
 /// Produces to `topic` until the broker refuses (bounded), then lets someone else take the rest
 /// of the disk to the last byte, and waits until the broker refuses even a small append.
 fn fill_the_disk(broker: &Broker, topic: &str, filler: &Path) {
-    let mut stream = leader_of(broker, topic);
-    let batch = Bytes::from(storage::record_batch::build_uncompressed_batch(
-        64,
-        4000,
-        now_ms(),
-    ));
-    let mut refused = false;
-    for _ in 0..400 {
-        match produce(&mut stream, topic, batch.clone()) {
-            0 => {}
-            KAFKA_STORAGE_ERROR => {
-                refused = true;
-                break;
-            }
-            other => panic!("unexpected error {other} while filling the disk"),
-        }
-    }
-    assert!(refused, "the broker never refused writes on a 64 MiB disk");
+    produce_until_refused(broker, topic);
     fill_to_the_last_byte(filler);
+    let mut stream = leader_of(broker, topic);
     let small = Bytes::from(storage::record_batch::build_uncompressed_batch(
         1,
         100,
@@ -261,6 +219,25 @@ fn fill_the_disk(broker: &Broker, topic: &str, filler: &Path) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Produces large batches to `topic` until the broker refuses one for lack of space (bounded:
+/// 400 batches of 256 KB are more than the 64 MiB disk holds).
+fn produce_until_refused(broker: &Broker, topic: &str) {
+    let mut stream = leader_of(broker, topic);
+    let batch = Bytes::from(storage::record_batch::build_uncompressed_batch(
+        64,
+        4000,
+        now_ms(),
+    ));
+    for _ in 0..400 {
+        match produce(&mut stream, topic, batch.clone()) {
+            0 => {}
+            KAFKA_STORAGE_ERROR => return,
+            other => panic!("unexpected error {other} while filling the disk"),
+        }
+    }
+    panic!("the broker never refused writes on a 64 MiB disk");
 }
 
 /// Waits (bounded) until a small append to `topic` succeeds again.

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -55,17 +54,6 @@ fn described(
         .find(|entry| entry.name == name)
         .unwrap_or_else(|| panic!("{name} not described"));
     (entry.value, entry.source, entry.is_read_only)
-}
-
-fn segment_files(partition_dir: &Path) -> usize {
-    std::fs::read_dir(partition_dir)
-        .unwrap()
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "log"))
-        })
-        .count()
 }
 
 /// Produces rounds of records to partition 0 of `topic` (numbered from `first` on) until

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,17 +18,6 @@ fn watermarks(consumer: &BaseConsumer, topic: &str) -> (i64, i64) {
     consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .unwrap()
-}
-
-fn segment_files(partition_dir: &Path) -> usize {
-    std::fs::read_dir(partition_dir)
-        .unwrap()
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "log"))
-        })
-        .count()
 }
 
 /// Waits (bounded) until the log start of partition 0 passes `above`; returns it.
@@ -118,13 +106,7 @@ fn retention_by_bytes_removes_old_segments_while_producing_and_resets_a_consumer
     // What is left is what retention.bytes keeps: at least the limit, less than it plus a
     // segment and the active one.
     let partition_dir = data.join("capped-0");
-    let on_disk: u64 = std::fs::read_dir(&partition_dir)
-        .unwrap()
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            (entry.path().extension()? == "log").then(|| entry.metadata().ok().map(|m| m.len()))?
-        })
-        .sum();
+    let on_disk = common::segment_bytes(&partition_dir);
     assert!(
         on_disk < (retention_bytes + 3 * segment_bytes) as u64 * 2,
         "{on_disk} bytes of segments left"

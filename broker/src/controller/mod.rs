@@ -342,17 +342,15 @@ impl Controller {
                         outcomes.push(TopicOutcome::failed(&topic.name, error, message))
                     }
                     Ok(partitions) => {
-                        let before = extra.clone();
-                        let placement =
-                            ClusterMetadata::place(&existing, partitions as usize, &mut extra);
-                        // Each partition holds an open file, a flusher and memory on its shard:
-                        // a shard takes at most `topic_partitions_per_shard` (Redpanda's rule).
-                        if let Some(full) = (0..shard_count)
-                            .find(|index| existing[*index] + extra[*index] > per_shard_max)
-                        {
-                            let would_hold = existing[full] + extra[full];
-                            extra = before;
-                            outcomes.push(TopicOutcome::failed(
+                        let placement = match place_within_cap(
+                            &existing,
+                            partitions as usize,
+                            &mut extra,
+                            per_shard_max,
+                        ) {
+                            Ok(placement) => placement,
+                            Err((full, would_hold)) => {
+                                outcomes.push(TopicOutcome::failed(
                                 &topic.name,
                                 ErrorCode::InvalidPartitions,
                                 format!(
@@ -363,8 +361,9 @@ impl Controller {
                                     per_shard_max * shard_count
                                 ),
                             ));
-                            continue;
-                        }
+                                continue;
+                            }
+                        };
                         let created_topic = TopicMetadata {
                             name: topic.name.clone(),
                             topic_id: uuid::Uuid::new_v4(),
@@ -569,24 +568,21 @@ impl Controller {
                     }
                     Ok(added) => added,
                 };
-                let before = extra.clone();
-                let owners = ClusterMetadata::place(&existing, added, &mut extra);
-                if let Some(full) =
-                    (0..shard_count).find(|index| existing[*index] + extra[*index] > per_shard_max)
-                {
-                    let would_hold = existing[full] + extra[full];
-                    extra = before;
-                    outcomes.push(TopicOutcome::failed(
-                        &request.name,
-                        ErrorCode::InvalidPartitions,
-                        format!(
+                let owners = match place_within_cap(&existing, added, &mut extra, per_shard_max) {
+                    Ok(owners) => owners,
+                    Err((full, would_hold)) => {
+                        outcomes.push(TopicOutcome::failed(
+                            &request.name,
+                            ErrorCode::InvalidPartitions,
+                            format!(
                             "Cannot add {added} partitions: shard {full} would hold {would_hold} \
                              partitions, more than topic_partitions_per_shard ({per_shard_max}) \
                              allows"
                         ),
-                    ));
-                    continue;
-                }
+                        ));
+                        continue;
+                    }
+                };
                 outcomes.push(TopicOutcome {
                     name: request.name.clone(),
                     error: ErrorCode::None,
@@ -668,6 +664,28 @@ impl Controller {
         }
         info!(topics = ?deleted, "topics deleted");
         outcomes
+    }
+}
+
+/// Places `count` new partitions (see `ClusterMetadata::place`) unless that would put a shard
+/// past `per_shard_max`: each partition holds an open file, a flusher and memory on its shard,
+/// so a shard takes at most `topic_partitions_per_shard` (Redpanda's rule). On refusal `extra`
+/// is left as it was, and the answer is the first shard over and what it would hold.
+fn place_within_cap(
+    existing: &[usize],
+    count: usize,
+    extra: &mut Vec<usize>,
+    per_shard_max: usize,
+) -> Result<Vec<u16>, (usize, usize)> {
+    let before = extra.clone();
+    let placement = ClusterMetadata::place(existing, count, extra);
+    match (0..existing.len()).find(|index| existing[*index] + extra[*index] > per_shard_max) {
+        Some(full) => {
+            let would_hold = existing[full] + extra[full];
+            *extra = before;
+            Err((full, would_hold))
+        }
+        None => Ok(placement),
     }
 }
 

@@ -657,6 +657,25 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The segment files (`*.log`) in a partition directory: how many, and their bytes together.
+fn segment_file_sizes(partition_dir: &Path) -> Vec<u64> {
+    std::fs::read_dir(partition_dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "log"))
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .collect()
+}
+
+pub fn segment_files(partition_dir: &Path) -> usize {
+    segment_file_sizes(partition_dir).len()
+}
+
+pub fn segment_bytes(partition_dir: &Path) -> u64 {
+    segment_file_sizes(partition_dir).iter().sum()
+}
+
 /// Creates a topic through the Admin API (CreateTopics) and waits for the result.
 pub fn create_topic(broker: &Broker, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -11,6 +11,62 @@ use crate::header::{
 };
 use crate::varint::{put_varint, varint_len};
 
+/// Appends one v2 record (length, attributes, deltas, key, value, headers) to `out`.
+/// `value_parts` are concatenated into the value (`None` for a null value).
+pub(crate) fn put_record(
+    out: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i64,
+    key: Option<&[u8]>,
+    value_parts: Option<&[&[u8]]>,
+    headers: &[RecordHeader<'_>],
+) {
+    let key_length = key.map_or(-1, |key| key.len() as i64);
+    let value_length = value_parts.map_or(-1, |parts| {
+        parts.iter().map(|part| part.len()).sum::<usize>() as i64
+    });
+    let headers_length: usize = headers
+        .iter()
+        .map(|(key, value)| {
+            varint_len(key.len() as i64)
+                + key.len()
+                + varint_len(value.map_or(-1, |value| value.len() as i64))
+                + value.map_or(0, <[u8]>::len)
+        })
+        .sum();
+    let length = 1
+        + varint_len(timestamp_delta)
+        + varint_len(offset_delta)
+        + varint_len(key_length)
+        + key.map_or(0, <[u8]>::len)
+        + varint_len(value_length)
+        + value_length.max(0) as usize
+        + varint_len(headers.len() as i64)
+        + headers_length;
+    out.reserve(length + 5);
+    put_varint(out, length as i64);
+    out.push(0); // attributes: unused in v2
+    put_varint(out, timestamp_delta);
+    put_varint(out, offset_delta);
+    put_varint(out, key_length);
+    if let Some(key) = key {
+        out.extend_from_slice(key);
+    }
+    put_varint(out, value_length);
+    for part in value_parts.unwrap_or_default() {
+        out.extend_from_slice(part);
+    }
+    put_varint(out, headers.len() as i64);
+    for (key, value) in headers {
+        put_varint(out, key.len() as i64);
+        out.extend_from_slice(key);
+        put_varint(out, value.map_or(-1, |value| value.len() as i64));
+        if let Some(value) = value {
+            out.extend_from_slice(value);
+        }
+    }
+}
+
 /// Records of one batch, encoded as they are added.
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
@@ -79,54 +135,14 @@ impl BatchBuilder {
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let timestamp_delta = timestamp - self.base_timestamp;
-        let offset_delta = i64::from(self.count);
-        let key_length = key.map_or(-1, |key| key.len() as i64);
-        let value_length = value_parts.map_or(-1, |parts| {
-            parts.iter().map(|part| part.len()).sum::<usize>() as i64
-        });
-        let headers_length: usize = headers
-            .iter()
-            .map(|(key, value)| {
-                varint_len(key.len() as i64)
-                    + key.len()
-                    + varint_len(value.map_or(-1, |value| value.len() as i64))
-                    + value.map_or(0, <[u8]>::len)
-            })
-            .sum();
-        let length = 1
-            + varint_len(timestamp_delta)
-            + varint_len(offset_delta)
-            + varint_len(key_length)
-            + key.map_or(0, <[u8]>::len)
-            + varint_len(value_length)
-            + value_length.max(0) as usize
-            + varint_len(headers.len() as i64)
-            + headers_length;
-        self.records.reserve(length + 5);
-        put_varint(&mut self.records, length as i64);
-        self.records.push(0); // attributes: unused in v2
-        put_varint(&mut self.records, timestamp_delta);
-        put_varint(&mut self.records, offset_delta);
-        put_varint(&mut self.records, key_length);
-        if let Some(key) = key {
-            self.records.extend_from_slice(key);
-        }
-        put_varint(&mut self.records, value_length);
-        for part in value_parts.unwrap_or_default() {
-            self.records.extend_from_slice(part);
-        }
-        put_varint(&mut self.records, headers.len() as i64);
-        for (key, value) in headers {
-            put_varint(&mut self.records, key.len() as i64);
-            self.records.extend_from_slice(key);
-            put_varint(
-                &mut self.records,
-                value.map_or(-1, |value| value.len() as i64),
-            );
-            if let Some(value) = value {
-                self.records.extend_from_slice(value);
-            }
-        }
+        put_record(
+            &mut self.records,
+            timestamp_delta,
+            i64::from(self.count),
+            key,
+            value_parts,
+            headers,
+        );
         self.count += 1;
     }
 

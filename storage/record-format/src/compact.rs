@@ -10,7 +10,7 @@
 //! timestamp delta shifted so its absolute timestamp stays put: consumers then have
 //! `delete.retention.ms` after the first clean to see the delete before it goes.
 
-use crate::builder::RecordHeader;
+use crate::builder::{put_record, RecordHeader};
 use crate::codec::compress;
 use crate::error::BatchError;
 use crate::header::{
@@ -19,7 +19,6 @@ use crate::header::{
     LOG_OVERHEAD, MAX_TIMESTAMP_AT, NO_TIMESTAMP, RECORDS_COUNT_AT,
 };
 use crate::records::{records_section, RecordIter};
-use crate::varint::{put_varint, varint_len};
 use crate::Offset;
 
 /// Attribute bit 6: `baseTimestamp` holds the batch's delete horizon (KIP-534).
@@ -85,51 +84,6 @@ pub fn empty_batch(original: &[u8], header: &BatchHeader) -> Vec<u8> {
     put_i64(&mut batch, MAX_TIMESTAMP_AT, header.max_timestamp);
     put_i32(&mut batch, RECORDS_COUNT_AT, 0);
     seal(batch)
-}
-
-fn encode_record(
-    out: &mut Vec<u8>,
-    timestamp_delta: i64,
-    offset_delta: i64,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: &[RecordHeader<'_>],
-) {
-    let headers_length: usize = headers
-        .iter()
-        .map(|(key, value)| {
-            varint_len(key.len() as i64)
-                + key.len()
-                + varint_len(value.map_or(-1, |value| value.len() as i64))
-                + value.map_or(0, <[u8]>::len)
-        })
-        .sum();
-    let key_length = key.map_or(-1, |key| key.len() as i64);
-    let value_length = value.map_or(-1, |value| value.len() as i64);
-    let length = 1
-        + varint_len(timestamp_delta)
-        + varint_len(offset_delta)
-        + varint_len(key_length)
-        + key.map_or(0, <[u8]>::len)
-        + varint_len(value_length)
-        + value.map_or(0, <[u8]>::len)
-        + varint_len(headers.len() as i64)
-        + headers_length;
-    put_varint(out, length as i64);
-    out.push(0);
-    put_varint(out, timestamp_delta);
-    put_varint(out, offset_delta);
-    put_varint(out, key_length);
-    out.extend_from_slice(key.unwrap_or_default());
-    put_varint(out, value_length);
-    out.extend_from_slice(value.unwrap_or_default());
-    put_varint(out, headers.len() as i64);
-    for (key, value) in headers {
-        put_varint(out, key.len() as i64);
-        out.extend_from_slice(key);
-        put_varint(out, value.map_or(-1, |value| value.len() as i64));
-        out.extend_from_slice(value.unwrap_or_default());
-    }
 }
 
 /// Filters one stored batch (exactly one, as stored: its CRC is checked here).
@@ -205,12 +159,13 @@ pub fn filter_batch(
         let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
         max_timestamp = max_timestamp.max(timestamp);
         let headers: Vec<RecordHeader<'_>> = record.headers.iter().collect();
-        encode_record(
+        let value = record.value.map(|value| [value]);
+        put_record(
             &mut body,
             record.timestamp_delta.saturating_add(shift),
             record.offset_delta,
             record.key,
-            record.value,
+            value.as_ref().map(|value| &value[..]),
             &headers,
         );
     }

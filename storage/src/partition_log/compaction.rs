@@ -121,11 +121,10 @@ pub(super) async fn load_checkpoint(
     let bytes = crate::io::read_small_file(&*context.disk, &directory.join(CHECKPOINT_FILE), 64)
         .await
         .ok()??;
-    let payload = crate::envelope::open(&bytes, CHECKPOINT_MAGIC, 1)?;
-    Some(Offset(i64::from_be_bytes(payload.try_into().ok()?)))
+    decode_checkpoint(&bytes)
 }
 
-/// The checkpoint's payload parser, for the fuzz target.
+/// The stored first dirty offset in a checkpoint file's bytes (the fuzz target reads it too).
 pub(crate) fn decode_checkpoint(file: &[u8]) -> Option<Offset> {
     let payload = crate::envelope::open(file, CHECKPOINT_MAGIC, 1)?;
     Some(Offset(i64::from_be_bytes(payload.try_into().ok()?)))

@@ -16,21 +16,11 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::str_bytes;
-use crate::config::{ConfigSource, Synonym};
+use crate::config::ConfigEntry;
 use crate::controller::configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::controller::validate_topic_name;
 use crate::kafka::errors::ErrorCode;
 use crate::shard::Shard;
-
-/// One config entry as reported.
-struct Entry {
-    name: String,
-    value: String,
-    source: ConfigSource,
-    config_type: i8,
-    read_only: bool,
-    synonyms: Vec<Synonym>,
-}
 
 pub fn handle(
     shard: Rc<Shard>,
@@ -48,75 +38,51 @@ pub fn handle(
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             let first = answered.insert((resource.resource_type, resource.resource_name.as_str()));
-            let entries: Result<Vec<Entry>, (ErrorCode, String)> = match resource.resource_type {
-                _ if !first => Err((
-                    ErrorCode::InvalidRequest,
-                    "Each resource must appear at most once.".to_string(),
-                )),
-                RESOURCE_TOPIC => match shard.metadata().topics.get(&name) {
-                    _ if validate_topic_name(&name).is_err() => Err((
-                        ErrorCode::InvalidTopicException,
-                        format!("'{name}' is not a valid topic name"),
+            let entries: Result<Vec<ConfigEntry>, (ErrorCode, String)> =
+                match resource.resource_type {
+                    _ if !first => Err((
+                        ErrorCode::InvalidRequest,
+                        "Each resource must appear at most once.".to_string(),
                     )),
-                    Some(topic) => Ok(config
-                        .topic_configs(&topic.configs)
-                        .into_iter()
-                        .map(|entry| Entry {
-                            name: entry.name,
-                            value: entry.value,
-                            source: entry.source,
-                            config_type: entry.config_type,
-                            read_only: false,
-                            synonyms: entry.synonyms,
-                        })
-                        .collect()),
-                    None => Err((
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("topic '{name}' does not exist"),
-                    )),
-                },
-                RESOURCE_BROKER => {
-                    let node = &shard.node;
-                    // Each shard is a broker; a resource names one of them, whose dynamic
-                    // entries are layered over the node's config.
-                    let broker = node.brokers().find_map(|(id, _, _)| {
-                        (id.to_string() == name).then(|| {
-                            let metadata = shard.metadata();
-                            let (cluster_default, own) = metadata.dynamic_broker_configs(id);
-                            node.config.with_dynamic(cluster_default, own)
-                        })
-                    });
-                    let entries = match broker {
-                        Some(broker) => Some(broker.broker_entries()),
-                        None if name.is_empty() => Some(config.dynamic_default_entries()),
-                        None => None,
-                    };
-                    entries
-                        .map(|entries| {
-                            entries
-                                .into_iter()
-                                .map(|entry| Entry {
-                                    name: entry.name,
-                                    value: entry.value,
-                                    source: entry.source,
-                                    config_type: entry.config_type,
-                                    read_only: entry.read_only,
-                                    synonyms: entry.synonyms,
-                                })
-                                .collect()
-                        })
-                        .ok_or_else(|| {
+                    RESOURCE_TOPIC => match shard.metadata().topics.get(&name) {
+                        _ if validate_topic_name(&name).is_err() => Err((
+                            ErrorCode::InvalidTopicException,
+                            format!("'{name}' is not a valid topic name"),
+                        )),
+                        Some(topic) => Ok(config.topic_configs(&topic.configs)),
+                        None => Err((
+                            ErrorCode::UnknownTopicOrPartition,
+                            format!("topic '{name}' does not exist"),
+                        )),
+                    },
+                    RESOURCE_BROKER => {
+                        let node = &shard.node;
+                        // Each shard is a broker; a resource names one of them, whose dynamic
+                        // entries are layered over the node's config.
+                        let broker = node.brokers().find_map(|(id, _, _)| {
+                            (id.to_string() == name).then(|| {
+                                let metadata = shard.metadata();
+                                let (cluster_default, own) = metadata.dynamic_broker_configs(id);
+                                node.config.with_dynamic(cluster_default, own)
+                            })
+                        });
+                        let entries = match broker {
+                            Some(broker) => Some(broker.broker_entries()),
+                            None if name.is_empty() => Some(config.dynamic_default_entries()),
+                            None => None,
+                        };
+                        entries.ok_or_else(|| {
                             (
                                 ErrorCode::InvalidRequest,
                                 format!("broker {name} is not a broker of this node"),
                             )
                         })
-                }
-                other => Err((
-                    ErrorCode::InvalidRequest,
-                    format!("resource type {other} is not supported"),
-                )),
-            };
+                    }
+                    other => Err((
+                        ErrorCode::InvalidRequest,
+                        format!("resource type {other} is not supported"),
+                    )),
+                };
             match entries {
                 Err((code, message)) => result
                     .with_error_code(code.code())

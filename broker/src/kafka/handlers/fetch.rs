@@ -35,19 +35,40 @@ use storage::memory::MemoryGrant;
 
 struct Wanted {
     partition: i32,
-    offset: i64,
-    max_bytes: usize,
-    current_leader_epoch: i32,
+    position: FetchPosition,
     log: Result<Rc<PartitionLog>, ErrorCode>,
 }
 
 impl Wanted {
-    fn position(&self) -> FetchPosition {
-        FetchPosition {
-            fetch_offset: self.offset,
-            max_bytes: self.max_bytes,
-            current_leader_epoch: self.current_leader_epoch,
+    /// A partition of topic `name` (`None`: an id this broker does not know) to read from
+    /// `position`, with its log or the error it gets.
+    fn resolve(
+        shard: &Shard,
+        name: Option<&str>,
+        partition: i32,
+        position: FetchPosition,
+    ) -> Wanted {
+        let log = match name {
+            None => Err(ErrorCode::UnknownTopicId),
+            Some(name) => check_leader_epoch(position.current_leader_epoch)
+                .and_then(|()| owned_log(shard, name, partition)),
+        };
+        Wanted {
+            partition,
+            position,
+            log,
         }
+    }
+}
+
+/// What a request asks of one partition.
+fn position_of(
+    partition: &kafka_protocol::messages::fetch_request::FetchPartition,
+) -> FetchPosition {
+    FetchPosition {
+        fetch_offset: partition.fetch_offset,
+        max_bytes: partition.partition_max_bytes.max(0) as usize,
+        current_leader_epoch: partition.current_leader_epoch,
     }
 }
 
@@ -71,16 +92,13 @@ fn resolve(shard: &Shard, request: &FetchRequest, version: i16) -> Vec<WantedTop
             let partitions = topic
                 .partitions
                 .iter()
-                .map(|partition| Wanted {
-                    partition: partition.partition,
-                    offset: partition.fetch_offset,
-                    max_bytes: partition.partition_max_bytes.max(0) as usize,
-                    current_leader_epoch: partition.current_leader_epoch,
-                    log: match &name {
-                        None => Err(ErrorCode::UnknownTopicId),
-                        Some(name) => check_leader_epoch(partition.current_leader_epoch)
-                            .and_then(|()| owned_log(shard, name, partition.partition)),
-                    },
+                .map(|partition| {
+                    Wanted::resolve(
+                        shard,
+                        name.as_deref(),
+                        partition.partition,
+                        position_of(partition),
+                    )
                 })
                 .collect();
             WantedTopic {
@@ -103,17 +121,7 @@ fn resolve_session(
             TopicKey::Id(id) => (shard.topic_name_by_id(id), *id),
             TopicKey::Name(name) => (Some(name.to_string()), uuid::Uuid::nil()),
         };
-        let wanted = Wanted {
-            partition: *partition,
-            offset: position.fetch_offset,
-            max_bytes: position.max_bytes,
-            current_leader_epoch: position.current_leader_epoch,
-            log: match &name {
-                None => Err(ErrorCode::UnknownTopicId),
-                Some(name) => check_leader_epoch(position.current_leader_epoch)
-                    .and_then(|()| owned_log(shard, name, *partition)),
-            },
-        };
+        let wanted = Wanted::resolve(shard, name.as_deref(), *partition, position.clone());
         let name = name.unwrap_or_default();
         match topics.last_mut() {
             Some(last) if last.name == name && last.topic_id == topic_id => {
@@ -165,16 +173,10 @@ fn session_changes(
         .iter()
         .flat_map(|topic| {
             let key = topic_key(uses_topic_ids, &topic.topic.0, topic.topic_id);
-            topic.partitions.iter().map(move |partition| {
-                (
-                    (key.clone(), partition.partition),
-                    FetchPosition {
-                        fetch_offset: partition.fetch_offset,
-                        max_bytes: partition.partition_max_bytes.max(0) as usize,
-                        current_leader_epoch: partition.current_leader_epoch,
-                    },
-                )
-            })
+            topic
+                .partitions
+                .iter()
+                .map(move |partition| ((key.clone(), partition.partition), position_of(partition)))
         })
         .collect();
     let forgotten = request
@@ -229,7 +231,7 @@ fn start_session(
                 .map(move |(wanted, partition)| {
                     (
                         (key.clone(), wanted.partition),
-                        wanted.position(),
+                        wanted.position.clone(),
                         reported(partition),
                     )
                 })
@@ -321,14 +323,22 @@ async fn read_once(
                     };
                     // KIP-74: the first batch of the first non-empty partition is returned even
                     // if it exceeds the limits; after that the request's max_bytes caps it.
-                    let budget = wanted.max_bytes.min(max_bytes.saturating_sub(total));
+                    let budget = wanted
+                        .position
+                        .max_bytes
+                        .min(max_bytes.saturating_sub(total));
                     if (budget > 0 || total == 0) && !short_of_memory {
                         // Only a fetch that holds no memory yet may wait for some.
                         let read = if memory.is_empty() {
-                            log.read(Offset(wanted.offset), budget.max(1), upper).await
-                        } else {
-                            log.read_if_room(Offset(wanted.offset), budget.max(1), upper)
+                            log.read(Offset(wanted.position.fetch_offset), budget.max(1), upper)
                                 .await
+                        } else {
+                            log.read_if_room(
+                                Offset(wanted.position.fetch_offset),
+                                budget.max(1),
+                                upper,
+                            )
+                            .await
                         };
                         match read {
                             Ok(fetched) => {
