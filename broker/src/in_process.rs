@@ -52,6 +52,7 @@ impl InProcessShard {
         };
         let node = Arc::new(NodeInfo {
             node_id: config.node_id(),
+            rack: None,
             shard_count: 1,
             advertised: vec![("localhost".to_string(), 9092)],
             data_dir,

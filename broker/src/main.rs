@@ -28,8 +28,9 @@ struct StartArgs {
     /// Directory for partition logs and cluster metadata (Kafka: log.dirs) [default: ./data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Address of shard 0; shard s listens on PORT+s, and port 0 lets every shard pick a free
-    /// port (Kafka: listeners) [default: 127.0.0.1:9092]
+    /// The client listener, PLAINTEXT://HOST:PORT or HOST:PORT, for shard 0; shard s listens
+    /// on PORT+s, and port 0 lets every shard pick a free port (Kafka: listeners)
+    /// [default: 127.0.0.1:9092]
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
     /// Cores to run shards on, one shard per core, e.g. 0-3,6 [default: every core this process
@@ -39,7 +40,8 @@ struct StartArgs {
     /// TOML file of Kafka broker properties, e.g. `num.partitions = 3` [default: none]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Host name advertised to clients in Metadata [default: the listen address]
+    /// Host name advertised to clients in Metadata (advertised.listeners gives the port too)
+    /// [default: the listen address]
     #[arg(long, value_name = "HOST")]
     advertised_host: Option<String>,
     /// This node's id (Kafka: node.id); shard s is advertised as broker id NODE*1000+s [default: 0]
@@ -99,7 +101,7 @@ fn build_config(args: StartArgs) -> Result<BrokerConfig, String> {
                 .map_err(|error| error.to_string())?;
         }
     }
-    config.listen_address().map_err(|error| error.to_string())?;
+    config.node_settings().map_err(|error| error.to_string())?;
     config
         .admin_listen_address()
         .map_err(|error| error.to_string())?;

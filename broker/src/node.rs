@@ -12,6 +12,8 @@ use crate::config::BrokerConfig;
 pub struct NodeInfo {
     pub config: BrokerConfig,
     pub node_id: i32,
+    /// `broker.rack`, reported for each of the node's shards.
+    pub rack: Option<String>,
     pub shard_count: usize,
     /// The host and port clients reach each shard at, by shard index.
     pub advertised: Vec<(String, u16)>,

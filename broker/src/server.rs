@@ -13,7 +13,8 @@ use shards::task::{spawn_in, Queue};
 use shards::{run_shards, Mesh, ShardContext, ShardId};
 use tracing::{error, info, warn};
 
-use crate::config::BrokerConfig;
+use crate::config::node::SHARDS_PER_NODE_MAX;
+use crate::config::{Advertised, BrokerConfig, ConfigError};
 use crate::limits::{
     CONNECTIONS_PER_SHARD_MAX, FILE_DESCRIPTORS_PER_PARTITION, FILE_DESCRIPTORS_RESERVED,
     LOG_MEMORY_PER_SHARD_BYTES, OPEN_SEGMENTS_PER_SHARD, SHUTDOWN_DRAIN_TIMEOUT,
@@ -110,9 +111,11 @@ fn write_clean_shutdown_marker(data_dir: &Path) -> std::io::Result<()> {
     sync_dir(data_dir)
 }
 
-fn advertised_host(config: &BrokerConfig, listen: &SocketAddr) -> String {
-    if let Some(host) = config.advertised_host() {
-        return host;
+/// The host clients are told to connect to: the advertised one, else the listener's own
+/// (`localhost` where it binds every interface).
+fn advertised_host(advertised: &Advertised, listen: &SocketAddr) -> String {
+    if let Some(host) = &advertised.host {
+        return host.clone();
     }
     match listen.ip() {
         ip if ip.is_unspecified() => "localhost".to_string(),
@@ -289,10 +292,25 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
     // Each executor registers its arena with three rings; leave room for all of them.
     let io_memory = (locked / (cores.len() as u64 * 4)).clamp(64 * 1024, 16 * 1024 * 1024) as usize;
 
-    let listen = config.listen_address()?;
+    let settings = config.node_settings()?;
+    if cores.len() > SHARDS_PER_NODE_MAX {
+        return Err(StartError::Config(ConfigError::Invalid {
+            name: "cores".into(),
+            value: format!("{} cores", cores.len()),
+            reason: format!(
+                "a node runs at most {SHARDS_PER_NODE_MAX} shards (shard s of node n is broker \
+                 n*1000+s)"
+            ),
+        }));
+    }
+    let listen = settings.client_listener.address;
     let mut listeners = Vec::with_capacity(cores.len());
     let mut advertised = Vec::with_capacity(cores.len());
-    let host = advertised_host(&config, &listen);
+    // Where this machine reaches each shard (printed for operators and scripts), and where
+    // clients are told to.
+    let mut reachable = Vec::with_capacity(cores.len());
+    let local_host = advertised_host(&Advertised::default(), &listen);
+    let host = advertised_host(&settings.advertised, &listen);
     for index in 0..cores.len() {
         let port = if listen.port() == 0 {
             0
@@ -307,7 +325,19 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         };
         let address = SocketAddr::new(listen.ip(), port);
         let (listener, bound) = bind_listener(address)?;
-        advertised.push((host.clone(), bound.port()));
+        // An advertised port is shard 0's; the others follow it as the listeners do.
+        let port = match settings.advertised.port {
+            Some(port) => port.checked_add(index as u16).ok_or_else(|| {
+                StartError::Config(ConfigError::Invalid {
+                    name: "advertised.listeners".into(),
+                    value: config.get("advertised.listeners").into(),
+                    reason: format!("shard {index} would be advertised above port 65535"),
+                })
+            })?,
+            None => bound.port(),
+        };
+        advertised.push((host.clone(), port));
+        reachable.push(format!("{local_host}:{}", bound.port()));
         listeners.push(Some(listener));
     }
     let admin = match config.admin_listen_address()? {
@@ -329,7 +359,8 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         "resource limits"
     );
     let node = Arc::new(NodeInfo {
-        node_id: config.node_id(),
+        node_id: settings.node_id,
+        rack: settings.rack.clone(),
         shard_count: cores.len(),
         advertised,
         data_dir: data_dir.clone(),
@@ -342,14 +373,20 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         config,
     });
     for (index, (host, port)) in node.advertised.iter().enumerate() {
+        let advertised = format!("{host}:{port}");
+        let shown = if advertised == reachable[index] {
+            String::new()
+        } else {
+            format!(" (advertised as {advertised})")
+        };
         println!(
-            "shard {index} (broker id {}) on core {} listening on {host}:{port}",
+            "shard {index} (broker id {}) on core {}{shown} listening on {}",
             node.broker_id(ShardId(index as u16)),
-            cores[index]
+            cores[index],
+            reachable[index],
         );
     }
-    let (host, port) = &node.advertised[0];
-    println!("bootstrap {host}:{port}");
+    println!("bootstrap {}", reachable[0]);
     info!(
         data_dir = %data_dir.display(),
         shards = cores.len(),

@@ -52,6 +52,7 @@ pub fn handle(
                 .with_broker_id(BrokerId(id))
                 .with_host(str_bytes(host))
                 .with_port(i32::from(port))
+                .with_rack(node.rack.as_deref().map(str_bytes))
         })
         .collect();
     response

@@ -150,6 +150,7 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                 .with_node_id(BrokerId(id))
                 .with_host(str_bytes(host))
                 .with_port(i32::from(port))
+                .with_rack(node.rack.as_deref().map(str_bytes))
         })
         .collect();
     let metadata = shard.metadata();

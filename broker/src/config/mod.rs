@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use storage::partition_log::compaction::Compaction;
+
+pub mod node;
+pub use node::{Advertised, Listener, NodeSettings, Voter};
 use storage::{FlushPolicy, LogConfig, ProduceRules, Retention};
 
 #[derive(Debug, thiserror::Error)]
@@ -229,10 +232,31 @@ fn refuse_unsupported(name: &str) -> Result<(), ConfigError> {
 
 /// Broker properties that are not topic defaults.
 const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
-    ("node.id", "0", Kind::Long { min: 0 }),
-    ("log.dirs", "./data", Kind::Text),
-    ("listeners", "127.0.0.1:9092", Kind::Text),
+    // The node's place in a cluster (Kafka's KRaft names), checked together by
+    // `node_settings`.
+    (
+        "node.id",
+        "0",
+        Kind::Bounded {
+            min: 0,
+            max: node::NODE_ID_MAX,
+        },
+    ),
+    ("process.roles", "broker,controller", Kind::Text),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092", Kind::Text),
+    (
+        "listener.security.protocol.map",
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        Kind::Text,
+    ),
+    ("controller.listener.names", "CONTROLLER", Kind::Text),
+    ("advertised.listeners", "", Kind::Text),
+    // Ours (Kafka removed it in 3.0): the advertised host alone, as `--advertised-host` sets it.
     ("advertised.host.name", "", Kind::Text),
+    ("controller.quorum.voters", "", Kind::Text),
+    ("controller.quorum.bootstrap.servers", "", Kind::Text),
+    ("broker.rack", "", Kind::Text),
+    ("log.dirs", "./data", Kind::Text),
     ("cores", "", Kind::Text),
     ("auto.create.topics.enable", "true", Kind::Boolean),
     ("num.partitions", "1", Kind::Long { min: 1 }),
@@ -775,16 +799,6 @@ impl BrokerConfig {
         PathBuf::from(self.get("log.dirs"))
     }
 
-    pub fn listen_address(&self) -> Result<SocketAddr, ConfigError> {
-        let raw = self.get("listeners");
-        let address = raw.strip_prefix("PLAINTEXT://").unwrap_or(raw);
-        address.parse().map_err(|_| ConfigError::Invalid {
-            name: "listeners".into(),
-            value: raw.into(),
-            reason: "expected HOST:PORT with a numeric IP, such as 127.0.0.1:9092".into(),
-        })
-    }
-
     /// The admin HTTP listener's address (`/metrics`, health), or `None` when set to "".
     pub fn admin_listen_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
         let raw = self.get("admin.listen");
@@ -796,10 +810,6 @@ impl BrokerConfig {
             value: raw.into(),
             reason: "expected HOST:PORT with a numeric IP, such as 127.0.0.1:9644".into(),
         })
-    }
-
-    pub fn advertised_host(&self) -> Option<String> {
-        Some(self.get("advertised.host.name").to_string()).filter(|host| !host.is_empty())
     }
 
     /// The tuning profile (built-in name or file) whose cores and preflight policy apply.

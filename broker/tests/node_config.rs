@@ -1,0 +1,141 @@
+//! The node's cluster settings, by Kafka's names: what a node runs reaches clients, and what it
+//! cannot run is refused at start with the property named.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// Each of these starts is refused with exit code 2 and a message naming the property and why;
+/// none leaves a broker running or a data directory behind.
+#[test]
+fn cluster_settings_this_node_cannot_honour_are_refused_at_start() {
+    let scratch = scratch_dir();
+    let data = scratch.path().join("data");
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--set", "process.roles=broker"],
+            &["process.roles", "separate controller quorum"],
+        ),
+        (
+            &["--set", "process.roles=controller"],
+            &["process.roles", "controller-only"],
+        ),
+        (
+            &["--listen", "SSL://127.0.0.1:0"],
+            &["listeners", "TLS and SASL are not supported"],
+        ),
+        (
+            &["--set", "controller.quorum.voters=0@127.0.0.1:1"],
+            &["listeners", "controller.listener.names"],
+        ),
+        (
+            &[
+                "--listen",
+                "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:1",
+                "--set",
+                "controller.quorum.voters=0@127.0.0.1:1,1@127.0.0.2:1",
+            ],
+            &["controller.quorum.voters", "not supported yet"],
+        ),
+        (
+            &["--set", "controller.quorum.voters=1@127.0.0.2:1"],
+            &[
+                "controller.quorum.voters",
+                "node.id 0 is not among the voters",
+            ],
+        ),
+        (
+            &["--set", "advertised.listeners=PLAINTEXT://0.0.0.0:9092"],
+            &["advertised.listeners", "not an address clients can reach"],
+        ),
+        (
+            &["--set", "node.id=2147483"],
+            &["node.id", "must be between 0 and 2147482"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["start", "--admin-listen", "", "--data-dir"])
+            .arg(&data)
+            .args(*args)
+            .output()
+            .unwrap();
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        for needle in *expected {
+            assert!(message.contains(needle), "{args:?}: {message}");
+        }
+    }
+    assert!(!data.exists(), "a refused start made the data directory");
+}
+
+/// `broker.rack` is every shard's rack in Metadata and DescribeCluster, and
+/// `advertised.listeners` is the host clients are sent to; librdkafka produces and consumes
+/// through it.
+#[test]
+fn the_rack_and_the_advertised_host_reach_clients() {
+    let scratch = scratch_dir();
+    let broker = Broker::start(
+        &scratch.path().join("data"),
+        &[
+            "--set",
+            "broker.rack=rack-a",
+            "--set",
+            "advertised.listeners=PLAINTEXT://localhost:0",
+        ],
+    );
+    let metadata: MetadataResponse = kafka_call(
+        &mut connect(&broker.bootstrap),
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default(),
+    );
+    assert!(!metadata.brokers.is_empty());
+    for listed in &metadata.brokers {
+        assert_eq!(listed.host.as_str(), "localhost");
+        assert_eq!(
+            listed.rack.as_ref().map(|rack| rack.as_str()),
+            Some("rack-a")
+        );
+    }
+    let cluster: DescribeClusterResponse = kafka_call(
+        &mut connect(&broker.bootstrap),
+        ApiKey::DescribeCluster,
+        1,
+        &DescribeClusterRequest::default().with_endpoint_type(1),
+    );
+    assert_eq!(cluster.brokers.len(), metadata.brokers.len());
+    for listed in &cluster.brokers {
+        assert_eq!(listed.host.as_str(), "localhost");
+        assert_eq!(
+            listed.rack.as_ref().map(|rack| rack.as_str()),
+            Some("rack-a")
+        );
+    }
+
+    // librdkafka learns the brokers from Metadata, so it reaches them by "localhost".
+    create_topic(&broker, "through-advertised", 2, &[]);
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "unused")
+        .create()
+        .unwrap();
+    let listed = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    assert!(listed
+        .brokers()
+        .iter()
+        .all(|listed| listed.host() == "localhost"));
+    let (producer, deliveries) = producer(&broker, &[]);
+    send_records(&producer, "through-advertised", 2, 0..20, now_ms());
+    assert_eq!(flush(&producer, &deliveries).len(), 20);
+    assert_eq!(consume_all(&broker, "through-advertised", 2, 20).len(), 20);
+}
