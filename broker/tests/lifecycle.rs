@@ -242,3 +242,78 @@ fn a_tuning_profile_chooses_the_cores_and_unknown_profiles_are_refused() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no profile \"turbo\""));
 }
+
+/// A data directory from before the metadata log (its metadata in `metadata.json`) is imported
+/// once: the topic keeps its id and placement, the JSON file is gone, and a restart reads the
+/// log.
+#[test]
+fn a_data_directory_from_before_the_metadata_log_is_imported_once() {
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let scratch = scratch_dir();
+    let data = scratch.path().join("data");
+    let metadata_dir = data.join("__cluster_metadata");
+    std::fs::create_dir_all(&metadata_dir).unwrap();
+    let topic_id = "6f1f5a3c-2b1e-4c7a-9d55-0a1b2c3d4e5f";
+    std::fs::write(
+        metadata_dir.join("metadata.json"),
+        format!(
+            r#"{{"cluster_id":"legacyclusterid00000000000000000","version":3,
+               "topics":{{"legacy":{{"name":"legacy","topic_id":"{topic_id}",
+               "partitions":[0,0,0],"configs":{{"retention.ms":"123456"}}}}}},
+               "next_producer_id":9000,"broker_configs":{{}}}}"#
+        ),
+    )
+    .unwrap();
+
+    let mut broker = Broker::start(&data, &[]);
+    let check = |broker: &Broker| {
+        let metadata: MetadataResponse = kafka_call(
+            &mut connect(&broker.bootstrap),
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        );
+        assert_eq!(
+            metadata.cluster_id.as_ref().map(|id| id.as_str()),
+            Some("legacyclusterid00000000000000000")
+        );
+        let topic = metadata
+            .topics
+            .iter()
+            .find(|topic| topic.name.as_ref().map(|name| name.as_str()) == Some("legacy"))
+            .expect("the imported topic");
+        assert_eq!(topic.topic_id.to_string(), topic_id);
+        assert_eq!(topic.partitions.len(), 3);
+        assert!(topic
+            .partitions
+            .iter()
+            .all(|partition| partition.leader_id.0 == 0));
+    };
+    check(&broker);
+    assert!(!metadata_dir.join("metadata.json").exists());
+    assert!(metadata_dir.join("quorum.snapshot").exists());
+    assert!(broker
+        .log_text()
+        .contains("imported metadata.json into the metadata log"));
+
+    // Producer ids continue above the imported ones, and the topic serves.
+    let init: kafka_protocol::messages::InitProducerIdResponse = kafka_call(
+        &mut connect(&broker.bootstrap),
+        ApiKey::InitProducerId,
+        4,
+        &kafka_protocol::messages::InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    assert!(init.producer_id.0 >= 9000, "{:?}", init.producer_id);
+    let (producer, deliveries) = producer(&broker, &[("enable.idempotence", "true")]);
+    send_records(&producer, "legacy", 3, 0..30, now_ms());
+    assert_eq!(flush(&producer, &deliveries).len(), 30);
+    drop(producer);
+    broker.kill();
+    broker.restart();
+    check(&broker);
+    assert_eq!(consume_all(&broker, "legacy", 3, 30).len(), 30);
+}

@@ -1,5 +1,6 @@
 //! The node's cluster settings, by Kafka's names: what a node runs reaches clients, and what it
-//! cannot run is refused at start with the property named.
+//! cannot run is refused at start with the property named. And the controller quorum the node
+//! runs, as DescribeQuorum reports it.
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    describe_quorum_request, ApiKey, DescribeClusterRequest, DescribeClusterResponse,
+    DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -138,4 +140,80 @@ fn the_rack_and_the_advertised_host_reach_clients() {
     send_records(&producer, "through-advertised", 2, 0..20, now_ms());
     assert_eq!(flush(&producer, &deliveries).len(), 20);
     assert_eq!(consume_all(&broker, "through-advertised", 2, 20).len(), 20);
+}
+
+fn describe_quorum(address: &str, topic: &str, version: i16) -> DescribeQuorumResponse {
+    kafka_call(
+        &mut connect(address),
+        ApiKey::DescribeQuorum,
+        version,
+        &DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(text(topic)))
+                .with_partitions(vec![
+                    describe_quorum_request::PartitionData::default().with_partition_index(0)
+                ]),
+        ]),
+    )
+}
+
+/// A single node is its own controller quorum of one. Every shard answers DescribeQuorum (v0
+/// to v2) for it: this node leads, in a term that grows with each start, and the high watermark
+/// grows with each committed metadata change.
+#[test]
+fn describe_quorum_reports_the_quorum_of_one_from_every_shard() {
+    let scratch = scratch_dir();
+    let mut broker = Broker::start(&scratch.path().join("data"), &["--node-id", "4"]);
+    let status = |broker: &Broker, version: i16| {
+        let response = describe_quorum(&broker.shard_addresses[0], "__cluster_metadata", version);
+        assert_eq!(response.error_code, 0);
+        let partition = &response.topics[0].partitions[0];
+        assert_eq!(partition.error_code, 0);
+        assert_eq!(partition.leader_id.0, 4);
+        assert_eq!(partition.current_voters.len(), 1);
+        let voter = &partition.current_voters[0];
+        assert_eq!(voter.replica_id.0, 4);
+        assert!(voter.log_end_offset >= partition.high_watermark);
+        if version >= 1 {
+            assert!(voter.last_caught_up_timestamp > 0);
+        }
+        assert!(partition.observers.is_empty());
+        if version >= 2 {
+            assert_eq!(response.nodes.len(), 1);
+            assert_eq!(response.nodes[0].node_id.0, 4);
+        }
+        (partition.leader_epoch, partition.high_watermark)
+    };
+    let (epoch, high_watermark) = status(&broker, 0);
+    assert!(
+        epoch >= 1 && high_watermark >= 1,
+        "{epoch} {high_watermark}"
+    );
+    for version in 1..=2 {
+        assert_eq!(status(&broker, version).0, epoch);
+    }
+    for address in &broker.shard_addresses {
+        let response = describe_quorum(address, "__cluster_metadata", 1);
+        assert_eq!(response.topics[0].partitions[0].leader_id.0, 4);
+    }
+
+    create_topic(&broker, "recorded", 2, &[]);
+    let (_, after_create) = status(&broker, 2);
+    assert!(
+        after_create > high_watermark,
+        "{after_create} > {high_watermark}"
+    );
+
+    let wrong = describe_quorum(&broker.bootstrap, "not-the-metadata", 2);
+    assert_eq!(
+        wrong.topics[0].partitions[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+
+    broker.stop();
+    broker.restart();
+    let (restarted_epoch, restarted_high_watermark) = status(&broker, 2);
+    assert!(restarted_epoch > epoch, "a new term at each start");
+    assert!(restarted_high_watermark > after_create);
+    assert_eq!(leaders(&broker, "recorded").len(), 2);
 }

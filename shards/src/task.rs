@@ -162,6 +162,16 @@ pub async fn spawn_blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send +
     glommio::executor().spawn_blocking(call).await
 }
 
+/// Runs `future` to completion on a fresh executor on the calling thread, as a shard runs it
+/// (timers, the blocking pool), for tests and tools that need a shard's runtime without a node.
+pub fn run_local<T>(future: impl Future<Output = T>) -> std::io::Result<T> {
+    let executor = glommio::LocalExecutorBuilder::default()
+        .io_memory(1 << 20)
+        .make()
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    Ok(executor.run(future))
+}
+
 /// Yields to other tasks if this one has run for its share of the CPU.
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await

@@ -257,6 +257,18 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
     ("controller.quorum.bootstrap.servers", "", Kind::Text),
     ("broker.rack", "", Kind::Text),
     ("log.dirs", "./data", Kind::Text),
+    // The metadata log (Kafka's names and defaults): replaced by a snapshot of the metadata
+    // after this many bytes of records, or this long after the last snapshot (0: never by time).
+    (
+        "metadata.log.max.record.bytes.between.snapshots",
+        "20971520",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "metadata.log.max.snapshot.interval.ms",
+        "3600000",
+        Kind::Long { min: 0 },
+    ),
     ("cores", "", Kind::Text),
     ("auto.create.topics.enable", "true", Kind::Boolean),
     ("num.partitions", "1", Kind::Long { min: 1 }),
@@ -881,6 +893,19 @@ impl BrokerConfig {
     /// for -1, polling for ever).
     pub fn shard_idle_poll(&self) -> Duration {
         u64::try_from(self.long("shard_idle_poll_us")).map_or(Duration::MAX, Duration::from_micros)
+    }
+
+    /// When the metadata log is replaced by a snapshot.
+    pub fn metadata_snapshot_policy(&self) -> crate::controller::quorum::SnapshotPolicy {
+        crate::controller::quorum::SnapshotPolicy {
+            max_bytes: self
+                .long("metadata.log.max.record.bytes.between.snapshots")
+                .max(1) as u64,
+            max_interval: u64::try_from(self.long("metadata.log.max.snapshot.interval.ms"))
+                .ok()
+                .filter(|milliseconds| *milliseconds > 0)
+                .map(Duration::from_millis),
+        }
     }
 
     /// `max.incremental.fetch.session.cache.slots`.

@@ -52,15 +52,16 @@ pub struct ClusterMetadata {
 }
 
 /// A partition that cannot be served, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfflinePartition {
     pub topic: String,
     pub partition: i32,
     pub reason: String,
 }
 
-/// One change pushed from the controller to every shard.
-#[derive(Debug, Clone)]
+/// One change pushed from the controller to every shard, and one entry of the metadata log
+/// (all but `PartitionsOffline`, which is found again at every start).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MetadataChange {
     /// The whole metadata, sent once at start.
     Snapshot(ClusterMetadata),
@@ -75,9 +76,15 @@ pub enum MetadataChange {
     /// Partitions added to topics (CreatePartitions): each topic with its new partitions'
     /// owning shards, which follow the existing ones.
     PartitionsAdded(Vec<(String, Vec<u16>)>),
+    /// Producer ids below `next` are handed out (InitProducerId): none is ever reissued.
+    ProducerIdsAllocated {
+        next: i64,
+    },
 }
 
-const METADATA_DIRECTORY: &str = "__cluster_metadata";
+/// Where the metadata log lives in the data directory.
+pub const METADATA_DIRECTORY: &str = "__cluster_metadata";
+/// The JSON file the metadata log replaced, imported once.
 const METADATA_FILE: &str = "metadata.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +162,9 @@ impl ClusterMetadata {
                     }
                 }
                 self.version += 1;
+            }
+            MetadataChange::ProducerIdsAllocated { next } => {
+                self.next_producer_id = self.next_producer_id.max(*next);
             }
         }
     }
@@ -263,33 +273,22 @@ impl ClusterMetadata {
             })
     }
 
-    /// Persists atomically: write a temporary file, fsync it, rename it over the old one, fsync
-    /// the directory. Blocking file I/O: call it on the blocking pool (`store_metadata`).
-    pub fn store(&self, data_dir: &Path) -> Result<(), MetadataStoreError> {
-        use std::io::Write;
+    /// Removes `metadata.json` once the metadata log holds what it held (the log's snapshot
+    /// is synced before this runs). Blocking.
+    pub fn remove_legacy(data_dir: &Path) -> Result<(), MetadataStoreError> {
         let path = Self::path(data_dir);
-        let directory = data_dir.join(METADATA_DIRECTORY);
         let failed = |error: std::io::Error| MetadataStoreError {
             path: path.clone(),
             reason: error.to_string(),
-            no_space: matches!(error.raw_os_error(), Some(28) | Some(122))
-                || error.kind() == std::io::ErrorKind::StorageFull,
-        };
-        std::fs::create_dir_all(&directory).map_err(failed)?;
-        let temporary = directory.join(format!("{METADATA_FILE}.tmp"));
-        let text = serde_json::to_string_pretty(self).map_err(|error| MetadataStoreError {
-            path: path.clone(),
-            reason: error.to_string(),
             no_space: false,
-        })?;
-        let mut file = std::fs::File::create(&temporary).map_err(failed)?;
-        file.write_all(text.as_bytes()).map_err(failed)?;
-        file.sync_all().map_err(failed)?;
-        std::fs::rename(&temporary, &path).map_err(failed)?;
-        std::fs::File::open(&directory)
+        };
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(failed)?,
+        }
+        std::fs::File::open(data_dir.join(METADATA_DIRECTORY))
             .and_then(|directory| directory.sync_all())
-            .map_err(failed)?;
-        Ok(())
+            .map_err(failed)
     }
 }
 
@@ -342,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn metadata_survives_a_store_and_load() {
+    fn a_legacy_file_loads_and_is_removed_once_imported() {
         let directory = tempfile::tempdir().unwrap();
         assert!(ClusterMetadata::load(directory.path()).unwrap().is_none());
         let mut metadata = ClusterMetadata::new();
@@ -352,10 +351,18 @@ mod tests {
             partitions: vec![1, 0],
             configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
         }]));
-        metadata.store(directory.path()).unwrap();
+        std::fs::create_dir_all(directory.path().join(METADATA_DIRECTORY)).unwrap();
+        std::fs::write(
+            ClusterMetadata::path(directory.path()),
+            serde_json::to_string_pretty(&metadata).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             ClusterMetadata::load(directory.path()).unwrap(),
             Some(metadata)
         );
+        ClusterMetadata::remove_legacy(directory.path()).unwrap();
+        assert!(ClusterMetadata::load(directory.path()).unwrap().is_none());
+        ClusterMetadata::remove_legacy(directory.path()).unwrap();
     }
 }

@@ -10,13 +10,15 @@
 
 pub mod configs;
 pub mod metadata;
+pub mod quorum;
 
-use std::cell::Ref;
+use std::cell::{Ref, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::check_topic_config;
 use crate::error_code::ErrorCode;
@@ -25,6 +27,7 @@ use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX, TOPIC_NAME_
 use crate::node::NodeInfo;
 use configs::{ConfigAlteration, ConfigOutcome, ConfigResource};
 use metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
+use quorum::Quorum;
 
 /// What the controller needs of the shard it runs on.
 pub trait ControllerHost {
@@ -83,6 +86,8 @@ pub enum ControllerRequest {
         topics: Vec<NewPartitions>,
         validate_only: bool,
     },
+    /// DescribeQuorum: answered by `Quorum`.
+    DescribeQuorum,
 }
 
 /// One topic of a CreatePartitions request.
@@ -104,6 +109,7 @@ pub enum ControllerReply {
         count: i64,
     },
     Configs(Vec<ConfigOutcome>),
+    Quorum(quorum::QuorumStatus),
     Failed(String),
 }
 
@@ -151,58 +157,77 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Persists `metadata` off the executor thread (it is a small file, written and synced with
-/// blocking calls on the blocking pool). On a full disk it frees the data directory's space
-/// reserve once and tries again, so the broker can still record a DeleteTopics that frees space.
-pub async fn store_metadata(
-    metadata: ClusterMetadata,
-    data_dir: std::path::PathBuf,
-) -> Result<(), String> {
-    shards::task::spawn_blocking(move || match metadata.store(&data_dir) {
-        Err(error) if error.no_space && crate::disk_space::release_reserve(&data_dir) => {
-            warn!("the disk is full: released the space reserve to record the cluster metadata");
-            metadata.store(&data_dir)
-        }
-        other => other,
-    })
-    .await
-    .map_err(|error| error.to_string())
-}
-
 /// Shard 0's controller state.
 pub struct Controller {
     /// One mutation at a time.
     lock: async_lock::Mutex<()>,
+    /// The metadata log, open from bootstrap on.
+    quorum: RefCell<Option<Rc<Quorum>>>,
 }
 
 impl Controller {
     pub fn new() -> Controller {
         Controller {
             lock: async_lock::Mutex::new(()),
+            quorum: RefCell::new(None),
         }
     }
 
-    /// Persists `change`, applies it on every shard and waits until all have.
+    fn quorum(&self) -> Result<Rc<Quorum>, String> {
+        self.quorum
+            .borrow()
+            .clone()
+            .ok_or_else(|| "the metadata log is not open yet".to_string())
+    }
+
+    /// The open metadata log, if bootstrap has opened it (DescribeQuorum, metrics).
+    pub fn open_quorum(&self) -> Option<Rc<Quorum>> {
+        self.quorum.borrow().clone()
+    }
+
+    /// Commits `change` to the metadata log, then applies it (and anything committed with it)
+    /// on every shard, and waits until all have.
     pub async fn publish(
         &self,
         host: &dyn ControllerHost,
         change: MetadataChange,
     ) -> Result<(), String> {
-        let mut next = host.metadata().clone();
-        next.apply(&change);
-        store_metadata(next, host.node().data_dir.clone()).await?;
-        host.publish(change).await
+        let quorum = self.quorum()?;
+        for committed in quorum.append(&change).await? {
+            match committed {
+                // The controller's own bookkeeping: no other shard reads it.
+                MetadataChange::ProducerIdsAllocated { next } => host.set_next_producer_id(next),
+                other => host.publish(other).await?,
+            }
+        }
+        if quorum.snapshot_due() {
+            let state = host.metadata().clone();
+            quorum.snapshot(&state).await?;
+        }
+        Ok(())
     }
 
     /// Publishes the metadata loaded at start to every shard, holding the lock like every
     /// mutation: what shards report while they open their logs (offline partitions) must come
     /// after the snapshot everywhere, not be overtaken and then overwritten by it.
+    ///
+    /// `repaired` says the metadata was changed at start (partitions of missing shards moved):
+    /// the change is committed to the log first, as one whole-state entry.
     pub async fn bootstrap(
         &self,
         host: &dyn ControllerHost,
+        quorum: Quorum,
         snapshot: ClusterMetadata,
+        repaired: bool,
     ) -> Result<(), String> {
         let _one_at_a_time = self.lock.lock().await;
+        let quorum = Rc::new(quorum);
+        *self.quorum.borrow_mut() = Some(quorum.clone());
+        if repaired {
+            quorum
+                .append(&MetadataChange::Snapshot(snapshot.clone()))
+                .await?;
+        }
         host.publish(MetadataChange::Snapshot(snapshot)).await
     }
 
@@ -212,6 +237,13 @@ impl Controller {
         request: ControllerRequest,
     ) -> ControllerReply {
         let shard = host;
+        // A read: answered at once, not queued behind the mutations.
+        if let ControllerRequest::DescribeQuorum = request {
+            return match self.quorum() {
+                Ok(quorum) => ControllerReply::Quorum(quorum.status()),
+                Err(reason) => ControllerReply::Failed(reason),
+            };
+        }
         let _one_at_a_time = self.lock.lock().await;
         match request {
             ControllerRequest::CreateTopics {
@@ -239,6 +271,9 @@ impl Controller {
             } => {
                 ControllerReply::Topics(self.create_partitions(shard, topics, validate_only).await)
             }
+            ControllerRequest::DescribeQuorum => {
+                ControllerReply::Failed("DescribeQuorum is answered above".into())
+            }
             ControllerRequest::ReportOffline(partitions) => {
                 // In memory only: a partition is found offline again at every start.
                 match shard
@@ -259,16 +294,16 @@ impl Controller {
         shard: &dyn ControllerHost,
         count: i64,
     ) -> ControllerReply {
-        let mut next = shard.metadata().clone();
-        let first = next.next_producer_id;
+        let first = shard.metadata().next_producer_id;
         let Some(end) = first.checked_add(count.clamp(1, PRODUCER_ID_BLOCK_MAX)) else {
             return ControllerReply::Failed("producer ids are exhausted".into());
         };
-        next.next_producer_id = end;
-        if let Err(error) = store_metadata(next, shard.node().data_dir.clone()).await {
+        if let Err(error) = self
+            .publish(shard, MetadataChange::ProducerIdsAllocated { next: end })
+            .await
+        {
             return ControllerReply::Failed(error);
         }
-        shard.set_next_producer_id(end);
         ControllerReply::ProducerIds {
             first,
             count: end - first,

@@ -64,6 +64,7 @@ pub fn api_name(api_key: i16) -> &'static str {
         Ok(ApiKey::IncrementalAlterConfigs) => "incremental_alter_configs",
         Ok(ApiKey::CreatePartitions) => "create_partitions",
         Ok(ApiKey::DescribeTopicPartitions) => "describe_topic_partitions",
+        Ok(ApiKey::DescribeQuorum) => "describe_quorum",
         _ => "unsupported",
     }
 }

@@ -192,5 +192,8 @@ pub async fn dispatch(
         Request::DescribeTopicPartitions(request) => {
             now!(describe_topic_partitions::handle(shard, request))
         }
+        Request::DescribeQuorum(request) => {
+            later!(describe_quorum::handle(shard, request, version))
+        }
     }
 }

@@ -82,6 +82,7 @@ requests! {
     IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
     CreatePartitions => CreatePartitionsRequest,
     DescribeTopicPartitions => DescribeTopicPartitionsRequest,
+    DescribeQuorum => DescribeQuorumRequest,
 }
 
 /// Checks a frame's header and body before anything is decoded.

@@ -16,7 +16,8 @@ use super::{PartitionSlot, Shard};
 use crate::controller::metadata::{
     ClusterMetadata, MetadataChange, OfflinePartition, TopicMetadata,
 };
-use crate::controller::{store_metadata, ControllerRequest};
+use crate::controller::quorum::Quorum;
+use crate::controller::ControllerRequest;
 use crate::groups::OFFSETS_TOPIC;
 
 /// How often a shard looks at its disk's free space and runs its other timers.
@@ -223,7 +224,7 @@ impl Shard {
                     }
                 }
             }
-            MetadataChange::PartitionsOffline(_) => {}
+            MetadataChange::PartitionsOffline(_) | MetadataChange::ProducerIdsAllocated { .. } => {}
         }
         self.metadata.borrow_mut().apply(change);
         let ids = self
@@ -262,24 +263,44 @@ impl Shard {
         }
     }
 
-    /// Shard 0 at start: load (or create) the cluster metadata, give the partitions of shards
-    /// that no longer exist (a start with fewer `--cores`) to the shards that do, and push it to
-    /// every shard.
+    /// Shard 0 at start: open the metadata log (importing the `metadata.json` of a data
+    /// directory from before it existed), give the partitions of shards that no longer exist
+    /// (a start with fewer `--cores`) to the shards that do, and push it to every shard.
     pub async fn bootstrap_metadata(self: &Rc<Self>) -> Result<(), String> {
         let Some(controller) = &self.controller else {
             return Ok(());
         };
         let data_dir = self.node.data_dir.clone();
         let shard_count = self.node.shard_count;
-        let (mut metadata, data_dir) = shards::task::spawn_blocking(move || {
-            let metadata = ClusterMetadata::load(&data_dir).map(Option::unwrap_or_default);
-            if let Ok(metadata) = &metadata {
-                remove_orphan_partitions(&data_dir, metadata);
+        let legacy = {
+            let data_dir = data_dir.clone();
+            shards::task::spawn_blocking(move || ClusterMetadata::load(&data_dir))
+                .await
+                .map_err(|error| error.to_string())?
+        };
+        let had_legacy = legacy.is_some();
+        let opened = Quorum::open(
+            &data_dir,
+            self.node.node_id,
+            legacy,
+            self.node.config.metadata_snapshot_policy(),
+        )
+        .await?;
+        if had_legacy {
+            if opened.created {
+                info!("imported metadata.json into the metadata log");
             }
-            (metadata, data_dir)
-        })
-        .await;
-        let metadata = metadata.as_mut().map_err(|error| error.to_string())?;
+            let data_dir = data_dir.clone();
+            shards::task::spawn_blocking(move || ClusterMetadata::remove_legacy(&data_dir))
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        let mut metadata = opened.metadata;
+        {
+            let data_dir = data_dir.clone();
+            let kept = metadata.clone();
+            shards::task::spawn_blocking(move || remove_orphan_partitions(&data_dir, &kept)).await;
+        }
         let moved = metadata.reassign_missing_shards(shard_count);
         if moved > 0 {
             warn!(
@@ -288,14 +309,15 @@ impl Shard {
                 "partitions owned by shards that no longer exist (the broker started with fewer \
                  cores) were reassigned to the least loaded shards; their data stays where it is"
             );
-            store_metadata(metadata.clone(), data_dir).await?;
         }
         info!(
             cluster_id = %metadata.cluster_id,
             topics = metadata.topics.len(),
             "cluster metadata loaded"
         );
-        controller.bootstrap(self, metadata.clone()).await
+        controller
+            .bootstrap(self, opened.quorum, metadata, moved > 0)
+            .await
     }
 
     /// Shard 0: whether every shard has recovered its logs (`/v1/status/ready`).

@@ -264,9 +264,9 @@ impl Shard {
                     self.producer_ids.set((first, first + count))
                 }
                 ControllerReply::Failed(reason) => return Err(reason),
-                ControllerReply::Topics(_) | ControllerReply::Configs(_) => {
-                    return Err("unexpected controller reply".into())
-                }
+                ControllerReply::Topics(_)
+                | ControllerReply::Configs(_)
+                | ControllerReply::Quorum(_) => return Err("unexpected controller reply".into()),
             }
         }
     }

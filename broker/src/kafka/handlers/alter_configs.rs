@@ -156,7 +156,9 @@ async fn run(
             ControllerReply::Failed(reason) => {
                 vec![ConfigOutcome::failed(ErrorCode::UnknownServerError, reason); indices.len()]
             }
-            ControllerReply::Topics(_) | ControllerReply::ProducerIds { .. } => Vec::new(),
+            ControllerReply::Topics(_)
+            | ControllerReply::ProducerIds { .. }
+            | ControllerReply::Quorum(_) => Vec::new(),
         };
         for (index, reply) in indices
             .into_iter()

@@ -45,6 +45,8 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // The controller quorum, for operators (kafka-metadata-quorum.sh).
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// Versions the broker decodes and answers. Differs from the advertised range only where an old

@@ -287,6 +287,8 @@ const DESCRIBE_TOPIC_PARTITIONS: &[Field] = &[
     all(OptionalStruct(&[all(Str), all(I32)])),
 ];
 
+const DESCRIBE_QUORUM: &[Field] = &[all(Structs(&[all(Str), all(Structs(&[all(I32)]))]))];
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -319,6 +321,7 @@ fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
         ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
         ApiKey::CreatePartitions => CREATE_PARTITIONS,
         ApiKey::DescribeTopicPartitions => DESCRIBE_TOPIC_PARTITIONS,
+        ApiKey::DescribeQuorum => DESCRIBE_QUORUM,
         _ => return None,
     })
 }
@@ -864,6 +867,16 @@ mod tests {
                 walk_exactly(ApiKey::DescribeTopicPartitions, &request, version);
             }
         }
+        for version in supported_range(ApiKey::DescribeQuorum).unwrap() {
+            let request = DescribeQuorumRequest::default().with_topics(vec![
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(TopicName(text()))
+                    .with_partitions(vec![
+                        describe_quorum_request::PartitionData::default().with_partition_index(0)
+                    ]),
+            ]);
+            walk_exactly(ApiKey::DescribeQuorum, &request, version);
+        }
     }
 
     /// The estimate's per-element bound holds for the element structs of every accepted request
@@ -907,6 +920,8 @@ mod tests {
             size_of::<create_partitions_request::CreatePartitionsAssignment>(),
             size_of::<describe_topic_partitions_request::TopicRequest>(),
             size_of::<describe_topic_partitions_request::Cursor>(),
+            size_of::<describe_quorum_request::TopicData>(),
+            size_of::<describe_quorum_request::PartitionData>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderTopic>(),
             size_of::<offset_for_leader_epoch_request::OffsetForLeaderPartition>(),
         ];
