@@ -169,6 +169,93 @@ impl ClusterMetadata {
         }
     }
 
+    /// The changes that take this metadata to `target` (a snapshot a follower was sent), in
+    /// the order shards apply them: deletions, then creations, added partitions, configs and
+    /// producer ids. A snapshot never moves an existing partition (placement moves only at a
+    /// start, before any shard opens a log), so placement of partitions both hold is kept.
+    pub fn changes_to(&self, target: &ClusterMetadata) -> Vec<MetadataChange> {
+        let same = |name: &str| match (self.topics.get(name), target.topics.get(name)) {
+            (Some(mine), Some(theirs)) if mine.topic_id == theirs.topic_id => Some((mine, theirs)),
+            _ => None,
+        };
+        let mut changes = Vec::new();
+        let deleted: Vec<String> = self
+            .topics
+            .keys()
+            .filter(|name| same(name).is_none())
+            .cloned()
+            .collect();
+        if !deleted.is_empty() {
+            changes.push(MetadataChange::TopicsDeleted(deleted));
+        }
+        let created: Vec<TopicMetadata> = target
+            .topics
+            .values()
+            .filter(|topic| same(&topic.name).is_none())
+            .cloned()
+            .collect();
+        if !created.is_empty() {
+            changes.push(MetadataChange::TopicsCreated(created));
+        }
+        let added: Vec<(String, Vec<u16>)> = target
+            .topics
+            .keys()
+            .filter_map(|name| {
+                let (mine, theirs) = same(name)?;
+                (theirs.partitions.len() > mine.partitions.len()).then(|| {
+                    (
+                        name.clone(),
+                        theirs.partitions[mine.partitions.len()..].to_vec(),
+                    )
+                })
+            })
+            .collect();
+        if !added.is_empty() {
+            changes.push(MetadataChange::PartitionsAdded(added));
+        }
+        let configs: Vec<(String, Configs)> = target
+            .topics
+            .keys()
+            .filter_map(|name| {
+                let (mine, theirs) = same(name)?;
+                (mine.configs != theirs.configs).then(|| (name.clone(), theirs.configs.clone()))
+            })
+            .collect();
+        if !configs.is_empty() {
+            changes.push(MetadataChange::TopicConfigsChanged(configs));
+        }
+        let resources: std::collections::BTreeSet<&String> = self
+            .broker_configs
+            .keys()
+            .chain(target.broker_configs.keys())
+            .collect();
+        let broker_configs: Vec<(String, Configs)> = resources
+            .into_iter()
+            .filter(|resource| {
+                self.broker_configs.get(*resource) != target.broker_configs.get(*resource)
+            })
+            .map(|resource| {
+                (
+                    resource.clone(),
+                    target
+                        .broker_configs
+                        .get(resource)
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        if !broker_configs.is_empty() {
+            changes.push(MetadataChange::BrokerConfigsChanged(broker_configs));
+        }
+        if target.next_producer_id > self.next_producer_id {
+            changes.push(MetadataChange::ProducerIdsAllocated {
+                next: target.next_producer_id,
+            });
+        }
+        changes
+    }
+
     /// A broker's dynamic configs: the cluster-wide defaults and its own entries.
     pub fn dynamic_broker_configs(&self, broker_id: i32) -> (Option<&Configs>, Option<&Configs>) {
         (
@@ -338,6 +425,48 @@ mod tests {
             0,
             "nothing left to move"
         );
+    }
+
+    #[test]
+    fn the_changes_to_a_snapshot_take_a_follower_there_and_nothing_when_equal() {
+        let mut follower = with_topic_on(vec![0, 1]);
+        follower.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
+            name: "gone".into(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: vec![0],
+            configs: BTreeMap::new(),
+        }]));
+        let mut leader = follower.clone();
+        leader.apply(&MetadataChange::TopicsDeleted(vec!["gone".into()]));
+        leader.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
+            name: "new".into(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: vec![1],
+            configs: BTreeMap::new(),
+        }]));
+        leader.apply(&MetadataChange::PartitionsAdded(vec![(
+            "a".into(),
+            vec![0, 0],
+        )]));
+        leader.apply(&MetadataChange::TopicConfigsChanged(vec![(
+            "a".into(),
+            BTreeMap::from([("retention.ms".into(), "9".into())]),
+        )]));
+        leader.apply(&MetadataChange::BrokerConfigsChanged(vec![(
+            "".into(),
+            BTreeMap::from([("log.retention.bytes".into(), "1".into())]),
+        )]));
+        leader.apply(&MetadataChange::ProducerIdsAllocated { next: 4000 });
+
+        assert!(leader.changes_to(&leader).is_empty());
+        let changes = follower.changes_to(&leader);
+        assert_eq!(changes.len(), 6, "{changes:?}");
+        for change in &changes {
+            follower.apply(change);
+        }
+        assert_eq!(follower.topics, leader.topics);
+        assert_eq!(follower.broker_configs, leader.broker_configs);
+        assert_eq!(follower.next_producer_id, leader.next_producer_id);
     }
 
     #[test]

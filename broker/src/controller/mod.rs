@@ -27,13 +27,12 @@ use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX, TOPIC_NAME_
 use crate::node::NodeInfo;
 use configs::{ConfigAlteration, ConfigOutcome, ConfigResource};
 use metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
-use quorum::Quorum;
+use quorum::{NoPeers, Quorum, QuorumHost};
 
 /// What the controller needs of the shard it runs on.
 pub trait ControllerHost {
     fn node(&self) -> &NodeInfo;
     fn metadata(&self) -> Ref<'_, ClusterMetadata>;
-    fn set_next_producer_id(&self, next: i64);
     /// Applies `change` on every shard (this one included) and returns once all have.
     fn publish(
         &self,
@@ -185,26 +184,10 @@ impl Controller {
         self.quorum.borrow().clone()
     }
 
-    /// Commits `change` to the metadata log, then applies it (and anything committed with it)
-    /// on every shard, and waits until all have.
-    pub async fn publish(
-        &self,
-        host: &dyn ControllerHost,
-        change: MetadataChange,
-    ) -> Result<(), String> {
-        let quorum = self.quorum()?;
-        for committed in quorum.append(&change).await? {
-            match committed {
-                // The controller's own bookkeeping: no other shard reads it.
-                MetadataChange::ProducerIdsAllocated { next } => host.set_next_producer_id(next),
-                other => host.publish(other).await?,
-            }
-        }
-        if quorum.snapshot_due() {
-            let state = host.metadata().clone();
-            quorum.snapshot(&state).await?;
-        }
-        Ok(())
+    /// Commits `change` to the metadata log and returns once the quorum's driver has applied
+    /// it on every shard of this node.
+    pub async fn publish(&self, change: MetadataChange) -> Result<(), String> {
+        self.quorum()?.append(&change).await
     }
 
     /// Publishes the metadata loaded at start to every shard, holding the lock like every
@@ -213,22 +196,27 @@ impl Controller {
     ///
     /// `repaired` says the metadata was changed at start (partitions of missing shards moved):
     /// the change is committed to the log first, as one whole-state entry.
+    ///
+    /// Then it starts the quorum's driver, which applies what is committed from here on through
+    /// `quorum_host`.
     pub async fn bootstrap(
         &self,
         host: &dyn ControllerHost,
-        quorum: Quorum,
+        quorum_host: Rc<dyn QuorumHost>,
+        quorum: Rc<Quorum>,
         snapshot: ClusterMetadata,
         repaired: bool,
     ) -> Result<(), String> {
         let _one_at_a_time = self.lock.lock().await;
-        let quorum = Rc::new(quorum);
         *self.quorum.borrow_mut() = Some(quorum.clone());
+        host.publish(MetadataChange::Snapshot(snapshot.clone()))
+            .await?;
+        shards::task::spawn(quorum.clone().run(quorum_host, Rc::new(NoPeers))).detach();
         if repaired {
-            quorum
-                .append(&MetadataChange::Snapshot(snapshot.clone()))
-                .await?;
+            // Applied, it changes nothing: the shards hold this state already.
+            quorum.append(&MetadataChange::Snapshot(snapshot)).await?;
         }
-        host.publish(MetadataChange::Snapshot(snapshot)).await
+        Ok(())
     }
 
     pub async fn handle(
@@ -299,7 +287,7 @@ impl Controller {
             return ControllerReply::Failed("producer ids are exhausted".into());
         };
         if let Err(error) = self
-            .publish(shard, MetadataChange::ProducerIdsAllocated { next: end })
+            .publish(MetadataChange::ProducerIdsAllocated { next: end })
             .await
         {
             return ControllerReply::Failed(error);
@@ -340,7 +328,7 @@ impl Controller {
             "creating {OFFSETS_TOPIC}"
         );
         match self
-            .publish(shard, MetadataChange::TopicsCreated(vec![topic.clone()]))
+            .publish(MetadataChange::TopicsCreated(vec![topic.clone()]))
             .await
         {
             Ok(()) => vec![TopicOutcome {
@@ -420,10 +408,7 @@ impl Controller {
             return outcomes;
         }
         let names: Vec<String> = created.iter().map(|topic| topic.name.clone()).collect();
-        if let Err(reason) = self
-            .publish(shard, MetadataChange::TopicsCreated(created))
-            .await
-        {
+        if let Err(reason) = self.publish(MetadataChange::TopicsCreated(created)).await {
             for outcome in outcomes.iter_mut().filter(|o| o.error == ErrorCode::None) {
                 *outcome =
                     TopicOutcome::failed(&outcome.name, ErrorCode::KafkaStorageError, &reason);
@@ -559,7 +544,7 @@ impl Controller {
             if empty {
                 continue;
             }
-            if let Err(reason) = self.publish(shard, change).await {
+            if let Err(reason) = self.publish(change).await {
                 for (outcome, alteration) in outcomes.iter_mut().zip(&alterations) {
                     let matches =
                         matches!(resource_of(alteration), ConfigResource::Topic(_)) == is_topic;
@@ -635,7 +620,7 @@ impl Controller {
             .map(|(name, owners)| (name.clone(), owners.len()))
             .collect();
         if let Err(reason) = self
-            .publish(shard, MetadataChange::PartitionsAdded(additions))
+            .publish(MetadataChange::PartitionsAdded(additions))
             .await
         {
             for outcome in outcomes.iter_mut().filter(|o| o.error == ErrorCode::None) {
@@ -688,7 +673,7 @@ impl Controller {
             return outcomes;
         }
         if let Err(reason) = self
-            .publish(shard, MetadataChange::TopicsDeleted(deleted.clone()))
+            .publish(MetadataChange::TopicsDeleted(deleted.clone()))
             .await
         {
             for outcome in outcomes.iter_mut().filter(|o| o.error == ErrorCode::None) {

@@ -16,7 +16,12 @@ use super::{PartitionSlot, Shard};
 use crate::controller::metadata::{
     ClusterMetadata, MetadataChange, OfflinePartition, TopicMetadata,
 };
-use crate::controller::quorum::Quorum;
+use crate::controller::quorum::{Quorum, QuorumHost, QuorumSettings};
+
+/// How often the controller quorum's Raft clock ticks (a heartbeat per tick, an election after
+/// 10 to 20 silent ones), and how long a metadata change may wait to be committed.
+const QUORUM_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+const QUORUM_APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::controller::ControllerRequest;
 use crate::groups::OFFSETS_TOPIC;
 
@@ -279,13 +284,14 @@ impl Shard {
                 .map_err(|error| error.to_string())?
         };
         let had_legacy = legacy.is_some();
-        let opened = Quorum::open(
-            &data_dir,
-            self.node.node_id,
-            legacy,
-            self.node.config.metadata_snapshot_policy(),
-        )
-        .await?;
+        let settings = QuorumSettings {
+            node_id: self.node.node_id,
+            voters: Vec::new(),
+            policy: self.node.config.metadata_snapshot_policy(),
+            tick: QUORUM_TICK,
+            append_timeout: QUORUM_APPEND_TIMEOUT,
+        };
+        let opened = Quorum::open(&data_dir, settings, legacy).await?;
         if had_legacy {
             if opened.created {
                 info!("imported metadata.json into the metadata log");
@@ -315,8 +321,9 @@ impl Shard {
             topics = metadata.topics.len(),
             "cluster metadata loaded"
         );
+        let quorum_host: Rc<dyn QuorumHost> = Rc::new(self.clone());
         controller
-            .bootstrap(self, opened.quorum, metadata, moved > 0)
+            .bootstrap(self, quorum_host, opened.quorum, metadata, moved > 0)
             .await
     }
 

@@ -12,6 +12,7 @@ use tracing::{error, warn};
 
 use super::Shard;
 use crate::controller::metadata::{ClusterMetadata, MetadataChange};
+use crate::controller::quorum::QuorumHost;
 use crate::controller::{ControllerHost, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::limits::METRICS_REPLY_TIMEOUT;
 use crate::node::NodeInfo;
@@ -231,6 +232,37 @@ impl Shard {
     }
 }
 
+/// Shard 0 applies what the metadata log commits on every shard of the node.
+impl QuorumHost for Rc<Shard> {
+    fn apply(
+        &self,
+        change: MetadataChange,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+        Box::pin(async move {
+            let changes = match change {
+                // The leader's snapshot, sent to a follower that was too far behind: the
+                // shards get the changes that lead there.
+                MetadataChange::Snapshot(state) => self.metadata.borrow().changes_to(&state),
+                other => vec![other],
+            };
+            for change in changes {
+                match change {
+                    // The controller's own bookkeeping: no other shard reads it.
+                    MetadataChange::ProducerIdsAllocated { .. } => {
+                        self.metadata.borrow_mut().apply(&change)
+                    }
+                    other => self.publish_to_all(other).await?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn state(&self) -> ClusterMetadata {
+        self.metadata.borrow().clone()
+    }
+}
+
 impl ControllerHost for Rc<Shard> {
     fn node(&self) -> &NodeInfo {
         &self.node
@@ -238,10 +270,6 @@ impl ControllerHost for Rc<Shard> {
 
     fn metadata(&self) -> Ref<'_, ClusterMetadata> {
         self.metadata.borrow()
-    }
-
-    fn set_next_producer_id(&self, next: i64) {
-        Shard::set_next_producer_id(self, next);
     }
 
     fn publish(

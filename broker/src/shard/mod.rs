@@ -240,11 +240,6 @@ impl Shard {
             .collect()
     }
 
-    /// Shard 0 only: the controller moved the next free producer id.
-    pub fn set_next_producer_id(&self, next: i64) {
-        self.metadata.borrow_mut().next_producer_id = next;
-    }
-
     /// A producer id never handed out before, from this shard's block; a new block is fetched
     /// from the controller when this one is used up.
     pub async fn new_producer_id(self: &Rc<Self>) -> Result<i64, String> {

@@ -241,6 +241,26 @@ impl QuorumStore {
     }
 }
 
+impl QuorumStore {
+    /// Replaces the log with the leader's snapshot (a follower too far behind). Returns the
+    /// bytes of the new snapshot file and of the new log, for `DurableLog::replace`.
+    pub fn install(&self, snapshot: Snapshot) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let mut memory = self.memory.borrow_mut();
+        let metadata = snapshot.get_metadata();
+        if metadata.index <= memory.hard_state.commit {
+            return Err(format!(
+                "a snapshot at {} is behind the commit index {}",
+                metadata.index, memory.hard_state.commit
+            ));
+        }
+        memory.hard_state.commit = metadata.index;
+        memory.hard_state.term = memory.hard_state.term.max(metadata.term);
+        memory.entries.clear();
+        memory.snapshot = snapshot;
+        Ok((encode_snapshot(&memory.snapshot), encode_log(&memory)))
+    }
+}
+
 impl Storage for QuorumStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let memory = self.memory.borrow();
@@ -481,7 +501,8 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.put_slice(bytes);
 }
 
-fn encode_entry(out: &mut Vec<u8>, entry: &Entry) {
+/// An entry, tagged, as the log and Raft messages carry it.
+pub(super) fn encode_entry(out: &mut Vec<u8>, entry: &Entry) {
     out.put_u8(RECORD_ENTRY);
     out.put_u64(entry.term);
     out.put_u64(entry.index);
@@ -515,22 +536,25 @@ fn encode_log(memory: &Memory) -> Vec<u8> {
     out
 }
 
-fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+/// A snapshot's index, term, members and data, as its file and Raft messages carry it.
+pub(super) fn encode_snapshot_body(body: &mut Vec<u8>, snapshot: &Snapshot) {
     let metadata = snapshot.get_metadata();
     let conf_state = metadata.get_conf_state();
+    body.put_u64(metadata.index);
+    body.put_u64(metadata.term);
+    for members in [&conf_state.voters, &conf_state.learners] {
+        body.put_u32(members.len() as u32);
+        for member in members {
+            body.put_u64(*member);
+        }
+    }
+    put_bytes(body, &snapshot.data);
+}
+
+fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     let mut out = Vec::new();
     header(&mut out, SNAPSHOT_MAGIC);
-    encode_record(&mut out, |body| {
-        body.put_u64(metadata.index);
-        body.put_u64(metadata.term);
-        for members in [&conf_state.voters, &conf_state.learners] {
-            body.put_u32(members.len() as u32);
-            for member in members {
-                body.put_u64(*member);
-            }
-        }
-        put_bytes(body, &snapshot.data);
-    });
+    encode_record(&mut out, |body| encode_snapshot_body(body, snapshot));
     out
 }
 
@@ -606,7 +630,15 @@ fn get_bytes(body: &mut &[u8]) -> Option<Bytes> {
     Some(bytes)
 }
 
-fn decode_entry(body: &mut &[u8]) -> Option<Entry> {
+/// An entry written by `encode_entry`, its tag included.
+pub(super) fn decode_entry(body: &mut &[u8]) -> Option<Entry> {
+    if body.remaining() < 1 || body.get_u8() != RECORD_ENTRY {
+        return None;
+    }
+    decode_entry_fields(body)
+}
+
+fn decode_entry_fields(body: &mut &[u8]) -> Option<Entry> {
     if body.remaining() < 17 {
         return None;
     }
@@ -671,8 +703,8 @@ fn read_log(bytes: &[u8], memory: &mut Memory) -> Result<usize, Damage> {
             let kind = body.get_u8();
             match kind {
                 RECORD_ENTRY => {
-                    let entry =
-                        decode_entry(&mut body).ok_or((offset, "a malformed entry".to_string()))?;
+                    let entry = decode_entry_fields(&mut body)
+                        .ok_or((offset, "a malformed entry".to_string()))?;
                     // Entries the snapshot already covers (a crash between writing the
                     // snapshot and the log that follows it) are skipped.
                     if entry.index > memory.snapshot_index()
@@ -699,6 +731,37 @@ fn read_log(bytes: &[u8], memory: &mut Memory) -> Result<usize, Damage> {
     }
 }
 
+/// A snapshot written by `encode_snapshot_body`.
+pub(super) fn decode_snapshot_body(body: &mut &[u8]) -> Option<Snapshot> {
+    if body.remaining() < 16 {
+        return None;
+    }
+    let index = body.get_u64();
+    let term = body.get_u64();
+    let mut members = [Vec::new(), Vec::new()];
+    for list in &mut members {
+        if body.remaining() < 4 {
+            return None;
+        }
+        let count = body.get_u32() as usize;
+        if count > MEMBERS_MAX || body.remaining() < count * 8 {
+            return None;
+        }
+        *list = (0..count).map(|_| body.get_u64()).collect();
+    }
+    let mut snapshot = Snapshot {
+        data: get_bytes(body)?,
+        ..Snapshot::default()
+    };
+    let [voters, learners] = members;
+    let metadata = snapshot.mut_metadata();
+    metadata.index = index;
+    metadata.term = term;
+    metadata.mut_conf_state().voters = voters;
+    metadata.mut_conf_state().learners = learners;
+    Some(snapshot)
+}
+
 fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, Damage> {
     check_header(bytes, SNAPSHOT_MAGIC)?;
     let (mut body, end) = match next_record(bytes, 6) {
@@ -710,34 +773,11 @@ fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, Damage> {
     if end != bytes.len() {
         return Err((end, "bytes after the snapshot record".into()));
     }
-    let malformed = || (6usize, "a malformed snapshot".to_string());
-    if body.remaining() < 16 {
-        return Err(malformed());
-    }
-    let mut snapshot = Snapshot::default();
-    let index = body.get_u64();
-    let term = body.get_u64();
-    let mut members = [Vec::new(), Vec::new()];
-    for list in &mut members {
-        if body.remaining() < 4 {
-            return Err(malformed());
-        }
-        let count = body.get_u32() as usize;
-        if count > MEMBERS_MAX || body.remaining() < count * 8 {
-            return Err(malformed());
-        }
-        *list = (0..count).map(|_| body.get_u64()).collect();
-    }
-    snapshot.data = get_bytes(&mut body).ok_or_else(malformed)?;
+    let snapshot =
+        decode_snapshot_body(&mut body).ok_or((6usize, "a malformed snapshot".to_string()))?;
     if !body.is_empty() {
-        return Err(malformed());
+        return Err((6, "a malformed snapshot".into()));
     }
-    let [voters, learners] = members;
-    let metadata = snapshot.mut_metadata();
-    metadata.index = index;
-    metadata.term = term;
-    metadata.mut_conf_state().voters = voters;
-    metadata.mut_conf_state().learners = learners;
     Ok(snapshot)
 }
 
