@@ -60,6 +60,15 @@ fn os_error(error: glommio::GlommioError<()>) -> std::io::Error {
 pub struct Connection(glommio::net::TcpStream);
 
 impl Connection {
+    /// Dials `address` from this shard (connections between nodes).
+    pub async fn connect(address: SocketAddr) -> std::io::Result<Connection> {
+        let stream = glommio::net::TcpStream::connect(address)
+            .await
+            .map_err(os_error)?;
+        stream.set_nodelay(true).map_err(os_error)?;
+        Ok(Connection(stream))
+    }
+
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.0.peer_addr().ok()
     }

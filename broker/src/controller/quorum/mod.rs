@@ -14,6 +14,7 @@
 //! its messages; see CLUSTER.md.
 
 pub mod store;
+pub mod transport;
 pub mod wire;
 
 use std::cell::{Cell, RefCell};
@@ -749,8 +750,44 @@ pub struct QuorumStatus {
     pub voters: Vec<VoterStatus>,
 }
 
+/// A node's state machine as the shards would hold it, for the tests of the quorum.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub struct Recorder {
+        state: RefCell<ClusterMetadata>,
+    }
+
+    impl Recorder {
+        pub fn new(state: ClusterMetadata) -> Recorder {
+            Recorder {
+                state: RefCell::new(state),
+            }
+        }
+    }
+
+    impl QuorumHost for Recorder {
+        fn apply(
+            &self,
+            change: MetadataChange,
+        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
+            match change {
+                MetadataChange::Snapshot(state) => *self.state.borrow_mut() = state,
+                other => self.state.borrow_mut().apply(&other),
+            }
+            Box::pin(async { Ok(()) })
+        }
+
+        fn state(&self) -> ClusterMetadata {
+            self.state.borrow().clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::Recorder;
     use super::*;
     use crate::controller::metadata::TopicMetadata;
     use std::collections::BTreeSet;
@@ -780,29 +817,6 @@ mod tests {
             policy,
             tick: Duration::from_millis(10),
             append_timeout: Duration::from_secs(2),
-        }
-    }
-
-    /// A node's state machine, as the shards would hold it.
-    #[derive(Default)]
-    struct Recorder {
-        state: RefCell<ClusterMetadata>,
-    }
-
-    impl QuorumHost for Recorder {
-        fn apply(
-            &self,
-            change: MetadataChange,
-        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + '_>> {
-            match change {
-                MetadataChange::Snapshot(state) => *self.state.borrow_mut() = state,
-                other => self.state.borrow_mut().apply(&other),
-            }
-            Box::pin(async { Ok(()) })
-        }
-
-        fn state(&self) -> ClusterMetadata {
-            self.state.borrow().clone()
         }
     }
 
@@ -851,9 +865,7 @@ mod tests {
         let opened = Quorum::open(directory, settings(node_id, voters, policy), None)
             .await
             .unwrap();
-        let host = Rc::new(Recorder {
-            state: RefCell::new(opened.metadata),
-        });
+        let host = Rc::new(Recorder::new(opened.metadata));
         let quorum = opened.quorum;
         network.nodes.borrow_mut().insert(quorum.id, quorum.clone());
         let link = Rc::new(Link {
@@ -887,7 +899,7 @@ mod tests {
     }
 
     fn topic_names(node: &Node) -> Vec<String> {
-        node.host.state.borrow().topics.keys().cloned().collect()
+        node.host.state().topics.keys().cloned().collect()
     }
 
     #[test]

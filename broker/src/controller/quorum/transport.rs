@@ -1,0 +1,544 @@
+//! Raft messages between voters over TCP: shard 0 of each node listens on its CONTROLLER
+//! listener and dials every other voter's.
+//!
+//! A connection carries one direction: the dialer sends, the listener receives. It opens with a
+//! hello (`KQRM`, the format version, the sender's and the receiver's `node.id`), then carries
+//! frames: a u32 length and one message in `wire`'s encoding. The listener takes a connection
+//! only from a configured voter that names this node as the receiver, and drops it at the first
+//! frame that is too long, malformed, or claims another sender. Everything is bounded: a hello
+//! must arrive within `HELLO_TIMEOUT`, a frame is at most `FRAME_BYTES_MAX`, at most
+//! `UNIDENTIFIED_MAX` connections may wait for their hello, and each peer's outgoing queue holds
+//! at most `PEER_QUEUE_MAX` messages (the oldest go first; Raft sends again what mattered).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft::eraftpb::Message;
+use shards::net::{Connection, ConnectionReader, Listener};
+use tracing::{debug, info, warn};
+
+use super::{raft_id, wire, Quorum, Transport};
+use crate::config::Voter;
+
+const HELLO_MAGIC: &[u8; 4] = b"KQRM";
+const HELLO_VERSION: u16 = 1;
+const HELLO_BYTES: usize = 4 + 2 + 4 + 4;
+
+/// The largest frame: a snapshot of the metadata is the largest message, and the metadata log
+/// takes no record above this either.
+pub const FRAME_BYTES_MAX: usize = super::store::RECORD_BYTES_MAX;
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub const UNIDENTIFIED_MAX: usize = 64;
+pub const PEER_QUEUE_MAX: usize = 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REDIAL_AFTER_MIN: Duration = Duration::from_millis(50);
+const REDIAL_AFTER_MAX: Duration = Duration::from_secs(1);
+
+fn hello(from: i32, to: i32) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HELLO_BYTES);
+    bytes.extend_from_slice(HELLO_MAGIC);
+    bytes.extend_from_slice(&HELLO_VERSION.to_be_bytes());
+    bytes.extend_from_slice(&from.to_be_bytes());
+    bytes.extend_from_slice(&to.to_be_bytes());
+    bytes
+}
+
+/// The sender's node id, if `bytes` is a hello from one of `voters` to `me`.
+fn check_hello(bytes: &[u8], me: i32, voters: &[i32]) -> Result<i32, String> {
+    if bytes.len() != HELLO_BYTES || &bytes[..4] != HELLO_MAGIC {
+        return Err("not a controller quorum connection".into());
+    }
+    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+    if version != HELLO_VERSION {
+        return Err(format!(
+            "quorum format {version}; this node speaks {HELLO_VERSION}"
+        ));
+    }
+    let from = i32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+    let to = i32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
+    if to != me {
+        return Err(format!(
+            "node {from} dialled node {to}, but this is node {me}: its controller.quorum.voters \
+             gives this address to another node"
+        ));
+    }
+    if from == me || !voters.contains(&from) {
+        return Err(format!("node {from} is not another voter of this quorum"));
+    }
+    Ok(from)
+}
+
+/// Reads whole frames off a connection, never holding more than one frame's bytes.
+struct FrameReader {
+    reader: ConnectionReader,
+    buffer: Vec<u8>,
+    filled: usize,
+}
+
+impl FrameReader {
+    fn new(reader: ConnectionReader) -> FrameReader {
+        FrameReader {
+            reader,
+            buffer: vec![0; 64 * 1024],
+            filled: 0,
+        }
+    }
+
+    /// Reads until `wanted` bytes are buffered; false if the peer closed first.
+    async fn fill(&mut self, wanted: usize) -> std::io::Result<bool> {
+        if self.buffer.len() < wanted {
+            self.buffer.resize(wanted, 0);
+        }
+        while self.filled < wanted {
+            let read = self.reader.read(&mut self.buffer[self.filled..]).await?;
+            if read == 0 {
+                return Ok(false);
+            }
+            self.filled += read;
+        }
+        Ok(true)
+    }
+
+    /// Takes `length` buffered bytes off the front.
+    fn take(&mut self, length: usize) -> Vec<u8> {
+        let taken = self.buffer[..length].to_vec();
+        self.buffer.copy_within(length..self.filled, 0);
+        self.filled -= length;
+        // A large frame's buffer is not kept for the small ones after it.
+        if self.buffer.len() > 1024 * 1024 && self.filled <= 64 * 1024 {
+            self.buffer.truncate(64 * 1024);
+            self.buffer.shrink_to_fit();
+        }
+        taken
+    }
+
+    async fn hello(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if !self.fill(HELLO_BYTES).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.take(HELLO_BYTES)))
+    }
+
+    /// The next frame's body, `None` at a clean close.
+    async fn frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+        if !self.fill(4).await.map_err(|error| error.to_string())? {
+            return Ok(None);
+        }
+        let length = u32::from_be_bytes([
+            self.buffer[0],
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+        ]) as usize;
+        if length > FRAME_BYTES_MAX {
+            return Err(format!("a frame of {length} bytes"));
+        }
+        if !self
+            .fill(4 + length)
+            .await
+            .map_err(|error| error.to_string())?
+        {
+            return Err("the connection closed inside a frame".into());
+        }
+        self.take(4);
+        Ok(Some(self.take(length)))
+    }
+}
+
+/// One other voter: the messages waiting for it, and its dialer's wake-up.
+struct Peer {
+    node_id: i32,
+    address: String,
+    queue: RefCell<VecDeque<Message>>,
+    wake: event_listener::Event,
+    dropped: Cell<u64>,
+}
+
+/// The TCP transport of one voter.
+pub struct TcpTransport {
+    peers: BTreeMap<u64, Rc<Peer>>,
+    stopped: Cell<bool>,
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, message: Message) {
+        let Some(peer) = self.peers.get(&message.to) else {
+            debug!(to = message.to, "no voter to send a Raft message to");
+            return;
+        };
+        let mut queue = peer.queue.borrow_mut();
+        if queue.len() >= PEER_QUEUE_MAX {
+            queue.pop_front();
+            peer.dropped.set(peer.dropped.get() + 1);
+        }
+        queue.push_back(message);
+        drop(queue);
+        peer.wake.notify(1);
+    }
+}
+
+impl TcpTransport {
+    /// Starts the listener's acceptor and a dialer for every other voter, on this shard.
+    pub fn start(
+        quorum: Rc<Quorum>,
+        me: i32,
+        listener: Listener,
+        voters: &[Voter],
+    ) -> Rc<TcpTransport> {
+        let voter_ids: Vec<i32> = voters.iter().map(|voter| voter.id).collect();
+        let peers: BTreeMap<u64, Rc<Peer>> = voters
+            .iter()
+            .filter(|voter| voter.id != me)
+            .map(|voter| {
+                (
+                    raft_id(voter.id),
+                    Rc::new(Peer {
+                        node_id: voter.id,
+                        address: format!("{}:{}", voter.host, voter.port),
+                        queue: RefCell::new(VecDeque::new()),
+                        wake: event_listener::Event::new(),
+                        dropped: Cell::new(0),
+                    }),
+                )
+            })
+            .collect();
+        let transport = Rc::new(TcpTransport {
+            peers,
+            stopped: Cell::new(false),
+        });
+        shards::task::spawn(accept(transport.clone(), quorum, me, voter_ids, listener)).detach();
+        for peer in transport.peers.values() {
+            shards::task::spawn(dial(transport.clone(), peer.clone(), me)).detach();
+        }
+        transport
+    }
+
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        for peer in self.peers.values() {
+            peer.wake.notify(usize::MAX);
+        }
+    }
+}
+
+async fn accept(
+    transport: Rc<TcpTransport>,
+    quorum: Rc<Quorum>,
+    me: i32,
+    voters: Vec<i32>,
+    listener: Listener,
+) {
+    let unidentified = Rc::new(Cell::new(0usize));
+    let voters = Rc::new(voters);
+    while !transport.stopped.get() {
+        let connection = match listener.accept().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                warn!(%error, "accepting a controller quorum connection");
+                shards::task::sleep(REDIAL_AFTER_MAX).await;
+                continue;
+            }
+        };
+        if unidentified.get() >= UNIDENTIFIED_MAX {
+            debug!("too many controller quorum connections waiting for their hello; closed one");
+            continue;
+        }
+        unidentified.set(unidentified.get() + 1);
+        shards::task::spawn(receive(
+            connection,
+            quorum.clone(),
+            me,
+            voters.clone(),
+            unidentified.clone(),
+        ))
+        .detach();
+    }
+}
+
+async fn receive(
+    connection: Connection,
+    quorum: Rc<Quorum>,
+    me: i32,
+    voters: Rc<Vec<i32>>,
+    unidentified: Rc<Cell<usize>>,
+) {
+    let peer_address = connection.peer_addr();
+    let (reader, _writer) = connection.split();
+    let mut frames = FrameReader::new(reader);
+    let hello = shards::task::timeout(HELLO_TIMEOUT, frames.hello()).await;
+    unidentified.set(unidentified.get().saturating_sub(1));
+    let from = match hello {
+        Some(Ok(Some(bytes))) => match check_hello(&bytes, me, &voters) {
+            Ok(from) => from,
+            Err(reason) => {
+                warn!(peer = ?peer_address, %reason, "refused a controller quorum connection");
+                return;
+            }
+        },
+        _ => return,
+    };
+    debug!(from, "a voter connected");
+    let sender = raft_id(from);
+    loop {
+        let body = match frames.frame().await {
+            Ok(Some(body)) => body,
+            Ok(None) => return,
+            Err(reason) => {
+                warn!(from, %reason, "closed a voter's connection");
+                return;
+            }
+        };
+        match wire::decode(&body) {
+            Ok(message) if message.from == sender => quorum.receive(message),
+            Ok(message) => {
+                warn!(
+                    from,
+                    claimed = message.from,
+                    "closed a voter's connection: a message claimed another sender"
+                );
+                return;
+            }
+            Err(reason) => {
+                warn!(from, %reason, "closed a voter's connection");
+                return;
+            }
+        }
+    }
+}
+
+/// Resolves a voter's `host:port` (a name is looked up each time, as it may move).
+async fn resolve(address: &str) -> Option<std::net::SocketAddr> {
+    let address = address.to_string();
+    shards::task::spawn_blocking(move || {
+        use std::net::ToSocketAddrs;
+        address.to_socket_addrs().ok()?.next()
+    })
+    .await
+}
+
+async fn dial(transport: Rc<TcpTransport>, peer: Rc<Peer>, me: i32) {
+    let mut backoff = REDIAL_AFTER_MIN;
+    let mut was_connected = false;
+    while !transport.stopped.get() {
+        // Dial only when there is something to send.
+        while peer.queue.borrow().is_empty() && !transport.stopped.get() {
+            let listener = peer.wake.listen();
+            if !peer.queue.borrow().is_empty() {
+                break;
+            }
+            listener.await;
+        }
+        if transport.stopped.get() {
+            return;
+        }
+        let connected = match resolve(&peer.address).await {
+            Some(address) => shards::task::timeout(CONNECT_TIMEOUT, Connection::connect(address))
+                .await
+                .and_then(Result::ok),
+            None => None,
+        };
+        let Some(connection) = connected else {
+            if was_connected {
+                info!(node = peer.node_id, address = %peer.address, "lost the connection to a voter");
+                was_connected = false;
+            }
+            shards::task::sleep(backoff).await;
+            backoff = (backoff * 2).min(REDIAL_AFTER_MAX);
+            continue;
+        };
+        let (_reader, mut writer) = connection.split();
+        if writer
+            .write_all_chunks(&[Bytes::from(hello(me, peer.node_id))])
+            .await
+            .is_err()
+        {
+            shards::task::sleep(backoff).await;
+            continue;
+        }
+        if !was_connected {
+            info!(node = peer.node_id, address = %peer.address, "connected to a voter");
+            was_connected = true;
+        }
+        backoff = REDIAL_AFTER_MIN;
+        loop {
+            let batch: Vec<Message> = peer.queue.borrow_mut().drain(..).collect();
+            if batch.is_empty() {
+                if transport.stopped.get() {
+                    return;
+                }
+                let listener = peer.wake.listen();
+                if peer.queue.borrow().is_empty() {
+                    listener.await;
+                }
+                continue;
+            }
+            let mut chunks = Vec::with_capacity(batch.len());
+            for message in &batch {
+                let mut frame = vec![0; 4];
+                wire::encode(message, &mut frame);
+                let length = (frame.len() - 4) as u32;
+                frame[..4].copy_from_slice(&length.to_be_bytes());
+                chunks.push(Bytes::from(frame));
+            }
+            if writer.write_all_chunks(&chunks).await.is_err() {
+                // What was in flight is lost; Raft sends again what mattered.
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_names_a_voter_and_this_node() {
+        let voters = [0, 1, 2];
+        assert_eq!(check_hello(&hello(1, 0), 0, &voters), Ok(1));
+        assert!(check_hello(&hello(1, 2), 0, &voters)
+            .unwrap_err()
+            .contains("gives this address to another node"));
+        assert!(check_hello(&hello(7, 0), 0, &voters)
+            .unwrap_err()
+            .contains("not another voter"));
+        assert!(check_hello(&hello(0, 0), 0, &voters).is_err());
+        assert!(check_hello(b"GET / HTTP/1.1", 0, &voters).is_err());
+        let mut other_version = hello(1, 0);
+        other_version[5] = 9;
+        assert!(check_hello(&other_version, 0, &voters)
+            .unwrap_err()
+            .contains("quorum format"));
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::controller::metadata::{MetadataChange, TopicMetadata};
+    use crate::controller::quorum::testing::Recorder;
+    use crate::controller::quorum::{QuorumHost, QuorumSettings, SnapshotPolicy};
+
+    fn topic(name: &str) -> MetadataChange {
+        MetadataChange::TopicsCreated(vec![TopicMetadata {
+            name: name.into(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: vec![0],
+            configs: Default::default(),
+        }])
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            shards::task::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Three voters in one process, each with its own CONTROLLER listener on loopback: they
+    /// elect a leader and replicate over TCP, and a stranger's connections (a non-voter, a
+    /// wrong receiver, garbage, a lying frame length) are closed without disturbing them.
+    #[test]
+    fn three_voters_replicate_over_tcp_and_strangers_are_refused() {
+        let directories: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let listeners: Vec<shards::net::BoundListener> = (0..3)
+            .map(|_| shards::net::BoundListener::bind("127.0.0.1:0".parse().unwrap()).unwrap())
+            .collect();
+        let addresses: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|listener| listener.local_addr().unwrap())
+            .collect();
+        let voters: Vec<Voter> = addresses
+            .iter()
+            .enumerate()
+            .map(|(id, address)| Voter {
+                id: id as i32,
+                host: address.ip().to_string(),
+                port: address.port(),
+            })
+            .collect();
+        shards::task::run_local(async move {
+            let mut nodes = Vec::new();
+            for ((id, directory), listener) in directories.iter().enumerate().zip(listeners) {
+                let settings = QuorumSettings {
+                    node_id: id as i32,
+                    voters: vec![0, 1, 2],
+                    policy: SnapshotPolicy {
+                        max_bytes: u64::MAX,
+                        max_interval: None,
+                    },
+                    tick: Duration::from_millis(10),
+                    append_timeout: Duration::from_secs(5),
+                };
+                let opened = Quorum::open(directory.path(), settings, None)
+                    .await
+                    .unwrap();
+                let host = Rc::new(Recorder::new(opened.metadata));
+                let transport = TcpTransport::start(
+                    opened.quorum.clone(),
+                    id as i32,
+                    listener.into_listener(),
+                    &voters,
+                );
+                shards::task::spawn(opened.quorum.clone().run(host.clone(), transport.clone()))
+                    .detach();
+                nodes.push((opened.quorum, host, transport));
+            }
+            until("a leader", || {
+                nodes
+                    .iter()
+                    .filter(|(quorum, _, _)| quorum.is_leader())
+                    .count()
+                    == 1
+            })
+            .await;
+
+            // Strangers, each on its own connection to every voter.
+            use std::io::Write;
+            let mut strangers = Vec::new();
+            for address in &addresses {
+                for bytes in [
+                    hello(7, 0),
+                    hello(1, 9),
+                    b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+                    [hello(1, 0), u32::MAX.to_be_bytes().to_vec()].concat(),
+                ] {
+                    let mut stream = std::net::TcpStream::connect(address).unwrap();
+                    let _ = stream.write_all(&bytes);
+                    strangers.push(stream);
+                }
+            }
+
+            let (leader, _, _) = nodes
+                .iter()
+                .find(|(quorum, _, _)| quorum.is_leader())
+                .unwrap();
+            for index in 0..10 {
+                leader.append(&topic(&format!("t{index}"))).await.unwrap();
+            }
+            until("every voter to apply all 10", || {
+                nodes
+                    .iter()
+                    .all(|(_, host, _)| host.state().topics.len() == 10)
+            })
+            .await;
+            let first = nodes[0].1.state().topics;
+            assert!(nodes
+                .iter()
+                .all(|(_, host, _)| host.state().topics == first));
+            drop(strangers);
+            for (quorum, _, transport) in &nodes {
+                transport.stop();
+                quorum.stop_and_wait().await;
+            }
+        })
+        .unwrap();
+    }
+}
