@@ -79,7 +79,7 @@ impl InProcessShard {
                 TopicMetadata {
                     name: topic.name,
                     topic_id: uuid::Uuid::new_v4(),
-                    partitions: vec![0; topic.partitions],
+                    replicas: vec![vec![shard.broker_id()]; topic.partitions],
                     configs: topic.configs,
                 },
             );

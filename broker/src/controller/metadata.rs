@@ -14,21 +14,80 @@ use shards::ShardId;
 pub type Configs = BTreeMap<String, String>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredTopic")]
 pub struct TopicMetadata {
     pub name: String,
     pub topic_id: uuid::Uuid,
-    /// The owning shard of each partition, by partition index.
-    pub partitions: Vec<u16>,
+    /// Each partition's replicas, by partition index, as broker ids (shard s of node n is
+    /// broker `n * 1000 + s`); the first is the preferred leader. One replica each until
+    /// replication lands.
+    pub replicas: Vec<Vec<i32>>,
     /// Topic config overrides (Kafka names); everything else falls back to broker defaults.
     pub configs: BTreeMap<String, String>,
 }
 
+/// A topic as stored: before cluster mode, `metadata.json` held each partition's owning shard
+/// (`partitions`) instead of its replicas; those shards are node 0's brokers, and a node with
+/// another id moves them to its own when it imports the file (`adopt_legacy_node`).
+#[derive(Deserialize)]
+struct StoredTopic {
+    name: String,
+    topic_id: uuid::Uuid,
+    #[serde(default)]
+    replicas: Option<Vec<Vec<i32>>>,
+    #[serde(default)]
+    partitions: Option<Vec<u16>>,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+impl From<StoredTopic> for TopicMetadata {
+    fn from(stored: StoredTopic) -> TopicMetadata {
+        let replicas = stored.replicas.unwrap_or_else(|| {
+            stored
+                .partitions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|shard| vec![i32::from(shard)])
+                .collect()
+        });
+        TopicMetadata {
+            name: stored.name,
+            topic_id: stored.topic_id,
+            replicas,
+            configs: stored.configs,
+        }
+    }
+}
+
+/// Shard s of node n is broker `n * 1000 + s`.
+pub fn broker_id(node: i32, shard: u16) -> i32 {
+    node * 1000 + i32::from(shard)
+}
+
+/// The node and shard of a broker id.
+pub fn broker_place(broker: i32) -> (i32, u16) {
+    (broker / 1000, (broker % 1000) as u16)
+}
+
 impl TopicMetadata {
-    pub fn owner(&self, partition: i32) -> Option<ShardId> {
-        usize::try_from(partition)
-            .ok()
-            .and_then(|index| self.partitions.get(index))
-            .map(|shard| ShardId(*shard))
+    pub fn partition_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// The broker that leads `partition` (its first replica), if the partition exists.
+    pub fn leader(&self, partition: usize) -> Option<i32> {
+        self.replicas.get(partition)?.first().copied()
+    }
+
+    /// The shard of `node` that holds a replica of `partition`, if any.
+    pub fn local_shard(&self, partition: usize, node: i32) -> Option<ShardId> {
+        self.replicas
+            .get(partition)?
+            .iter()
+            .map(|broker| broker_place(*broker))
+            .find(|(on, _)| *on == node)
+            .map(|(_, shard)| ShardId(shard))
     }
 }
 
@@ -74,8 +133,8 @@ pub enum MetadataChange {
     /// Broker resources' dynamic configs replaced, each by its whole new set (empty removes it).
     BrokerConfigsChanged(Vec<(String, BTreeMap<String, String>)>),
     /// Partitions added to topics (CreatePartitions): each topic with its new partitions'
-    /// owning shards, which follow the existing ones.
-    PartitionsAdded(Vec<(String, Vec<u16>)>),
+    /// replicas, which follow the existing ones.
+    PartitionsAdded(Vec<(String, Vec<Vec<i32>>)>),
     /// Producer ids below `next` are handed out (InitProducerId): none is ever reissued.
     ProducerIdsAllocated {
         next: i64,
@@ -156,9 +215,9 @@ impl ClusterMetadata {
                 self.version += 1;
             }
             MetadataChange::PartitionsAdded(additions) => {
-                for (name, owners) in additions {
+                for (name, replicas) in additions {
                     if let Some(topic) = self.topics.get_mut(name) {
-                        topic.partitions.extend_from_slice(owners);
+                        topic.replicas.extend_from_slice(replicas);
                     }
                 }
                 self.version += 1;
@@ -197,15 +256,15 @@ impl ClusterMetadata {
         if !created.is_empty() {
             changes.push(MetadataChange::TopicsCreated(created));
         }
-        let added: Vec<(String, Vec<u16>)> = target
+        let added: Vec<(String, Vec<Vec<i32>>)> = target
             .topics
             .keys()
             .filter_map(|name| {
                 let (mine, theirs) = same(name)?;
-                (theirs.partitions.len() > mine.partitions.len()).then(|| {
+                (theirs.partition_count() > mine.partition_count()).then(|| {
                     (
                         name.clone(),
-                        theirs.partitions[mine.partitions.len()..].to_vec(),
+                        theirs.replicas[mine.partition_count()..].to_vec(),
                     )
                 })
             })
@@ -279,22 +338,24 @@ impl ClusterMetadata {
             .collect()
     }
 
-    /// Gives every partition owned by a shard at or past `shard_count` (the node now runs fewer
-    /// shards) to the least loaded shard that exists. Returns how many moved. Partition data is
-    /// per partition, not per shard, so the new owner opens the same directory.
-    pub fn reassign_missing_shards(&mut self, shard_count: usize) -> usize {
-        let mut counts = self.partitions_per_shard(shard_count);
+    /// Gives every replica on a shard of `node` at or past `shard_count` (the node now runs
+    /// fewer shards) to the node's least loaded shard that exists. Returns how many moved.
+    /// Partition data is per partition, not per shard, so the new owner opens the same
+    /// directory.
+    pub fn reassign_missing_shards(&mut self, node: i32, shard_count: usize) -> usize {
+        let mut counts = self.partitions_per_shard(node, shard_count);
         let mut moved = 0;
         for topic in self.topics.values_mut() {
-            for owner in topic.partitions.iter_mut() {
-                if usize::from(*owner) >= shard_count {
+            for broker in topic.replicas.iter_mut().flatten() {
+                let (on, shard) = broker_place(*broker);
+                if on == node && usize::from(shard) >= shard_count {
                     let Some(target) =
                         (0..shard_count).min_by_key(|shard| (counts[*shard], *shard))
                     else {
                         continue;
                     };
                     counts[target] += 1;
-                    *owner = target as u16;
+                    *broker = broker_id(node, target as u16);
                     moved += 1;
                 }
             }
@@ -305,17 +366,38 @@ impl ClusterMetadata {
         moved
     }
 
-    /// Partitions per shard, for least-loaded placement.
-    pub fn partitions_per_shard(&self, shard_count: usize) -> Vec<usize> {
+    /// Replicas on each of `node`'s shards, for least-loaded placement.
+    pub fn partitions_per_shard(&self, node: i32, shard_count: usize) -> Vec<usize> {
         let mut counts = vec![0usize; shard_count];
-        for topic in self.topics.values() {
-            for shard in &topic.partitions {
-                if let Some(count) = counts.get_mut(usize::from(*shard)) {
+        for broker in self
+            .topics
+            .values()
+            .flat_map(|topic| topic.replicas.iter().flatten())
+        {
+            let (on, shard) = broker_place(*broker);
+            if on == node {
+                if let Some(count) = counts.get_mut(usize::from(shard)) {
                     *count += 1;
                 }
             }
         }
         counts
+    }
+
+    /// Moves the brokers of a `metadata.json` written before cluster mode (node 0's, by
+    /// `StoredTopic`) to `node`'s: the file was this node's alone.
+    pub fn adopt_legacy_node(&mut self, node: i32) {
+        if node == 0 {
+            return;
+        }
+        for broker in self
+            .topics
+            .values_mut()
+            .flat_map(|topic| topic.replicas.iter_mut().flatten())
+        {
+            let (_, shard) = broker_place(*broker);
+            *broker = broker_id(node, shard);
+        }
     }
 
     /// Places `partition_count` new partitions, each on the shard with the fewest partitions
@@ -389,26 +471,38 @@ impl Default for ClusterMetadata {
 mod tests {
     use super::*;
 
-    /// Metadata with one topic, "a", whose partitions are on these shards.
-    fn with_topic_on(partitions: Vec<u16>) -> ClusterMetadata {
+    /// Metadata with one topic, "a", whose partitions are on these brokers, one replica each.
+    fn with_topic_on(brokers: Vec<i32>) -> ClusterMetadata {
         let mut metadata = ClusterMetadata::new();
         metadata.topics.insert(
             "a".into(),
             TopicMetadata {
                 name: "a".into(),
                 topic_id: uuid::Uuid::new_v4(),
-                partitions,
+                replicas: brokers.into_iter().map(|broker| vec![broker]).collect(),
                 configs: BTreeMap::new(),
             },
         );
         metadata
     }
 
+    fn leaders(metadata: &ClusterMetadata, topic: &str) -> Vec<i32> {
+        let topic = &metadata.topics[topic];
+        (0..topic.partition_count())
+            .filter_map(|index| topic.leader(index))
+            .collect()
+    }
+
     #[test]
     fn placement_fills_the_least_loaded_shards_first() {
-        let metadata = with_topic_on(vec![0, 0, 1]);
+        let metadata = with_topic_on(vec![0, 0, 1, 2001]);
         let mut extra = vec![0; 3];
-        let existing = metadata.partitions_per_shard(3);
+        let existing = metadata.partitions_per_shard(0, 3);
+        assert_eq!(
+            existing,
+            vec![2, 1, 0],
+            "another node's broker is not counted"
+        );
         assert_eq!(
             ClusterMetadata::place(&existing, 4, &mut extra),
             vec![2, 1, 2, 0]
@@ -417,11 +511,15 @@ mod tests {
 
     #[test]
     fn partitions_of_missing_shards_move_to_the_least_loaded_ones() {
-        let mut metadata = with_topic_on(vec![0, 1, 2, 3, 3, 0]);
-        assert_eq!(metadata.reassign_missing_shards(2), 3);
-        assert_eq!(metadata.topics["a"].partitions, vec![0, 1, 1, 0, 1, 0]);
+        let mut metadata = with_topic_on(vec![5000, 5001, 5002, 5003, 5003, 5000, 3]);
+        assert_eq!(metadata.reassign_missing_shards(5, 2), 3);
         assert_eq!(
-            metadata.reassign_missing_shards(2),
+            leaders(&metadata, "a"),
+            vec![5000, 5001, 5001, 5000, 5001, 5000, 3],
+            "only node 5's brokers move"
+        );
+        assert_eq!(
+            metadata.reassign_missing_shards(5, 2),
             0,
             "nothing left to move"
         );
@@ -433,7 +531,7 @@ mod tests {
         follower.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
             name: "gone".into(),
             topic_id: uuid::Uuid::new_v4(),
-            partitions: vec![0],
+            replicas: vec![vec![0]],
             configs: BTreeMap::new(),
         }]));
         let mut leader = follower.clone();
@@ -441,12 +539,12 @@ mod tests {
         leader.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
             name: "new".into(),
             topic_id: uuid::Uuid::new_v4(),
-            partitions: vec![1],
+            replicas: vec![vec![1]],
             configs: BTreeMap::new(),
         }]));
         leader.apply(&MetadataChange::PartitionsAdded(vec![(
             "a".into(),
-            vec![0, 0],
+            vec![vec![0], vec![0]],
         )]));
         leader.apply(&MetadataChange::TopicConfigsChanged(vec![(
             "a".into(),
@@ -470,6 +568,23 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_cluster_mode_reads_as_the_importing_nodes_brokers() {
+        let legacy = r#"{"cluster_id":"c","version":2,"topics":{"t":{"name":"t",
+            "topic_id":"6f1f5a3c-2b1e-4c7a-9d55-0a1b2c3d4e5f","partitions":[1,0],
+            "configs":{}}},"next_producer_id":3}"#;
+        let mut metadata: ClusterMetadata = serde_json::from_str(legacy).unwrap();
+        assert_eq!(metadata.topics["t"].replicas, vec![vec![1], vec![0]]);
+        metadata.adopt_legacy_node(4);
+        assert_eq!(metadata.topics["t"].replicas, vec![vec![4001], vec![4000]]);
+        assert_eq!(metadata.topics["t"].local_shard(0, 4), Some(ShardId(1)));
+        assert_eq!(metadata.topics["t"].local_shard(0, 0), None);
+        // Written again, it is in the new form and reads back the same.
+        let again: ClusterMetadata =
+            serde_json::from_str(&serde_json::to_string(&metadata).unwrap()).unwrap();
+        assert_eq!(again.topics, metadata.topics);
+    }
+
+    #[test]
     fn a_legacy_file_loads_and_is_removed_once_imported() {
         let directory = tempfile::tempdir().unwrap();
         assert!(ClusterMetadata::load(directory.path()).unwrap().is_none());
@@ -477,7 +592,7 @@ mod tests {
         metadata.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
             name: "t".into(),
             topic_id: uuid::Uuid::new_v4(),
-            partitions: vec![1, 0],
+            replicas: vec![vec![1], vec![0]],
             configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
         }]));
         std::fs::create_dir_all(directory.path().join(METADATA_DIRECTORY)).unwrap();

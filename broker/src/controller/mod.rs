@@ -306,15 +306,16 @@ impl Controller {
         }
         let settings = shard.node().config.group_settings();
         let shard_count = shard.node().shard_count;
+        let node = shard.node().node_id;
         let placement = ClusterMetadata::place(
-            &shard.metadata().partitions_per_shard(shard_count),
+            &shard.metadata().partitions_per_shard(node, shard_count),
             settings.offsets_partitions as usize,
             &mut vec![0; shard_count],
         );
         let topic = TopicMetadata {
             name: OFFSETS_TOPIC.to_string(),
             topic_id: uuid::Uuid::new_v4(),
-            partitions: placement,
+            replicas: on_node(node, placement),
             configs: BTreeMap::from([
                 ("cleanup.policy".to_string(), "compact".to_string()),
                 (
@@ -324,7 +325,7 @@ impl Controller {
             ]),
         };
         info!(
-            partitions = topic.partitions.len(),
+            partitions = topic.partition_count(),
             "creating {OFFSETS_TOPIC}"
         );
         match self
@@ -358,7 +359,7 @@ impl Controller {
         let per_shard_max = shard.partitions_per_shard_max();
         {
             let metadata = shard.metadata();
-            let existing = metadata.partitions_per_shard(shard_count);
+            let existing = metadata.partitions_per_shard(shard.node().node_id, shard_count);
             for topic in &topics {
                 match self.check_new_topic(shard, &metadata, topic, &created) {
                     Err((error, message)) => {
@@ -366,6 +367,7 @@ impl Controller {
                     }
                     Ok(partitions) => {
                         let placement = match place_within_cap(
+                            shard.node().node_id,
                             &existing,
                             partitions as usize,
                             &mut extra,
@@ -390,7 +392,7 @@ impl Controller {
                         let created_topic = TopicMetadata {
                             name: topic.name.clone(),
                             topic_id: uuid::Uuid::new_v4(),
-                            partitions: placement,
+                            replicas: placement,
                             configs: topic.configs.clone(),
                         };
                         outcomes.push(TopicOutcome {
@@ -579,7 +581,7 @@ impl Controller {
         let mut extra = vec![0usize; shard_count];
         {
             let metadata = shard.metadata();
-            let existing = metadata.partitions_per_shard(shard_count);
+            let existing = metadata.partitions_per_shard(shard.node().node_id, shard_count);
             for request in &topics {
                 let added = match check_new_partitions(shard, &metadata, request) {
                     Err((error, message)) => {
@@ -588,7 +590,13 @@ impl Controller {
                     }
                     Ok(added) => added,
                 };
-                let owners = match place_within_cap(&existing, added, &mut extra, per_shard_max) {
+                let owners = match place_within_cap(
+                    shard.node().node_id,
+                    &existing,
+                    added,
+                    &mut extra,
+                    per_shard_max,
+                ) {
                     Ok(owners) => owners,
                     Err((full, would_hold)) => {
                         outcomes.push(TopicOutcome::failed(
@@ -692,11 +700,12 @@ impl Controller {
 /// so a shard takes at most `topic_partitions_per_shard` (Redpanda's rule). On refusal `extra`
 /// is left as it was, and the answer is the first shard over and what it would hold.
 fn place_within_cap(
+    node: i32,
     existing: &[usize],
     count: usize,
     extra: &mut Vec<usize>,
     per_shard_max: usize,
-) -> Result<Vec<u16>, (usize, usize)> {
+) -> Result<Vec<Vec<i32>>, (usize, usize)> {
     let before = extra.clone();
     let placement = ClusterMetadata::place(existing, count, extra);
     match (0..existing.len()).find(|index| existing[*index] + extra[*index] > per_shard_max) {
@@ -705,8 +714,16 @@ fn place_within_cap(
             *extra = before;
             Err((full, would_hold))
         }
-        None => Ok(placement),
+        None => Ok(on_node(node, placement)),
     }
+}
+
+/// Partitions placed on shards of `node`: one replica each, that node's broker.
+fn on_node(node: i32, shards: Vec<u16>) -> Vec<Vec<i32>> {
+    shards
+        .into_iter()
+        .map(|shard| vec![metadata::broker_id(node, shard)])
+        .collect()
 }
 
 /// A topic resource's new overrides, or why not: the name first, then the configs, then
@@ -782,7 +799,7 @@ fn check_new_partitions(
             format!("The topic '{name}' does not exist."),
         ));
     };
-    let current = topic.partitions.len() as i32;
+    let current = topic.partition_count() as i32;
     if request.count == current {
         return Err((
             ErrorCode::InvalidPartitions,

@@ -84,10 +84,10 @@ impl Shard {
         from: usize,
     ) -> Vec<Option<PartitionSlot>> {
         let config = self.config().log_config(&topic.configs);
-        let mut slots = Vec::with_capacity(topic.partitions.len().saturating_sub(from));
+        let mut slots = Vec::with_capacity(topic.partition_count().saturating_sub(from));
         let mut offline = Vec::new();
-        for (index, owner) in topic.partitions.iter().enumerate().skip(from) {
-            if ShardId(*owner) != self.id {
+        for index in from..topic.partition_count() {
+            if topic.local_shard(index, self.node.node_id) != Some(self.id) {
                 slots.push(None);
                 continue;
             }
@@ -133,9 +133,11 @@ impl Shard {
     /// deleted topic whose files were not removed before a crash.
     async fn remove_leftovers(&self, topic: &TopicMetadata, from: usize) {
         let disk = self.log_context.disk.clone();
-        for (index, owner) in topic.partitions.iter().enumerate().skip(from) {
+        for index in from..topic.partition_count() {
             let directory = self.partition_directory(&topic.name, index);
-            if ShardId(*owner) == self.id && disk.exists(&directory).await.unwrap_or(false) {
+            if topic.local_shard(index, self.node.node_id) == Some(self.id)
+                && disk.exists(&directory).await.unwrap_or(false)
+            {
                 warn!(directory = %directory.display(), "removing leftovers of a deleted topic");
                 if let Err(error) = disk.remove_dir_all(&directory).await {
                     error!(directory = %directory.display(), %error, "cannot remove leftovers");
@@ -195,12 +197,12 @@ impl Shard {
                 }
             }
             MetadataChange::PartitionsAdded(additions) => {
-                for (name, owners) in additions {
+                for (name, replicas) in additions {
                     let Some(mut topic) = self.metadata.borrow().topics.get(name).cloned() else {
                         continue;
                     };
-                    let from = topic.partitions.len();
-                    topic.partitions.extend_from_slice(owners);
+                    let from = topic.partition_count();
+                    topic.replicas.extend_from_slice(replicas);
                     self.remove_leftovers(&topic, from).await;
                     let slots = self.open_topic(&topic, from).await;
                     self.partitions
@@ -284,6 +286,10 @@ impl Shard {
                 .map_err(|error| error.to_string())?
         };
         let had_legacy = legacy.is_some();
+        let legacy = legacy.map(|mut metadata| {
+            metadata.adopt_legacy_node(self.node.node_id);
+            metadata
+        });
         let settings = QuorumSettings {
             node_id: self.node.node_id,
             voters: Vec::new(),
@@ -307,7 +313,7 @@ impl Shard {
             let kept = metadata.clone();
             shards::task::spawn_blocking(move || remove_orphan_partitions(&data_dir, &kept)).await;
         }
-        let moved = metadata.reassign_missing_shards(shard_count);
+        let moved = metadata.reassign_missing_shards(self.node.node_id, shard_count);
         if moved > 0 {
             warn!(
                 partitions = moved,
@@ -480,7 +486,7 @@ fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
         let owned = metadata
             .topics
             .get(topic)
-            .is_some_and(|known| index < known.partitions.len());
+            .is_some_and(|known| index < known.partition_count());
         if !owned {
             warn!(directory = %entry.path().display(), "removing a partition no topic owns");
             if let Err(error) = std::fs::remove_dir_all(entry.path()) {
@@ -514,7 +520,7 @@ mod tests {
             TopicMetadata {
                 name: "kept".into(),
                 topic_id: uuid::Uuid::new_v4(),
-                partitions: vec![0, 1],
+                replicas: vec![vec![0], vec![1]],
                 configs: Default::default(),
             },
         );

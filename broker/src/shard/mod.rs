@@ -187,14 +187,15 @@ impl Shard {
         }
     }
 
-    /// The `__consumer_offsets` partition of `group_id` and the shard that owns it, if the topic
-    /// exists.
+    /// The `__consumer_offsets` partition of `group_id` and the shard of this node that leads
+    /// it, if the topic exists and this node leads it.
     fn offsets_partition(&self, group_id: &str) -> Option<(i32, ShardId)> {
         let metadata = self.metadata.borrow();
         let topic = metadata.topics.get(OFFSETS_TOPIC)?;
-        let partition = crate::groups::partition_for(group_id, topic.partitions.len() as i32);
-        let owner = topic.partitions.get(usize::try_from(partition).ok()?)?;
-        Some((partition, ShardId(*owner)))
+        let partition = crate::groups::partition_for(group_id, topic.partition_count() as i32);
+        let index = usize::try_from(partition).ok()?;
+        let (node, shard) = crate::controller::metadata::broker_place(topic.leader(index)?);
+        (node == self.node.node_id).then_some((partition, ShardId(shard)))
     }
 
     /// The shard coordinating `group_id`, creating the offsets topic first if it does not exist

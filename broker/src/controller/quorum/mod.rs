@@ -805,7 +805,7 @@ mod tests {
         MetadataChange::TopicsCreated(vec![TopicMetadata {
             name: name.into(),
             topic_id: uuid::Uuid::new_v4(),
-            partitions: vec![0, 1],
+            replicas: vec![vec![0], vec![1]],
             configs: Default::default(),
         }])
     }

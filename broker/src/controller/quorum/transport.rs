@@ -429,7 +429,7 @@ mod cluster_tests {
         MetadataChange::TopicsCreated(vec![TopicMetadata {
             name: name.into(),
             topic_id: uuid::Uuid::new_v4(),
-            partitions: vec![0],
+            replicas: vec![vec![0]],
             configs: Default::default(),
         }])
     }

@@ -66,7 +66,7 @@ pub async fn handle(
                         })
                         .collect();
                     result = result
-                        .with_num_partitions(topic.partitions.len() as i32)
+                        .with_num_partitions(topic.partition_count() as i32)
                         .with_replication_factor(1)
                         .with_configs(Some(configs));
                 }

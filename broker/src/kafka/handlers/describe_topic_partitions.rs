@@ -94,7 +94,7 @@ pub fn handle(
             topics.push(response.with_error_code(error.code()));
             continue;
         };
-        let count = topic.partitions.len();
+        let count = topic.partition_count();
         let start = if name == cursor_topic {
             (cursor_partition as usize).min(count)
         } else {
@@ -104,13 +104,7 @@ pub fn handle(
         remaining -= end - start;
         let partitions = (start..end)
             .map(|index| {
-                let state = PartitionState::of(
-                    &shard.node,
-                    &metadata,
-                    name,
-                    index,
-                    topic.partitions[index],
-                );
+                let state = PartitionState::of(&metadata, name, index, &topic.replicas[index]);
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(index as i32)
                     .with_leader_id(state.leader)

@@ -18,13 +18,13 @@ use super::{str_bytes, topic_name, LEADER_EPOCH};
 use crate::controller::metadata::ClusterMetadata;
 use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
 use crate::kafka::errors::ErrorCode;
-use crate::shard::{NodeInfo, Shard};
+use crate::shard::Shard;
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// A partition's leader and replicas as Metadata and DescribeTopicPartitions report them: its
-/// owning shard is its one replica, and leads it unless its log cannot be served.
+/// first replica leads it unless its log cannot be served.
 pub struct PartitionState {
     pub error: ErrorCode,
     pub leader: BrokerId,
@@ -35,28 +35,28 @@ pub struct PartitionState {
 
 impl PartitionState {
     pub fn of(
-        node: &NodeInfo,
         metadata: &ClusterMetadata,
         topic: &str,
         index: usize,
-        owner: u16,
+        replicas: &[i32],
     ) -> PartitionState {
-        let replica = BrokerId(node.broker_id(ShardId(owner)));
+        let replicas: Vec<BrokerId> = replicas.iter().copied().map(BrokerId).collect();
+        let leader = replicas.first().copied().unwrap_or(BrokerId(-1));
         if metadata.is_offline(topic, index as i32) {
             PartitionState {
                 error: ErrorCode::LeaderNotAvailable,
                 leader: BrokerId(-1),
-                replicas: vec![replica],
                 isr: Vec::new(),
-                offline: vec![replica],
+                offline: vec![leader],
+                replicas,
             }
         } else {
             PartitionState {
                 error: ErrorCode::None,
-                leader: replica,
-                replicas: vec![replica],
-                isr: vec![replica],
+                leader,
+                isr: replicas.clone(),
                 offline: Vec::new(),
+                replicas,
             }
         }
     }
@@ -181,11 +181,11 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                 return response.with_error_code(error.code());
             };
             let partitions = topic
-                .partitions
+                .replicas
                 .iter()
                 .enumerate()
-                .map(|(index, owner)| {
-                    let state = PartitionState::of(node, &metadata, name, index, *owner);
+                .map(|(index, replicas)| {
+                    let state = PartitionState::of(&metadata, name, index, replicas);
                     MetadataResponsePartition::default()
                         .with_partition_index(index as i32)
                         .with_leader_epoch(LEADER_EPOCH)

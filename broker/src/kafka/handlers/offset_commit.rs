@@ -54,7 +54,7 @@ pub async fn handle(
             .metadata()
             .topics
             .get(&name)
-            .map(|known| known.partitions.len() as i32);
+            .map(|known| known.partition_count() as i32);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let metadata = partition
