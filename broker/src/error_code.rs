@@ -3,7 +3,7 @@
 //! errors to them happens in one place, `kafka::errors`.
 
 /// Kafka error codes, by Kafka's names (`org.apache.kafka.common.protocol.Errors`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(i16)]
 pub enum ErrorCode {
     UnknownServerError = -1,

@@ -59,6 +59,7 @@ impl InProcessShard {
             clean_shutdown: false,
             limits,
             connections: ConnectionQuotas::new(config.max_connections(), 1),
+            controller_listener: std::sync::Mutex::new(None),
             config,
         });
         let log_context = storage::LogContext::new(

@@ -22,6 +22,8 @@ pub struct NodeInfo {
     pub clean_shutdown: bool,
     /// What each shard may hold, worked out at start from the config and the open-file limit.
     pub limits: NodeLimits,
+    /// Shard 0's CONTROLLER listener, bound at start and taken by shard 0 (with other voters).
+    pub controller_listener: std::sync::Mutex<Option<shards::net::BoundListener>>,
     /// Connections open on the whole node, by peer address (`max.connections`,
     /// `max.connections.per.ip` are node-wide, as Kafka's are broker-wide).
     pub connections: std::sync::Arc<crate::connections::ConnectionQuotas>,

@@ -340,6 +340,16 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         reachable.push(format!("{local_host}:{}", bound.port()));
         listeners.push(Some(listener));
     }
+    // With other voters, shard 0 serves them on the CONTROLLER listener: bound now, so a port
+    // in use fails the start here, as the client listener does.
+    let controller_listener = match &settings.controller_listener {
+        Some(listener) => {
+            let (bound, address) = bind_listener(listener.address)?;
+            println!("controller listening on {address}");
+            Some(bound)
+        }
+        None => None,
+    };
     let admin = match config.admin_listen_address()? {
         Some(address) => {
             let (listener, bound) = bind_listener(address)?;
@@ -366,6 +376,7 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
         data_dir: data_dir.clone(),
         clean_shutdown,
         limits,
+        controller_listener: Mutex::new(controller_listener),
         connections: crate::connections::ConnectionQuotas::new(
             config.max_connections(),
             config.max_connections_per_ip(),

@@ -40,11 +40,15 @@ fn cluster_settings_this_node_cannot_honour_are_refused_at_start() {
         (
             &[
                 "--listen",
-                "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:1",
+                "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:1,C2://127.0.0.1:2",
+                "--set",
+                "controller.listener.names=CONTROLLER,C2",
+                "--set",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,C2:PLAINTEXT",
                 "--set",
                 "controller.quorum.voters=0@127.0.0.1:1,1@127.0.0.2:1",
             ],
-            &["controller.quorum.voters", "not supported yet"],
+            &["listeners", "one controller listener per node"],
         ),
         (
             &["--set", "controller.quorum.voters=1@127.0.0.2:1"],

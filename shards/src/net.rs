@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 
 /// A listening socket bound on the main thread, not yet owned by a shard. `Send`.
+#[derive(Debug)]
 pub struct BoundListener(std::net::TcpListener);
 
 impl BoundListener {

@@ -254,6 +254,14 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
     // Ours (Kafka removed it in 3.0): the advertised host alone, as `--advertised-host` sets it.
     ("advertised.host.name", "", Kind::Text),
     ("controller.quorum.voters", "", Kind::Text),
+    // Kafka's: how often a node heartbeats to the controller, and how long the controller
+    // waits for one before it fences the node (with other voters only).
+    (
+        "broker.heartbeat.interval.ms",
+        "2000",
+        Kind::Long { min: 1 },
+    ),
+    ("broker.session.timeout.ms", "9000", Kind::Long { min: 1 }),
     ("controller.quorum.bootstrap.servers", "", Kind::Text),
     ("broker.rack", "", Kind::Text),
     ("log.dirs", "./data", Kind::Text),

@@ -55,6 +55,8 @@ pub struct NodeSettings {
     /// listens on its port plus s.
     pub client_listener: Listener,
     pub advertised: Advertised,
+    /// Where shard 0 listens for the other voters (with `voters` only).
+    pub controller_listener: Option<Listener>,
     /// The controller quorum's voters; a single node with no setting is a quorum of one.
     pub voters: Vec<Voter>,
     /// `broker.rack`, reported in Metadata and DescribeCluster.
@@ -403,13 +405,12 @@ impl BrokerConfig {
                 ));
             }
         }
-        if controller.len() > 1 || !voters.is_empty() {
-            return Err(ConfigError::NotSupported {
-                name: "controller.quorum.voters".into(),
-                reason: "a controller quorum of voters on other nodes (and the controller \
-                         listener it needs) is not supported yet: a node is a cluster of one, \
-                         its own quorum of one, with no controller listener",
-            });
+        if controller.len() > 1 {
+            return Err(invalid(
+                "listeners",
+                self.get("listeners"),
+                "one controller listener per node: the quorum runs on shard 0 and listens once",
+            ));
         }
 
         let rack = Some(self.get("broker.rack").trim().to_string()).filter(|rack| !rack.is_empty());
@@ -417,6 +418,7 @@ impl BrokerConfig {
             node_id,
             client_listener,
             advertised,
+            controller_listener: controller.into_iter().next(),
             voters,
             rack,
         })
@@ -634,7 +636,7 @@ mod tests {
     }
 
     #[test]
-    fn voters_are_checked_then_refused_until_the_quorum_spans_nodes() {
+    fn voters_are_checked_with_kafkas_rules() {
         for (voters, expected) in [
             ("1@127.0.0.1", "expected ID@HOST:PORT"),
             ("x@127.0.0.1:9093", "expected ID@HOST:PORT"),
@@ -660,7 +662,25 @@ mod tests {
             ])
         };
         assert!(with_listener("0@127.0.0.1:9094").contains("on port 9093"));
-        assert!(with_listener("0@127.0.0.1:9093,1@127.0.0.2:9093").contains("not supported yet"));
+        let three = settings(&[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            ),
+            (
+                "controller.quorum.voters",
+                "0@127.0.0.1:9093,1@127.0.0.2:9093,2@broker-3.example:9093",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(three.voters.len(), 3);
+        assert_eq!(three.voters[2].host, "broker-3.example");
+        assert_eq!(
+            three
+                .controller_listener
+                .map(|listener| listener.address.port()),
+            Some(9093)
+        );
         assert!(refusal(&[(
             "listeners",
             "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"

@@ -6,6 +6,7 @@
 //! deliberate difference: a broker resource refuses names it does not know (Kafka stores them
 //! as custom properties), since a misspelt name silently stored is a setting silently ignored.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::config::{
@@ -25,7 +26,7 @@ pub const OP_DELETE: i8 = 1;
 pub const OP_APPEND: i8 = 2;
 pub const OP_SUBTRACT: i8 = 3;
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ConfigResource {
     Topic(String),
     /// "" for the cluster-wide defaults, else a broker id of this node.
@@ -33,14 +34,14 @@ pub enum ConfigResource {
 }
 
 /// One IncrementalAlterConfigs operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigOp {
     pub name: String,
     pub operation: i8,
     pub value: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigChange {
     /// IncrementalAlterConfigs: these operations on the stored configs.
     Incremental(Vec<ConfigOp>),
@@ -48,14 +49,14 @@ pub enum ConfigChange {
     Replace(Vec<(String, Option<String>)>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigAlteration {
     pub resource: ConfigResource,
     pub change: ConfigChange,
 }
 
 /// The answer for one resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigOutcome {
     pub error: ErrorCode,
     pub message: Option<String>,

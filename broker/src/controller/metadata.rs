@@ -104,10 +104,42 @@ pub struct ClusterMetadata {
     /// cluster-wide defaults, a broker id for one broker's own entries.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every node that has registered, by `node.id`: how clients reach its shards.
+    #[serde(default)]
+    pub nodes: BTreeMap<i32, NodeRegistration>,
+    /// Registered nodes the controller fenced: they stopped heartbeating within
+    /// `broker.session.timeout.ms`. Clients are not sent to them and nothing new is placed
+    /// there, until they heartbeat again.
+    #[serde(default)]
+    pub fenced: std::collections::BTreeSet<i32>,
     /// Partitions whose log cannot be served (corruption, I/O errors), with why. Found again at
     /// every start, so never persisted.
     #[serde(skip)]
     pub offline: BTreeMap<(String, i32), String>,
+}
+
+/// A node as it registered with the controller at its last start (Kafka's
+/// BrokerRegistration): each of its shards is a broker to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub node_id: i32,
+    /// Different at every start, so a registration from an older process is told apart.
+    pub incarnation: uuid::Uuid,
+    /// Each shard's advertised host and port, by shard index.
+    pub endpoints: Vec<(String, u16)>,
+    pub rack: Option<String>,
+}
+
+impl NodeRegistration {
+    /// Its shards as clients see them: broker id, host, port.
+    pub fn brokers(&self) -> impl Iterator<Item = (i32, &str, u16)> + '_ {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .map(|(shard, (host, port))| {
+                (broker_id(self.node_id, shard as u16), host.as_str(), *port)
+            })
+    }
 }
 
 /// A partition that cannot be served, and why.
@@ -139,6 +171,16 @@ pub enum MetadataChange {
     ProducerIdsAllocated {
         next: i64,
     },
+    /// A node registered at its start (replacing what it registered before).
+    NodeRegistered(NodeRegistration),
+    /// A node stopped heartbeating and is fenced.
+    NodeFenced {
+        node_id: i32,
+    },
+    /// A fenced node heartbeats again.
+    NodeUnfenced {
+        node_id: i32,
+    },
 }
 
 /// Where the metadata log lives in the data directory.
@@ -163,8 +205,23 @@ impl ClusterMetadata {
             topics: BTreeMap::new(),
             next_producer_id: 0,
             broker_configs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            fenced: Default::default(),
             offline: BTreeMap::new(),
         }
+    }
+
+    /// Where clients reach `broker`: its node's registered endpoint (none while it is fenced).
+    pub fn endpoint(&self, broker: i32) -> Option<(&str, u16)> {
+        let (node, shard) = broker_place(broker);
+        if self.fenced.contains(&node) {
+            return None;
+        }
+        self.nodes
+            .get(&node)?
+            .endpoints
+            .get(usize::from(shard))
+            .map(|(host, port)| (host.as_str(), *port))
     }
 
     /// Applies a change; returns the new version.
@@ -224,6 +281,21 @@ impl ClusterMetadata {
             }
             MetadataChange::ProducerIdsAllocated { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
+            }
+            MetadataChange::NodeRegistered(registration) => {
+                self.nodes
+                    .insert(registration.node_id, registration.clone());
+                // A registration is a node alive: it heartbeats from here on.
+                self.fenced.remove(&registration.node_id);
+                self.version += 1;
+            }
+            MetadataChange::NodeFenced { node_id } => {
+                self.fenced.insert(*node_id);
+                self.version += 1;
+            }
+            MetadataChange::NodeUnfenced { node_id } => {
+                self.fenced.remove(node_id);
+                self.version += 1;
             }
         }
     }
@@ -307,6 +379,17 @@ impl ClusterMetadata {
         if !broker_configs.is_empty() {
             changes.push(MetadataChange::BrokerConfigsChanged(broker_configs));
         }
+        for registration in target.nodes.values() {
+            if self.nodes.get(&registration.node_id) != Some(registration) {
+                changes.push(MetadataChange::NodeRegistered(registration.clone()));
+            }
+        }
+        for node_id in target.fenced.difference(&self.fenced) {
+            changes.push(MetadataChange::NodeFenced { node_id: *node_id });
+        }
+        for node_id in self.fenced.difference(&target.fenced) {
+            changes.push(MetadataChange::NodeUnfenced { node_id: *node_id });
+        }
         if target.next_producer_id > self.next_producer_id {
             changes.push(MetadataChange::ProducerIdsAllocated {
                 next: target.next_producer_id,
@@ -364,6 +447,26 @@ impl ClusterMetadata {
             self.version += 1;
         }
         moved
+    }
+
+    /// Replicas on each of `brokers`, for least-loaded placement.
+    pub fn partitions_on(&self, brokers: &[i32]) -> Vec<usize> {
+        let index: BTreeMap<i32, usize> = brokers
+            .iter()
+            .enumerate()
+            .map(|(index, broker)| (*broker, index))
+            .collect();
+        let mut counts = vec![0usize; brokers.len()];
+        for broker in self
+            .topics
+            .values()
+            .flat_map(|topic| topic.replicas.iter().flatten())
+        {
+            if let Some(at) = index.get(broker) {
+                counts[*at] += 1;
+            }
+        }
+        counts
     }
 
     /// Replicas on each of `node`'s shards, for least-loaded placement.

@@ -27,7 +27,7 @@ use crate::limits::{PARTITIONS_PER_TOPIC_MAX, PRODUCER_ID_BLOCK_MAX, TOPIC_NAME_
 use crate::node::NodeInfo;
 use configs::{ConfigAlteration, ConfigOutcome, ConfigResource};
 use metadata::{ClusterMetadata, MetadataChange, TopicMetadata};
-use quorum::{NoPeers, Quorum, QuorumHost};
+use quorum::{Quorum, QuorumHost};
 
 /// What the controller needs of the shard it runs on.
 pub trait ControllerHost {
@@ -44,7 +44,7 @@ pub trait ControllerHost {
     fn disk_full(&self) -> bool;
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1 for the broker default (`num.partitions`).
@@ -56,7 +56,7 @@ pub struct NewTopic {
     pub has_assignments: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ControllerRequest {
     CreateTopics {
         topics: Vec<NewTopic>,
@@ -87,10 +87,20 @@ pub enum ControllerRequest {
     },
     /// DescribeQuorum: answered by `Quorum`.
     DescribeQuorum,
+    /// A node registers at its start: its shards' endpoints and rack. Answered by `Topics`
+    /// (empty) once committed.
+    RegisterNode(metadata::NodeRegistration),
+    /// A node is alive (every `broker.heartbeat.interval.ms`): answered by `Topics` (empty),
+    /// or `Failed` starting with `UNREGISTERED` if the controller holds no registration of
+    /// this incarnation (the node registers again).
+    Heartbeat {
+        node_id: i32,
+        incarnation: uuid::Uuid,
+    },
 }
 
 /// One topic of a CreatePartitions request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewPartitions {
     pub name: String,
     /// The partition count asked for (the new total).
@@ -99,7 +109,7 @@ pub struct NewPartitions {
     pub has_assignments: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ControllerReply {
     Topics(Vec<TopicOutcome>),
     /// Producer ids `first..first + count`, recorded durably as used before this reply.
@@ -113,7 +123,7 @@ pub enum ControllerReply {
 }
 
 /// The outcome for one topic of a request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TopicOutcome {
     pub name: String,
     pub error: ErrorCode,
@@ -156,19 +166,43 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What the controller runs with once the metadata log is open.
+pub struct QuorumParts {
+    pub quorum: Rc<Quorum>,
+    /// Applies what the log commits on the node's shards.
+    pub host: Rc<dyn QuorumHost>,
+    /// Carries Raft messages to the other voters.
+    pub transport: Rc<dyn quorum::Transport>,
+    /// With other voters: this node's id and where each voter's controller listens.
+    pub route: Option<(i32, Vec<crate::config::Voter>)>,
+}
+
 /// Shard 0's controller state.
 pub struct Controller {
     /// One mutation at a time.
     lock: async_lock::Mutex<()>,
     /// The metadata log, open from bootstrap on.
     quorum: RefCell<Option<Rc<Quorum>>>,
+    /// With other voters: this node's id and where each voter's controller listens, to forward
+    /// requests to the one that leads.
+    route: RefCell<Option<(i32, Vec<crate::config::Voter>)>>,
+    /// While this node leads: when each node last heartbeat, and since when it leads (a new
+    /// leader waits a whole session before it fences anyone).
+    heartbeats: RefCell<BTreeMap<i32, std::time::Instant>>,
+    leading_since: std::cell::Cell<Option<std::time::Instant>>,
 }
+
+/// How a heartbeat's refusal starts when the node must register again.
+pub const UNREGISTERED: &str = "UNREGISTERED";
 
 impl Controller {
     pub fn new() -> Controller {
         Controller {
             lock: async_lock::Mutex::new(()),
             quorum: RefCell::new(None),
+            route: RefCell::new(None),
+            heartbeats: RefCell::new(BTreeMap::new()),
+            leading_since: std::cell::Cell::new(None),
         }
     }
 
@@ -202,19 +236,30 @@ impl Controller {
     pub async fn bootstrap(
         &self,
         host: &dyn ControllerHost,
-        quorum_host: Rc<dyn QuorumHost>,
-        quorum: Rc<Quorum>,
+        parts: QuorumParts,
         snapshot: ClusterMetadata,
         repaired: bool,
     ) -> Result<(), String> {
+        let QuorumParts {
+            quorum,
+            host: quorum_host,
+            transport,
+            route,
+        } = parts;
         let _one_at_a_time = self.lock.lock().await;
         *self.quorum.borrow_mut() = Some(quorum.clone());
+        *self.route.borrow_mut() = route;
         host.publish(MetadataChange::Snapshot(snapshot.clone()))
             .await?;
-        shards::task::spawn(quorum.clone().run(quorum_host, Rc::new(NoPeers))).detach();
-        if repaired {
+        shards::task::spawn(quorum.clone().run(quorum_host, transport)).detach();
+        if repaired && quorum.is_leader() {
             // Applied, it changes nothing: the shards hold this state already.
             quorum.append(&MetadataChange::Snapshot(snapshot)).await?;
+        } else if repaired {
+            tracing::warn!(
+                "the moved partitions are recorded only by a controller that leads; this \
+                 node moves them again at each start until then"
+            );
         }
         Ok(())
     }
@@ -225,6 +270,22 @@ impl Controller {
         request: ControllerRequest,
     ) -> ControllerReply {
         let shard = host;
+        // What a shard found offline is this node's to report; everything else is decided by
+        // the controller that leads the quorum.
+        if !matches!(request, ControllerRequest::ReportOffline(_)) {
+            if let Some(reply) = self.forward(&request).await {
+                return reply;
+            }
+        }
+        // A heartbeat is answered at once, never queued behind a long mutation: a node must
+        // not be fenced because the controller was busy.
+        if let ControllerRequest::Heartbeat {
+            node_id,
+            incarnation,
+        } = request
+        {
+            return self.heartbeat(shard, node_id, incarnation).await;
+        }
         // A read: answered at once, not queued behind the mutations.
         if let ControllerRequest::DescribeQuorum = request {
             return match self.quorum() {
@@ -259,8 +320,24 @@ impl Controller {
             } => {
                 ControllerReply::Topics(self.create_partitions(shard, topics, validate_only).await)
             }
-            ControllerRequest::DescribeQuorum => {
-                ControllerReply::Failed("DescribeQuorum is answered above".into())
+            ControllerRequest::DescribeQuorum | ControllerRequest::Heartbeat { .. } => {
+                ControllerReply::Failed("answered above".into())
+            }
+            ControllerRequest::RegisterNode(registration) => {
+                let node_id = registration.node_id;
+                if let Some(refusal) = self.refuse_registration(shard, &registration) {
+                    return ControllerReply::Failed(refusal);
+                }
+                match self
+                    .publish(MetadataChange::NodeRegistered(registration))
+                    .await
+                {
+                    Ok(()) => {
+                        info!(node = node_id, "a node registered");
+                        ControllerReply::Topics(Vec::new())
+                    }
+                    Err(reason) => ControllerReply::Failed(reason),
+                }
             }
             ControllerRequest::ReportOffline(partitions) => {
                 // In memory only: a partition is found offline again at every start.
@@ -273,6 +350,192 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Why a registration is refused: more shards than a node runs, or a second live process
+    /// with a node id whose registered process still heartbeats (Kafka's
+    /// DUPLICATE_BROKER_REGISTRATION).
+    fn refuse_registration(
+        &self,
+        host: &dyn ControllerHost,
+        registration: &metadata::NodeRegistration,
+    ) -> Option<String> {
+        let node_id = registration.node_id;
+        if registration.endpoints.is_empty()
+            || registration.endpoints.len() > crate::config::node::SHARDS_PER_NODE_MAX
+            || !(0..=crate::config::node::NODE_ID_MAX).contains(&i64::from(node_id))
+        {
+            return Some(format!("node {node_id}'s registration is malformed"));
+        }
+        let session = host.node().config.millis("broker.session.timeout.ms");
+        let live = host
+            .metadata()
+            .nodes
+            .get(&node_id)
+            .is_some_and(|known| known.incarnation != registration.incarnation)
+            && self
+                .heartbeats
+                .borrow()
+                .get(&node_id)
+                .is_some_and(|last| last.elapsed() < session);
+        live.then(|| {
+            format!(
+                "DUPLICATE_BROKER_REGISTRATION: node {node_id} is registered by another process \
+                 that still heartbeats; two nodes cannot share a node.id"
+            )
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        host: &dyn ControllerHost,
+        node_id: i32,
+        incarnation: uuid::Uuid,
+    ) -> ControllerReply {
+        let (registered, fenced) = {
+            let metadata = host.metadata();
+            (
+                metadata
+                    .nodes
+                    .get(&node_id)
+                    .is_some_and(|registration| registration.incarnation == incarnation),
+                metadata.fenced.contains(&node_id),
+            )
+        };
+        if !registered {
+            return ControllerReply::Failed(format!(
+                "{UNREGISTERED}: node {node_id} has no registration of this start"
+            ));
+        }
+        self.heartbeats
+            .borrow_mut()
+            .insert(node_id, std::time::Instant::now());
+        if fenced {
+            let _one_at_a_time = self.lock.lock().await;
+            if let Err(reason) = self.publish(MetadataChange::NodeUnfenced { node_id }).await {
+                return ControllerReply::Failed(reason);
+            }
+            info!(node = node_id, "a fenced node heartbeats again; unfenced");
+        }
+        ControllerReply::Topics(Vec::new())
+    }
+
+    /// While this node leads the quorum: fences every registered node that has not
+    /// heartbeat within `session`. Runs on shard 0 (with other voters) for the node's life.
+    pub async fn run_fencing(&self, host: &dyn ControllerHost, session: std::time::Duration) {
+        let every = (session / 4).max(std::time::Duration::from_millis(100));
+        loop {
+            shards::task::sleep(every).await;
+            let Ok(quorum) = self.quorum() else {
+                continue;
+            };
+            let now = std::time::Instant::now();
+            if !quorum.is_leader() {
+                self.leading_since.set(None);
+                self.heartbeats.borrow_mut().clear();
+                continue;
+            }
+            let since = *self.leading_since.get().get_or_insert(now);
+            self.leading_since.set(Some(since));
+            if now.duration_since(since) < session {
+                continue;
+            }
+            let silent: Vec<i32> = {
+                let metadata = host.metadata();
+                let heartbeats = self.heartbeats.borrow();
+                metadata
+                    .nodes
+                    .keys()
+                    .filter(|node| **node != host.node().node_id && !metadata.fenced.contains(node))
+                    .filter(|node| {
+                        heartbeats
+                            .get(node)
+                            .is_none_or(|last| now.duration_since(*last) >= session)
+                    })
+                    .copied()
+                    .collect()
+            };
+            for node_id in silent {
+                let _one_at_a_time = self.lock.lock().await;
+                match self.publish(MetadataChange::NodeFenced { node_id }).await {
+                    Ok(()) => tracing::warn!(
+                        node = node_id,
+                        "fenced a node that stopped heartbeating (broker.session.timeout.ms)"
+                    ),
+                    Err(reason) => tracing::warn!(node = node_id, %reason, "fencing a node"),
+                }
+            }
+        }
+    }
+
+    /// Sends `request` to the controller that leads, if that is another node; `None` when this
+    /// node decides (it leads, or it is a quorum of one).
+    async fn forward(&self, request: &ControllerRequest) -> Option<ControllerReply> {
+        let (me, voters) = self.route.borrow().clone()?;
+        let quorum = self.quorum().ok()?;
+        if quorum.is_leader() {
+            return None;
+        }
+        let Some(leader) = quorum.leader() else {
+            return Some(ControllerReply::Failed(
+                "the controller quorum has no leader yet".into(),
+            ));
+        };
+        let voter = voters.iter().find(|voter| voter.id == leader)?;
+        match quorum::calls::call(me, voter, request).await {
+            Ok((reply, applied)) => {
+                // Answer only once this node applies what the leader had: a client told a
+                // topic exists finds it on this node's shards too.
+                if !quorum
+                    .wait_applied(applied, quorum::calls::CALL_TIMEOUT)
+                    .await
+                {
+                    return Some(ControllerReply::Failed(format!(
+                        "this node did not apply the controller's change {applied} in time"
+                    )));
+                }
+                Some(reply)
+            }
+            Err(reason) => Some(ControllerReply::Failed(reason)),
+        }
+    }
+
+    /// A request another node forwarded: answered only if this node leads (no second hop),
+    /// with the log index applied by then.
+    pub async fn handle_forwarded(
+        &self,
+        host: &dyn ControllerHost,
+        from: i32,
+        request: ControllerRequest,
+    ) -> (ControllerReply, u64) {
+        let Ok(quorum) = self.quorum() else {
+            return (
+                ControllerReply::Failed("the metadata log is not open yet".into()),
+                0,
+            );
+        };
+        // A node speaks for itself only: its registration and heartbeats carry its own id.
+        let speaks_for = match &request {
+            ControllerRequest::RegisterNode(registration) => Some(registration.node_id),
+            ControllerRequest::Heartbeat { node_id, .. } => Some(*node_id),
+            _ => None,
+        };
+        if speaks_for.is_some_and(|node_id| node_id != from) {
+            return (
+                ControllerReply::Failed(format!("node {from} spoke for another node")),
+                0,
+            );
+        }
+        if !quorum.is_leader() || matches!(request, ControllerRequest::ReportOffline(_)) {
+            return (
+                ControllerReply::Failed(format!(
+                    "node {from} asked a node that is not the controller"
+                )),
+                0,
+            );
+        }
+        let reply = self.handle(host, request).await;
+        (reply, quorum.position().0)
     }
 
     /// Producer ids are unique for the life of the cluster: the next free id is persisted before
@@ -305,17 +568,16 @@ impl Controller {
             return Vec::new();
         }
         let settings = shard.node().config.group_settings();
-        let shard_count = shard.node().shard_count;
-        let node = shard.node().node_id;
+        let brokers = candidate_brokers(shard);
         let placement = ClusterMetadata::place(
-            &shard.metadata().partitions_per_shard(node, shard_count),
+            &shard.metadata().partitions_on(&brokers),
             settings.offsets_partitions as usize,
-            &mut vec![0; shard_count],
+            &mut vec![0; brokers.len()],
         );
         let topic = TopicMetadata {
             name: OFFSETS_TOPIC.to_string(),
             topic_id: uuid::Uuid::new_v4(),
-            replicas: on_node(node, placement),
+            replicas: on_brokers(&brokers, placement),
             configs: BTreeMap::from([
                 ("cleanup.policy".to_string(), "compact".to_string()),
                 (
@@ -352,14 +614,14 @@ impl Controller {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<TopicOutcome> {
-        let shard_count = shard.node().shard_count;
+        let brokers = candidate_brokers(shard);
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut created = Vec::new();
-        let mut extra = vec![0usize; shard_count];
+        let mut extra = vec![0usize; brokers.len()];
         let per_shard_max = shard.partitions_per_shard_max();
         {
             let metadata = shard.metadata();
-            let existing = metadata.partitions_per_shard(shard.node().node_id, shard_count);
+            let existing = metadata.partitions_on(&brokers);
             for topic in &topics {
                 match self.check_new_topic(shard, &metadata, topic, &created) {
                     Err((error, message)) => {
@@ -367,7 +629,7 @@ impl Controller {
                     }
                     Ok(partitions) => {
                         let placement = match place_within_cap(
-                            shard.node().node_id,
+                            &brokers,
                             &existing,
                             partitions as usize,
                             &mut extra,
@@ -379,11 +641,11 @@ impl Controller {
                                 &topic.name,
                                 ErrorCode::InvalidPartitions,
                                 format!(
-                                    "Cannot create {partitions} partitions: shard {full} would hold {} \
+                                    "Cannot create {partitions} partitions: broker {full} would hold {} \
                                      partitions, more than topic_partitions_per_shard ({per_shard_max}) \
-                                     allows; this node holds at most {} partitions",
+                                     allows; the cluster holds at most {} partitions",
                                     would_hold,
-                                    per_shard_max * shard_count
+                                    per_shard_max * brokers.len()
                                 ),
                             ));
                                 continue;
@@ -574,14 +836,14 @@ impl Controller {
         topics: Vec<NewPartitions>,
         validate_only: bool,
     ) -> Vec<TopicOutcome> {
-        let shard_count = shard.node().shard_count;
+        let brokers = candidate_brokers(shard);
         let per_shard_max = shard.partitions_per_shard_max();
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut additions = Vec::new();
-        let mut extra = vec![0usize; shard_count];
+        let mut extra = vec![0usize; brokers.len()];
         {
             let metadata = shard.metadata();
-            let existing = metadata.partitions_per_shard(shard.node().node_id, shard_count);
+            let existing = metadata.partitions_on(&brokers);
             for request in &topics {
                 let added = match check_new_partitions(shard, &metadata, request) {
                     Err((error, message)) => {
@@ -590,27 +852,22 @@ impl Controller {
                     }
                     Ok(added) => added,
                 };
-                let owners = match place_within_cap(
-                    shard.node().node_id,
-                    &existing,
-                    added,
-                    &mut extra,
-                    per_shard_max,
-                ) {
-                    Ok(owners) => owners,
-                    Err((full, would_hold)) => {
-                        outcomes.push(TopicOutcome::failed(
-                            &request.name,
-                            ErrorCode::InvalidPartitions,
-                            format!(
-                            "Cannot add {added} partitions: shard {full} would hold {would_hold} \
+                let owners =
+                    match place_within_cap(&brokers, &existing, added, &mut extra, per_shard_max) {
+                        Ok(owners) => owners,
+                        Err((full, would_hold)) => {
+                            outcomes.push(TopicOutcome::failed(
+                                &request.name,
+                                ErrorCode::InvalidPartitions,
+                                format!(
+                            "Cannot add {added} partitions: broker {full} would hold {would_hold} \
                              partitions, more than topic_partitions_per_shard ({per_shard_max}) \
                              allows"
                         ),
-                        ));
-                        continue;
-                    }
-                };
+                            ));
+                            continue;
+                        }
+                    };
                 outcomes.push(TopicOutcome {
                     name: request.name.clone(),
                     error: ErrorCode::None,
@@ -695,34 +952,51 @@ impl Controller {
     }
 }
 
-/// Places `count` new partitions (see `ClusterMetadata::place`) unless that would put a shard
-/// past `per_shard_max`: each partition holds an open file, a flusher and memory on its shard,
-/// so a shard takes at most `topic_partitions_per_shard` (Redpanda's rule). On refusal `extra`
-/// is left as it was, and the answer is the first shard over and what it would hold.
+/// Places `count` new partitions on `brokers` (see `ClusterMetadata::place`) unless that
+/// would put a broker past `per_shard_max`: each partition holds an open file, a flusher and
+/// memory on its shard, so a shard takes at most `topic_partitions_per_shard` (Redpanda's
+/// rule). On refusal `extra` is left as it was, and the answer is the first broker over and
+/// what it would hold.
 fn place_within_cap(
-    node: i32,
+    brokers: &[i32],
     existing: &[usize],
     count: usize,
     extra: &mut Vec<usize>,
     per_shard_max: usize,
-) -> Result<Vec<Vec<i32>>, (usize, usize)> {
+) -> Result<Vec<Vec<i32>>, (i32, usize)> {
     let before = extra.clone();
     let placement = ClusterMetadata::place(existing, count, extra);
     match (0..existing.len()).find(|index| existing[*index] + extra[*index] > per_shard_max) {
         Some(full) => {
             let would_hold = existing[full] + extra[full];
             *extra = before;
-            Err((full, would_hold))
+            Err((brokers[full], would_hold))
         }
-        None => Ok(on_node(node, placement)),
+        None => Ok(on_brokers(brokers, placement)),
     }
 }
 
-/// Partitions placed on shards of `node`: one replica each, that node's broker.
-fn on_node(node: i32, shards: Vec<u16>) -> Vec<Vec<i32>> {
-    shards
+/// Where new partitions may go: every shard of this node and of every other registered node,
+/// as broker ids, in order.
+fn candidate_brokers(host: &dyn ControllerHost) -> Vec<i32> {
+    let node = host.node();
+    let mut brokers: Vec<i32> = node.brokers().map(|(id, _, _)| id).collect();
+    let metadata = host.metadata();
+    for registration in metadata.nodes.values() {
+        if registration.node_id != node.node_id && !metadata.fenced.contains(&registration.node_id)
+        {
+            brokers.extend(registration.brokers().map(|(id, _, _)| id));
+        }
+    }
+    brokers.sort_unstable();
+    brokers
+}
+
+/// Partitions placed by index into `brokers`: one replica each.
+fn on_brokers(brokers: &[i32], placement: Vec<u16>) -> Vec<Vec<i32>> {
+    placement
         .into_iter()
-        .map(|shard| vec![metadata::broker_id(node, shard)])
+        .map(|index| vec![brokers[usize::from(index)]])
         .collect()
 }
 

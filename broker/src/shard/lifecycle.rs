@@ -13,10 +13,18 @@ use storage::PartitionLog;
 use tracing::{error, info, warn};
 
 use super::{PartitionSlot, Shard};
+use crate::controller::metadata::NodeRegistration;
 use crate::controller::metadata::{
     ClusterMetadata, MetadataChange, OfflinePartition, TopicMetadata,
 };
-use crate::controller::quorum::{Quorum, QuorumHost, QuorumSettings};
+use crate::controller::quorum::calls::CallHandler;
+use crate::controller::quorum::transport::TcpTransport;
+use crate::controller::quorum::{NoPeers, Quorum, QuorumHost, QuorumSettings, Transport};
+use crate::controller::{ControllerReply, QuorumParts, UNREGISTERED};
+use crate::shard::mesh::ControllerCalls;
+
+/// How long a node waits before trying its registration again.
+const REGISTER_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often the controller quorum's Raft clock ticks (a heartbeat per tick, an election after
 /// 10 to 20 silent ones), and how long a metadata change may wait to be committed.
@@ -231,7 +239,11 @@ impl Shard {
                     }
                 }
             }
-            MetadataChange::PartitionsOffline(_) | MetadataChange::ProducerIdsAllocated { .. } => {}
+            MetadataChange::PartitionsOffline(_)
+            | MetadataChange::ProducerIdsAllocated { .. }
+            | MetadataChange::NodeRegistered(_)
+            | MetadataChange::NodeFenced { .. }
+            | MetadataChange::NodeUnfenced { .. } => {}
         }
         self.metadata.borrow_mut().apply(change);
         let ids = self
@@ -290,9 +302,14 @@ impl Shard {
             metadata.adopt_legacy_node(self.node.node_id);
             metadata
         });
+        let node_settings = self
+            .node
+            .config
+            .node_settings()
+            .map_err(|error| error.to_string())?;
         let settings = QuorumSettings {
             node_id: self.node.node_id,
-            voters: Vec::new(),
+            voters: node_settings.voters.iter().map(|voter| voter.id).collect(),
             policy: self.node.config.metadata_snapshot_policy(),
             tick: QUORUM_TICK,
             append_timeout: QUORUM_APPEND_TIMEOUT,
@@ -328,9 +345,112 @@ impl Shard {
             "cluster metadata loaded"
         );
         let quorum_host: Rc<dyn QuorumHost> = Rc::new(self.clone());
+        let (transport, route): (Rc<dyn Transport>, _) = if node_settings.voters.is_empty() {
+            (Rc::new(NoPeers), None)
+        } else {
+            let listener = self
+                .node
+                .controller_listener
+                .lock()
+                .ok()
+                .and_then(|mut listener| listener.take())
+                .ok_or("the controller listener was not bound")?
+                .into_listener();
+            let calls: Rc<dyn CallHandler> = Rc::new(ControllerCalls(self.clone()));
+            let transport = TcpTransport::start(
+                opened.quorum.clone(),
+                calls,
+                self.node.node_id,
+                listener,
+                &node_settings.voters,
+            );
+            (
+                transport as Rc<dyn Transport>,
+                Some((self.node.node_id, node_settings.voters.clone())),
+            )
+        };
+        let parts = QuorumParts {
+            quorum: opened.quorum,
+            host: quorum_host,
+            transport,
+            route,
+        };
         controller
-            .bootstrap(self, quorum_host, opened.quorum, metadata, moved > 0)
-            .await
+            .bootstrap(self, parts, metadata, moved > 0)
+            .await?;
+        let heartbeat = (!node_settings.voters.is_empty()).then(|| {
+            (
+                self.node.config.millis("broker.heartbeat.interval.ms"),
+                self.node.config.millis("broker.session.timeout.ms"),
+            )
+        });
+        self.register_node(heartbeat);
+        Ok(())
+    }
+
+    /// Shard 0: registers this node with the controller (its shards' endpoints and rack), as
+    /// a Kafka broker does at start, trying again until the quorum has a leader that takes it.
+    /// With other voters it then heartbeats every `heartbeat` and registers again whenever the
+    /// controller no longer holds this start's registration; the leader's controller fences
+    /// nodes that fall silent for `session`.
+    fn register_node(self: &Rc<Self>, heartbeat: Option<(Duration, Duration)>) {
+        let registration = NodeRegistration {
+            node_id: self.node.node_id,
+            incarnation: uuid::Uuid::new_v4(),
+            endpoints: self.node.advertised.clone(),
+            rack: self.node.rack.clone(),
+        };
+        if let Some((_, session)) = heartbeat {
+            let shard = self.clone();
+            shards::task::spawn(async move {
+                if let Some(controller) = &shard.controller {
+                    controller.run_fencing(&shard, session).await;
+                }
+            })
+            .detach();
+        }
+        let shard = self.clone();
+        shards::task::spawn(async move {
+            let mut registered = false;
+            let mut attempts = 0u32;
+            loop {
+                let request = if registered {
+                    ControllerRequest::Heartbeat {
+                        node_id: registration.node_id,
+                        incarnation: registration.incarnation,
+                    }
+                } else {
+                    ControllerRequest::RegisterNode(registration.clone())
+                };
+                match shard.controller_request(request).await {
+                    ControllerReply::Failed(reason)
+                        if registered && reason.starts_with(UNREGISTERED) =>
+                    {
+                        info!(%reason, "registering with the controller again");
+                        registered = false;
+                    }
+                    ControllerReply::Failed(reason) => {
+                        if attempts.is_multiple_of(20) {
+                            warn!(%reason, "reaching the controller; trying again");
+                        }
+                        attempts += 1;
+                        shards::task::sleep(REGISTER_RETRY_AFTER).await;
+                    }
+                    _ => {
+                        if !registered {
+                            info!("registered with the controller");
+                            registered = true;
+                        }
+                        attempts = 0;
+                        match heartbeat {
+                            Some((interval, _)) => shards::task::sleep(interval).await,
+                            None => return,
+                        }
+                    }
+                }
+            }
+        })
+        .detach();
     }
 
     /// Shard 0: whether every shard has recovered its logs (`/v1/status/ready`).

@@ -12,6 +12,7 @@ use tracing::{error, warn};
 
 use super::Shard;
 use crate::controller::metadata::{ClusterMetadata, MetadataChange};
+use crate::controller::quorum::calls::CallHandler;
 use crate::controller::quorum::QuorumHost;
 use crate::controller::{ControllerHost, ControllerReply, ControllerRequest, TopicOutcome};
 use crate::limits::METRICS_REPLY_TIMEOUT;
@@ -229,6 +230,27 @@ impl Shard {
         }
         snapshots.sort_by_key(|snapshot| snapshot.shard);
         snapshots
+    }
+}
+
+/// Shard 0 answers the controller calls other nodes forward to it.
+pub struct ControllerCalls(pub Rc<Shard>);
+
+impl CallHandler for ControllerCalls {
+    fn handle(
+        &self,
+        from: i32,
+        request: ControllerRequest,
+    ) -> Pin<Box<dyn Future<Output = (ControllerReply, u64)> + '_>> {
+        Box::pin(async move {
+            match &self.0.controller {
+                Some(controller) => controller.handle_forwarded(&self.0, from, request).await,
+                None => (
+                    ControllerReply::Failed("this shard is not the controller".into()),
+                    0,
+                ),
+            }
+        })
     }
 }
 

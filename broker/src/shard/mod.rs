@@ -10,7 +10,7 @@
 
 mod cleaner;
 mod lifecycle;
-mod mesh;
+pub(crate) mod mesh;
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
@@ -150,6 +150,48 @@ impl Shard {
         self.node.broker_id(self.id)
     }
 
+    /// Every broker of the cluster as clients see it: this node's shards, then every other
+    /// registered node's, with id, host, port and rack.
+    pub fn cluster_brokers(&self) -> Vec<(i32, String, u16, Option<String>)> {
+        let mut brokers: Vec<(i32, String, u16, Option<String>)> = self
+            .node
+            .brokers()
+            .map(|(id, host, port)| (id, host.to_string(), port, self.node.rack.clone()))
+            .collect();
+        let metadata = self.metadata.borrow();
+        for registration in metadata.nodes.values() {
+            if registration.node_id == self.node.node_id
+                || metadata.fenced.contains(&registration.node_id)
+            {
+                continue;
+            }
+            brokers.extend(
+                registration.brokers().map(|(id, host, port)| {
+                    (id, host.to_string(), port, registration.rack.clone())
+                }),
+            );
+        }
+        brokers.sort_by_key(|(id, _, _, _)| *id);
+        brokers
+    }
+
+    /// Where clients reach `broker`: this node's advertised address for its own shards, the
+    /// registered one for another node's; `None` for a broker no node has registered.
+    pub fn broker_endpoint(&self, broker: i32) -> Option<(String, u16)> {
+        let (node, shard) = crate::controller::metadata::broker_place(broker);
+        if node == self.node.node_id {
+            return self
+                .node
+                .advertised
+                .get(usize::from(shard))
+                .map(|(host, port)| (host.clone(), *port));
+        }
+        self.metadata
+            .borrow()
+            .endpoint(broker)
+            .map(|(host, port)| (host.to_string(), port))
+    }
+
     pub fn topic_name_by_id(&self, topic_id: &uuid::Uuid) -> Option<String> {
         self.topic_ids.borrow().get(topic_id).cloned()
     }
@@ -177,7 +219,7 @@ impl Shard {
     /// exists or while its partition is offline, NOT_COORDINATOR if another shard owns it.
     pub fn coordinator_log(&self, group_id: &str) -> Result<Rc<PartitionLog>, ErrorCode> {
         match self.offsets_partition(group_id) {
-            Some((partition, owner)) if owner == self.id => self
+            Some((partition, leader)) if leader == self.broker_id() => self
                 .groups
                 .log(partition)
                 .filter(|log| log.offline_reason().is_none())
@@ -187,20 +229,19 @@ impl Shard {
         }
     }
 
-    /// The `__consumer_offsets` partition of `group_id` and the shard of this node that leads
-    /// it, if the topic exists and this node leads it.
-    fn offsets_partition(&self, group_id: &str) -> Option<(i32, ShardId)> {
+    /// The `__consumer_offsets` partition of `group_id` and the broker that leads it, if the
+    /// topic exists.
+    fn offsets_partition(&self, group_id: &str) -> Option<(i32, i32)> {
         let metadata = self.metadata.borrow();
         let topic = metadata.topics.get(OFFSETS_TOPIC)?;
         let partition = crate::groups::partition_for(group_id, topic.partition_count() as i32);
-        let index = usize::try_from(partition).ok()?;
-        let (node, shard) = crate::controller::metadata::broker_place(topic.leader(index)?);
-        (node == self.node.node_id).then_some((partition, ShardId(shard)))
+        let leader = topic.leader(usize::try_from(partition).ok()?)?;
+        Some((partition, leader))
     }
 
-    /// The shard coordinating `group_id`, creating the offsets topic first if it does not exist
-    /// yet (as Kafka does on the first FindCoordinator).
-    pub async fn find_coordinator(self: &Rc<Self>, group_id: &str) -> Result<ShardId, String> {
+    /// The broker coordinating `group_id`, creating the offsets topic first if it does not
+    /// exist yet (as Kafka does on the first FindCoordinator).
+    pub async fn find_coordinator(self: &Rc<Self>, group_id: &str) -> Result<i32, String> {
         if !self.metadata.borrow().topics.contains_key(OFFSETS_TOPIC) {
             if let ControllerReply::Failed(reason) = self
                 .controller_request(ControllerRequest::CreateOffsetsTopic)

@@ -63,6 +63,20 @@ impl Broker {
         broker
     }
 
+    /// Starts one node of a cluster: `listen` is its whole `listeners` value (a client listener
+    /// on port 0 and its CONTROLLER listener), its log beside `data_dir`.
+    pub fn start_node(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Broker {
+        let mut broker = Broker::unlaunched(
+            data_dir.to_path_buf(),
+            data_dir.with_extension("log"),
+            extra_args.iter().map(|arg| arg.to_string()).collect(),
+            None,
+            listen.to_string(),
+        );
+        broker.launch();
+        broker
+    }
+
     /// Starts a broker whose shards keep their ports across restarts: shard s on `base + s`,
     /// with a base whose ports were free a moment ago (retried if another process takes one).
     pub fn start_on_fixed_ports(data_dir: &Path, extra_args: &[&str]) -> Broker {

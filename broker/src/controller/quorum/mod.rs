@@ -13,6 +13,7 @@
 //! process. With other voters, the driver ticks raft-rs every `tick` and the transport carries
 //! its messages; see CLUSTER.md.
 
+pub mod calls;
 pub mod store;
 pub mod transport;
 pub mod wire;
@@ -171,6 +172,8 @@ pub struct Quorum {
     stopped: Cell<bool>,
     /// The driver is running (it stops at `stop`, or when the log fails).
     running: Cell<bool>,
+    /// Notified whenever `applied` moves.
+    applied_moved: event_listener::Event,
 }
 
 /// What `Quorum::open` found.
@@ -311,6 +314,7 @@ impl Quorum {
             failed: RefCell::new(None),
             stopped: Cell::new(false),
             running: Cell::new(false),
+            applied_moved: event_listener::Event::new(),
         });
         if quorum.is_alone() {
             // The empty entry of its new term commits whatever earlier entries were on disk
@@ -574,6 +578,7 @@ impl Quorum {
                 sink.apply(change).await?;
             }
             self.applied.set(entry.index);
+            self.applied_moved.notify(usize::MAX);
             self.resolve(entry.index, Some(entry.term));
         }
         Ok(())
@@ -614,6 +619,7 @@ impl Quorum {
         self.replace_files(snapshot_bytes, log_bytes).await?;
         sink.apply(MetadataChange::Snapshot(metadata)).await?;
         self.applied.set(index);
+        self.applied_moved.notify(usize::MAX);
         self.resolve(index, None);
         info!(index, "installed the controller's metadata snapshot");
         Ok(())
@@ -694,6 +700,20 @@ impl Quorum {
         Ok(())
     }
 
+    /// Waits until this node has applied the log up to `index`; false if not within `limit`.
+    pub async fn wait_applied(&self, index: u64, limit: Duration) -> bool {
+        let wait = async {
+            while self.applied.get() < index {
+                let listener = self.applied_moved.listen();
+                if self.applied.get() >= index {
+                    break;
+                }
+                listener.await;
+            }
+        };
+        shards::task::timeout(limit, wait).await.is_some()
+    }
+
     /// The index of the last applied entry and the current term.
     pub fn position(&self) -> (u64, u64) {
         (self.applied.get(), self.node.borrow().raft.term)
@@ -729,7 +749,7 @@ impl Quorum {
 }
 
 /// One voter's place in the log, as the leader tracks it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VoterStatus {
     pub node_id: i32,
     /// The index after its last entry (Kafka's log end offset: index i is offset i - 1).
@@ -741,7 +761,7 @@ pub struct VoterStatus {
 
 /// The quorum as DescribeQuorum reports it: `leader` is set only on the leader, which alone
 /// knows every voter's progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuorumStatus {
     pub leader: Option<i32>,
     pub term: u64,

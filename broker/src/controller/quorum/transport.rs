@@ -20,6 +20,7 @@ use raft::eraftpb::Message;
 use shards::net::{Connection, ConnectionReader, Listener};
 use tracing::{debug, info, warn};
 
+use super::calls::{self, check_call_hello, CallHandler, CALL_MAGIC};
 use super::{raft_id, wire, Quorum, Transport};
 use crate::config::Voter;
 
@@ -38,17 +39,27 @@ const REDIAL_AFTER_MIN: Duration = Duration::from_millis(50);
 const REDIAL_AFTER_MAX: Duration = Duration::from_secs(1);
 
 fn hello(from: i32, to: i32) -> Vec<u8> {
+    hello_with(HELLO_MAGIC, from, to)
+}
+
+/// A hello of either kind of connection: Raft messages (`KQRM`) or controller calls (`KQRC`).
+pub(super) fn hello_with(magic: &[u8; 4], from: i32, to: i32) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HELLO_BYTES);
-    bytes.extend_from_slice(HELLO_MAGIC);
+    bytes.extend_from_slice(magic);
     bytes.extend_from_slice(&HELLO_VERSION.to_be_bytes());
     bytes.extend_from_slice(&from.to_be_bytes());
     bytes.extend_from_slice(&to.to_be_bytes());
     bytes
 }
 
-/// The sender's node id, if `bytes` is a hello from one of `voters` to `me`.
-fn check_hello(bytes: &[u8], me: i32, voters: &[i32]) -> Result<i32, String> {
-    if bytes.len() != HELLO_BYTES || &bytes[..4] != HELLO_MAGIC {
+/// The sender's node id, if `bytes` is a hello with `magic` from one of `voters` to `me`.
+pub(super) fn check_hello(
+    bytes: &[u8],
+    magic: &[u8; 4],
+    me: i32,
+    voters: &[i32],
+) -> Result<i32, String> {
+    if bytes.len() != HELLO_BYTES || &bytes[..4] != magic {
         return Err("not a controller quorum connection".into());
     }
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
@@ -72,7 +83,7 @@ fn check_hello(bytes: &[u8], me: i32, voters: &[i32]) -> Result<i32, String> {
 }
 
 /// Reads whole frames off a connection, never holding more than one frame's bytes.
-struct FrameReader {
+pub(super) struct FrameReader {
     reader: ConnectionReader,
     buffer: Vec<u8>,
     filled: usize,
@@ -123,7 +134,7 @@ impl FrameReader {
     }
 
     /// The next frame's body, `None` at a clean close.
-    async fn frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+    pub(super) async fn frame(&mut self) -> Result<Option<Vec<u8>>, String> {
         if !self.fill(4).await.map_err(|error| error.to_string())? {
             return Ok(None);
         }
@@ -146,6 +157,10 @@ impl FrameReader {
         self.take(4);
         Ok(Some(self.take(length)))
     }
+}
+
+pub(super) fn read_frames(reader: ConnectionReader) -> FrameReader {
+    FrameReader::new(reader)
 }
 
 /// One other voter: the messages waiting for it, and its dialer's wake-up.
@@ -184,6 +199,7 @@ impl TcpTransport {
     /// Starts the listener's acceptor and a dialer for every other voter, on this shard.
     pub fn start(
         quorum: Rc<Quorum>,
+        calls: Rc<dyn CallHandler>,
         me: i32,
         listener: Listener,
         voters: &[Voter],
@@ -209,7 +225,15 @@ impl TcpTransport {
             peers,
             stopped: Cell::new(false),
         });
-        shards::task::spawn(accept(transport.clone(), quorum, me, voter_ids, listener)).detach();
+        shards::task::spawn(accept(
+            transport.clone(),
+            quorum,
+            calls,
+            me,
+            voter_ids,
+            listener,
+        ))
+        .detach();
         for peer in transport.peers.values() {
             shards::task::spawn(dial(transport.clone(), peer.clone(), me)).detach();
         }
@@ -227,6 +251,7 @@ impl TcpTransport {
 async fn accept(
     transport: Rc<TcpTransport>,
     quorum: Rc<Quorum>,
+    calls: Rc<dyn CallHandler>,
     me: i32,
     voters: Vec<i32>,
     listener: Listener,
@@ -250,6 +275,7 @@ async fn accept(
         shards::task::spawn(receive(
             connection,
             quorum.clone(),
+            calls.clone(),
             me,
             voters.clone(),
             unidentified.clone(),
@@ -261,24 +287,34 @@ async fn accept(
 async fn receive(
     connection: Connection,
     quorum: Rc<Quorum>,
+    calls: Rc<dyn CallHandler>,
     me: i32,
     voters: Rc<Vec<i32>>,
     unidentified: Rc<Cell<usize>>,
 ) {
     let peer_address = connection.peer_addr();
-    let (reader, _writer) = connection.split();
+    let (reader, writer) = connection.split();
     let mut frames = FrameReader::new(reader);
     let hello = shards::task::timeout(HELLO_TIMEOUT, frames.hello()).await;
     unidentified.set(unidentified.get().saturating_sub(1));
-    let from = match hello {
-        Some(Ok(Some(bytes))) => match check_hello(&bytes, me, &voters) {
-            Ok(from) => from,
+    let Some(Ok(Some(bytes))) = hello else {
+        return;
+    };
+    if bytes.starts_with(CALL_MAGIC) {
+        match check_call_hello(&bytes, me, &voters) {
+            Ok(from) => calls::serve(frames, writer, from, &*calls).await,
             Err(reason) => {
-                warn!(peer = ?peer_address, %reason, "refused a controller quorum connection");
-                return;
+                warn!(peer = ?peer_address, %reason, "refused a controller call connection");
             }
-        },
-        _ => return,
+        }
+        return;
+    }
+    let from = match check_hello(&bytes, HELLO_MAGIC, me, &voters) {
+        Ok(from) => from,
+        Err(reason) => {
+            warn!(peer = ?peer_address, %reason, "refused a controller quorum connection");
+            return;
+        }
     };
     debug!(from, "a voter connected");
     let sender = raft_id(from);
@@ -398,20 +434,23 @@ mod tests {
     #[test]
     fn a_hello_names_a_voter_and_this_node() {
         let voters = [0, 1, 2];
-        assert_eq!(check_hello(&hello(1, 0), 0, &voters), Ok(1));
-        assert!(check_hello(&hello(1, 2), 0, &voters)
+        let check = |bytes: &[u8]| check_hello(bytes, HELLO_MAGIC, 0, &voters);
+        assert_eq!(check(&hello(1, 0)), Ok(1));
+        assert!(check(&hello(1, 2))
             .unwrap_err()
             .contains("gives this address to another node"));
-        assert!(check_hello(&hello(7, 0), 0, &voters)
+        assert!(check(&hello(7, 0))
             .unwrap_err()
             .contains("not another voter"));
-        assert!(check_hello(&hello(0, 0), 0, &voters).is_err());
-        assert!(check_hello(b"GET / HTTP/1.1", 0, &voters).is_err());
+        assert!(check(&hello(0, 0)).is_err());
+        assert!(check(b"GET / HTTP/1.1").is_err());
+        assert!(
+            check(&hello_with(CALL_MAGIC, 1, 0)).is_err(),
+            "the other kind"
+        );
         let mut other_version = hello(1, 0);
         other_version[5] = 9;
-        assert!(check_hello(&other_version, 0, &voters)
-            .unwrap_err()
-            .contains("quorum format"));
+        assert!(check(&other_version).unwrap_err().contains("quorum format"));
     }
 }
 
@@ -432,6 +471,26 @@ mod cluster_tests {
             replicas: vec![vec![0]],
             configs: Default::default(),
         }])
+    }
+
+    /// These voters take no controller calls.
+    struct RefuseCalls;
+
+    impl CallHandler for RefuseCalls {
+        fn handle(
+            &self,
+            _from: i32,
+            _request: crate::controller::ControllerRequest,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = (crate::controller::ControllerReply, u64)> + '_>,
+        > {
+            Box::pin(async {
+                (
+                    crate::controller::ControllerReply::Failed("no calls here".into()),
+                    0,
+                )
+            })
+        }
     }
 
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -483,6 +542,7 @@ mod cluster_tests {
                 let host = Rc::new(Recorder::new(opened.metadata));
                 let transport = TcpTransport::start(
                     opened.quorum.clone(),
+                    Rc::new(RefuseCalls),
                     id as i32,
                     listener.into_listener(),
                     &voters,

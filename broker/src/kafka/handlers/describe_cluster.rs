@@ -45,14 +45,15 @@ pub fn handle(
                 "only broker endpoints exist on a single node",
             )));
     }
-    let brokers = node
-        .brokers()
-        .map(|(id, host, port)| {
+    let brokers = shard
+        .cluster_brokers()
+        .into_iter()
+        .map(|(id, host, port, rack)| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(id))
-                .with_host(str_bytes(host))
+                .with_host(str_bytes(&host))
                 .with_port(i32::from(port))
-                .with_rack(node.rack.as_deref().map(str_bytes))
+                .with_rack(rack.as_deref().map(str_bytes))
         })
         .collect();
     response

@@ -26,14 +26,18 @@ async fn find(shard: &Rc<Shard>, key: StrBytes, key_type: i8) -> Coordinator {
     };
     match key_type {
         KEY_TYPE_GROUP => match shard.find_coordinator(&key).await {
-            Ok(owner) => {
-                let (host, port) = &shard.node.advertised[usize::from(owner.0)];
-                Coordinator::default()
+            Ok(broker) => match shard.broker_endpoint(broker) {
+                Some((host, port)) => Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(shard.node.broker_id(owner)))
-                    .with_host(str_bytes(host))
-                    .with_port(i32::from(*port))
-            }
+                    .with_node_id(BrokerId(broker))
+                    .with_host(str_bytes(&host))
+                    .with_port(i32::from(port)),
+                None => failed(
+                    key,
+                    ErrorCode::CoordinatorNotAvailable,
+                    "the coordinator's node has not registered",
+                ),
+            },
             Err(reason) => failed(key, ErrorCode::CoordinatorNotAvailable, &reason),
         },
         KEY_TYPE_TRANSACTION => failed(

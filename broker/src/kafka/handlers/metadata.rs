@@ -42,7 +42,10 @@ impl PartitionState {
     ) -> PartitionState {
         let replicas: Vec<BrokerId> = replicas.iter().copied().map(BrokerId).collect();
         let leader = replicas.first().copied().unwrap_or(BrokerId(-1));
-        if metadata.is_offline(topic, index as i32) {
+        let fenced = metadata
+            .fenced
+            .contains(&crate::controller::metadata::broker_place(leader.0).0);
+        if fenced || metadata.is_offline(topic, index as i32) {
             PartitionState {
                 error: ErrorCode::LeaderNotAvailable,
                 leader: BrokerId(-1),
@@ -143,14 +146,15 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
     }
 
     let node = &shard.node;
-    let brokers = node
-        .brokers()
-        .map(|(id, host, port)| {
+    let brokers = shard
+        .cluster_brokers()
+        .into_iter()
+        .map(|(id, host, port, rack)| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(id))
-                .with_host(str_bytes(host))
+                .with_host(str_bytes(&host))
                 .with_port(i32::from(port))
-                .with_rack(node.rack.as_deref().map(str_bytes))
+                .with_rack(rack.as_deref().map(str_bytes))
         })
         .collect();
     let metadata = shard.metadata();
