@@ -180,6 +180,23 @@ fn a_silent_node_is_fenced_and_serves_again_after_its_restart() {
     until("node 2 to be fenced", || {
         metadata(&cluster.nodes[0]).brokers.len() == 2 * shards
     });
+    let scrape = http(&cluster.nodes[0].admin_address, "GET", "/metrics").1;
+    assert_eq!(metric_value(&scrape, "broker_cluster_nodes"), Some(3.0));
+    assert_eq!(
+        metric_value(&scrape, "broker_cluster_nodes_fenced"),
+        Some(1.0)
+    );
+    let leaders_of_quorum: f64 = cluster.nodes[..2]
+        .iter()
+        .map(|node| {
+            let scrape = http(&node.admin_address, "GET", "/metrics").1;
+            metric_value(&scrape, "broker_controller_quorum_leader").unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(
+        leaders_of_quorum, 1.0,
+        "one of the two left leads the quorum"
+    );
     let listed = metadata(&cluster.nodes[1]);
     assert!(listed
         .brokers

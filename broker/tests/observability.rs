@@ -53,6 +53,19 @@ fn health_turns_ready_and_metrics_count_the_produce_requests() {
         metric_sum(&metrics, "broker_under_replicated_partitions", "shard="),
         0.0
     );
+    // A single node: its own quorum of one, which it leads, and the one node registered.
+    assert_eq!(
+        metric_value(&metrics, "broker_controller_quorum_leader"),
+        Some(1.0)
+    );
+    assert!(metric_value(&metrics, "broker_controller_quorum_term").is_some_and(|term| term >= 1.0));
+    assert!(metric_value(&metrics, "broker_metadata_log_applied_index")
+        .is_some_and(|index| index >= 1.0));
+    assert_eq!(metric_value(&metrics, "broker_cluster_nodes"), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "broker_cluster_nodes_fenced"),
+        Some(0.0)
+    );
     for shard in 0..broker.shard_addresses.len() {
         assert!(
             metrics.contains(&format!("broker_partitions{{shard=\"{shard}\"}}")),

@@ -240,8 +240,19 @@ impl ShardMetrics {
             disk_full: false,
             fetch_sessions: 0,
             fetch_session_partitions: 0,
+            quorum: None,
+            nodes_registered: 0,
+            nodes_fenced: 0,
         }
     }
+}
+
+/// The controller quorum as shard 0 runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct QuorumMetrics {
+    pub leader: bool,
+    pub term: u64,
+    pub applied: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +289,12 @@ pub struct MetricsSnapshot {
     /// Incremental fetch sessions held, and the partitions they hold.
     pub fetch_sessions: u64,
     pub fetch_session_partitions: u64,
+    /// Shard 0 only: the controller quorum.
+    pub quorum: Option<QuorumMetrics>,
+    /// Nodes registered with the controller, and those of them fenced (the same on every
+    /// shard).
+    pub nodes_registered: u64,
+    pub nodes_fenced: u64,
 }
 
 #[derive(Debug)]
@@ -464,6 +481,46 @@ impl Collector for Snapshots {
                     .encode_family(&labels)?
                     .encode_gauge(&field(snapshot))?;
             }
+        }
+        // The node's own: read from shard 0, unlabelled.
+        let Some(first) = self.0.iter().find(|snapshot| snapshot.shard == 0) else {
+            return Ok(());
+        };
+        let mut node_gauges: Vec<(&str, &str, i64)> = vec![
+            (
+                "broker_cluster_nodes",
+                "Nodes registered with the controller.",
+                first.nodes_registered as i64,
+            ),
+            (
+                "broker_cluster_nodes_fenced",
+                "Registered nodes fenced for not heartbeating (broker.session.timeout.ms).",
+                first.nodes_fenced as i64,
+            ),
+        ];
+        if let Some(quorum) = first.quorum {
+            node_gauges.extend([
+                (
+                    "broker_controller_quorum_leader",
+                    "1 while this node leads the controller quorum.",
+                    i64::from(quorum.leader),
+                ),
+                (
+                    "broker_controller_quorum_term",
+                    "The controller quorum's Raft term (the leader epoch DescribeQuorum reports).",
+                    quorum.term.min(i64::MAX as u64) as i64,
+                ),
+                (
+                    "broker_metadata_log_applied_index",
+                    "The last metadata log entry this node applied.",
+                    quorum.applied.min(i64::MAX as u64) as i64,
+                ),
+            ]);
+        }
+        for (name, help, value) in node_gauges {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)?;
         }
         Ok(())
     }

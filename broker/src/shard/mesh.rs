@@ -194,6 +194,23 @@ impl Shard {
         snapshot.fetch_sessions = sessions.len() as u64;
         snapshot.fetch_session_partitions = sessions.cached_partitions() as u64;
         drop(sessions);
+        {
+            let metadata = self.metadata.borrow();
+            snapshot.nodes_registered = metadata.nodes.len() as u64;
+            snapshot.nodes_fenced = metadata.fenced.len() as u64;
+        }
+        snapshot.quorum = self
+            .controller
+            .as_ref()
+            .and_then(|controller| controller.open_quorum())
+            .map(|quorum| {
+                let (applied, term) = quorum.position();
+                crate::observability::metrics::QuorumMetrics {
+                    leader: quorum.is_leader(),
+                    term,
+                    applied,
+                }
+            });
         snapshot
     }
 

@@ -850,6 +850,17 @@ pub fn http(address: &str, method: &str, path: &str) -> (u16, String) {
 }
 
 /// Sum of a metric's samples over shards whose line contains `labels`.
+/// The value of an unlabelled metric in a Prometheus scrape.
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 pub fn metric_sum(metrics: &str, name: &str, labels: &str) -> f64 {
     metrics
         .lines()
