@@ -482,13 +482,24 @@ impl Controller {
             ));
         };
         let voter = voters.iter().find(|voter| voter.id == leader)?;
+        // Answer a change that clients see (topics, partitions, configs) only once this node
+        // applies what the leader had: a client told a topic exists finds it on this node's
+        // shards too. Heartbeats, registrations, reads and producer ids need no wait, and a
+        // slow node's heartbeat must not be late for it.
+        let wait = matches!(
+            request,
+            ControllerRequest::CreateTopics { .. }
+                | ControllerRequest::DeleteTopics { .. }
+                | ControllerRequest::CreateOffsetsTopic
+                | ControllerRequest::AlterConfigs { .. }
+                | ControllerRequest::CreatePartitions { .. }
+        );
         match quorum::calls::call(me, voter, request).await {
             Ok((reply, applied)) => {
-                // Answer only once this node applies what the leader had: a client told a
-                // topic exists finds it on this node's shards too.
-                if !quorum
-                    .wait_applied(applied, quorum::calls::CALL_TIMEOUT)
-                    .await
+                if wait
+                    && !quorum
+                        .wait_applied(applied, quorum::calls::CALL_TIMEOUT)
+                        .await
                 {
                     return Some(ControllerReply::Failed(format!(
                         "this node did not apply the controller's change {applied} in time"

@@ -325,7 +325,11 @@ impl Shard {
                 .map_err(|error| error.to_string())?;
         }
         let mut metadata = opened.metadata;
-        {
+        // Only a quorum of one knows at start every topic it acknowledged: with other voters,
+        // a topic committed just before a crash may reach this node only from the leader, and
+        // its data must not be swept away meanwhile (a re-created name still starts empty:
+        // `remove_leftovers`).
+        if node_settings.voters.is_empty() {
             let data_dir = data_dir.clone();
             let kept = metadata.clone();
             shards::task::spawn_blocking(move || remove_orphan_partitions(&data_dir, &kept)).await;

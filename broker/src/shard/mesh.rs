@@ -98,6 +98,7 @@ impl Shard {
     /// Shard 0: applies `change` here, sends it to every other shard, and waits until each has
     /// applied it (they answer `Applied` with the version).
     async fn publish_to_all(self: &Rc<Self>, change: MetadataChange) -> Result<(), String> {
+        let _one_at_a_time = self.publishing.lock().await;
         let mut next = self.metadata().clone();
         next.apply(&change);
         let version = next.version;

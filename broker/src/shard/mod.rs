@@ -63,6 +63,10 @@ pub struct Shard {
     /// Shard 0 only: acknowledgements of published metadata versions, per version.
     acks: RefCell<HashMap<u64, usize>>,
     acked: Event,
+    /// Shard 0: one publish to the shards at a time. The metadata log's driver and the
+    /// controller's unlogged reports both publish, and two at once would wait for the same
+    /// version's acknowledgements.
+    publishing: async_lock::Mutex<()>,
     /// This shard's block of producer ids: the next to hand out, and the end of the block.
     producer_ids: Cell<(i64, i64)>,
     next_request_id: Cell<u64>,
@@ -115,6 +119,7 @@ impl Shard {
             pending: RefCell::new(HashMap::new()),
             acks: RefCell::new(HashMap::new()),
             acked: Event::new(),
+            publishing: async_lock::Mutex::new(()),
             next_request_id: Cell::new(0),
             producer_ids: Cell::new((0, 0)),
             ready: Cell::new(false),

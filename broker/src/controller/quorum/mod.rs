@@ -174,6 +174,9 @@ pub struct Quorum {
     running: Cell<bool>,
     /// Notified whenever `applied` moves.
     applied_moved: event_listener::Event,
+    /// Messages the transport lost, by receiver, and whether one was a snapshot: reported to
+    /// raft-rs between Readies.
+    lost: RefCell<BTreeMap<u64, bool>>,
 }
 
 /// What `Quorum::open` found.
@@ -315,6 +318,7 @@ impl Quorum {
             stopped: Cell::new(false),
             running: Cell::new(false),
             applied_moved: event_listener::Event::new(),
+            lost: RefCell::new(BTreeMap::new()),
         });
         if quorum.is_alone() {
             // The empty entry of its new term commits whatever earlier entries were on disk
@@ -364,6 +368,7 @@ impl Quorum {
             let listener = self.wake.listen();
             let idle = self.inbox.borrow().is_empty()
                 && self.proposals.borrow().is_empty()
+                && self.lost.borrow().is_empty()
                 && !self.node.borrow().has_ready();
             if idle {
                 if ticking {
@@ -383,12 +388,24 @@ impl Quorum {
                 next_tick = Instant::now() + self.settings.tick;
             }
             let messages: Vec<Message> = self.inbox.borrow_mut().drain(..).collect();
-            for message in messages {
+            for mut message in messages {
+                if let Err(reason) = self.sanitize(&mut message) {
+                    warn!(from = node_of(message.from), %reason, "dropped a Raft message");
+                    continue;
+                }
                 if let Err(error) = self.node.borrow_mut().step(message) {
                     debug!(%error, "a Raft message was not taken");
                 }
             }
             self.propose_waiting();
+            let lost = std::mem::take(&mut *self.lost.borrow_mut());
+            for (to, snapshot) in lost {
+                let mut node = self.node.borrow_mut();
+                node.report_unreachable(to);
+                if snapshot {
+                    node.report_snapshot(to, raft::SnapshotStatus::Failure);
+                }
+            }
             if let Err(reason) = self
                 .handle_readies(&mut Sink::Host(&*host), &*transport)
                 .await
@@ -418,6 +435,55 @@ impl Quorum {
             }
             listener.await;
         }
+    }
+
+    /// Checks what raft-rs takes on trust from a peer, just before it is stepped: raft-rs
+    /// aborts the process on a commit index or a match past the end of the log, and assumes
+    /// entries are consecutive. A voter that sends such a message is broken or not a voter; the
+    /// message is dropped. A heartbeat's commit index is capped at this log's end, as a
+    /// correct leader's already is.
+    fn sanitize(&self, message: &mut Message) -> Result<(), String> {
+        use raft::eraftpb::MessageType;
+        let last_index = self.node.borrow().raft.raft_log.last_index();
+        match message.get_msg_type() {
+            MessageType::MsgHeartbeat => message.commit = message.commit.min(last_index),
+            MessageType::MsgAppend => {
+                if message.log_term > message.term {
+                    return Err("an append whose previous term is past its own".into());
+                }
+                let mut expected = message.index;
+                let mut term = message.log_term;
+                for entry in message.entries.iter() {
+                    expected = expected
+                        .checked_add(1)
+                        .ok_or("an append past the last index")?;
+                    if entry.index != expected || entry.term < term || entry.term > message.term {
+                        return Err("an append whose entries do not follow one another".into());
+                    }
+                    term = entry.term;
+                }
+            }
+            MessageType::MsgAppendResponse if !message.reject && message.index > last_index => {
+                return Err("an append response past the end of this log".into())
+            }
+            MessageType::MsgSnapshot => {
+                let Some(snapshot) = message.snapshot.as_ref() else {
+                    return Err("a snapshot message without a snapshot".into());
+                };
+                let conf_state = snapshot.get_metadata().get_conf_state();
+                let mut voters = conf_state.voters.clone();
+                voters.sort_unstable();
+                if voters != self.voters
+                    || !conf_state.learners.is_empty()
+                    || !conf_state.voters_outgoing.is_empty()
+                    || !conf_state.learners_next.is_empty()
+                {
+                    return Err("a snapshot of another quorum's voters".into());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Stops the driver at its next turn.
@@ -468,6 +534,14 @@ impl Quorum {
             let _ = waiter.send(Err(format!("the metadata log failed: {reason}")));
         }
         *self.failed.borrow_mut() = Some(reason);
+    }
+
+    /// The transport lost a message to `to` (a full queue, a broken connection, a frame too
+    /// large): raft-rs is told, so it probes that voter again, and sends another snapshot if
+    /// the lost one was a snapshot.
+    pub fn report_lost(&self, to: u64, snapshot: bool) {
+        *self.lost.borrow_mut().entry(to).or_insert(false) |= snapshot;
+        self.wake.notify(1);
     }
 
     /// Takes a message from another voter (the transport has checked who sent it).
@@ -548,7 +622,9 @@ impl Quorum {
                 transport.send(message);
             }
             if !ready.snapshot().is_empty() {
-                self.install(ready.snapshot().clone(), sink).await?;
+                let hard_state = ready.hs().cloned();
+                self.install(ready.snapshot().clone(), hard_state.as_ref(), sink)
+                    .await?;
             }
             self.apply_entries(ready.take_committed_entries(), sink)
                 .await?;
@@ -610,12 +686,13 @@ impl Quorum {
     async fn install(
         &self,
         snapshot: raft::eraftpb::Snapshot,
+        hard_state: Option<&raft::eraftpb::HardState>,
         sink: &mut Sink<'_>,
     ) -> Result<(), String> {
         let index = snapshot.get_metadata().index;
         let metadata: ClusterMetadata = serde_json::from_slice(&snapshot.data)
             .map_err(|error| format!("the leader's metadata snapshot is unreadable: {error}"))?;
-        let (snapshot_bytes, log_bytes) = self.store.install(snapshot)?;
+        let (snapshot_bytes, log_bytes) = self.store.install(snapshot, hard_state)?;
         self.replace_files(snapshot_bytes, log_bytes).await?;
         sink.apply(MetadataChange::Snapshot(metadata)).await?;
         self.applied.set(index);
@@ -847,6 +924,9 @@ mod tests {
         nodes: RefCell<BTreeMap<u64, Rc<Quorum>>>,
         cut: RefCell<BTreeSet<u64>>,
         delivered: Cell<u64>,
+        /// Loses the next snapshot sent, as a full queue or a broken connection would, and
+        /// tells the sender as the TCP transport does.
+        lose_a_snapshot: Cell<bool>,
     }
 
     struct Link {
@@ -858,6 +938,14 @@ mod tests {
         fn send(&self, message: Message) {
             let cut = self.network.cut.borrow();
             if cut.contains(&self.from) || cut.contains(&message.to) {
+                return;
+            }
+            if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
+                && self.network.lose_a_snapshot.replace(false)
+            {
+                if let Some(sender) = self.network.nodes.borrow().get(&self.from) {
+                    sender.report_lost(message.to, true);
+                }
                 return;
             }
             let mut bytes = Vec::new();
@@ -1113,6 +1201,76 @@ mod tests {
         });
     }
 
+    /// Messages that would make raft-rs abort the process (a commit index past the log's end,
+    /// a match past it, entries with gaps), sent as if by the leader or a follower, are
+    /// dropped or capped; the quorum goes on.
+    #[test]
+    fn messages_raft_rs_would_abort_on_are_dropped() {
+        use raft::eraftpb::MessageType;
+        let directories: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        run(async {
+            let network = Rc::new(Network::default());
+            let mut nodes = Vec::new();
+            for (node_id, directory) in directories.iter().enumerate() {
+                nodes.push(
+                    start_node(
+                        &network,
+                        directory.path(),
+                        node_id as i32,
+                        &[0, 1, 2],
+                        KEEP_THE_LOG,
+                    )
+                    .await,
+                );
+            }
+            until("a leader", || leader_of(&nodes).is_some()).await;
+            let leader = leader_of(&nodes).unwrap();
+            leader.quorum.append(&topic("first")).await.unwrap();
+            let term = leader.quorum.position().1;
+            let follower = nodes.iter().find(|node| !node.quorum.is_leader()).unwrap();
+
+            let mut heartbeat = Message::default();
+            heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+            heartbeat.from = leader.quorum.id;
+            heartbeat.to = follower.quorum.id;
+            heartbeat.term = term;
+            heartbeat.commit = u64::MAX;
+            follower.quorum.receive(heartbeat);
+
+            let mut gap = Message::default();
+            gap.set_msg_type(MessageType::MsgAppend);
+            gap.from = leader.quorum.id;
+            gap.to = follower.quorum.id;
+            gap.term = term;
+            gap.index = 1;
+            gap.log_term = 1;
+            gap.set_entries(
+                vec![Entry {
+                    term,
+                    index: 9,
+                    ..Entry::default()
+                }]
+                .into(),
+            );
+            follower.quorum.receive(gap);
+
+            let mut response = Message::default();
+            response.set_msg_type(MessageType::MsgAppendResponse);
+            response.from = follower.quorum.id;
+            response.to = leader.quorum.id;
+            response.term = term;
+            response.index = u64::MAX / 2;
+            leader.quorum.receive(response);
+
+            // Still one quorum, taking changes, with the same history everywhere.
+            leader.quorum.append(&topic("second")).await.unwrap();
+            until("every voter to apply both", || {
+                nodes.iter().all(|node| node.host.state().topics.len() == 2)
+            })
+            .await;
+        });
+    }
+
     /// A leader cut off from the others loses its leadership; they elect a new one and go on;
     /// what the old one took while cut off is refused, never applied; after the heal it
     /// catches up to the same history.
@@ -1210,6 +1368,7 @@ mod tests {
                 leader.quorum.store.snapshot_metadata().0 > 0
             })
             .await;
+            network.lose_a_snapshot.set(true);
             let back = start_node(
                 &network,
                 directories[down_id as usize].path(),
@@ -1226,6 +1385,10 @@ mod tests {
             assert!(
                 back.quorum.store.snapshot_metadata().0 > 0,
                 "it installed a snapshot"
+            );
+            assert!(
+                !network.lose_a_snapshot.get(),
+                "the first snapshot was lost"
             );
         });
     }

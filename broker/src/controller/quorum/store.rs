@@ -244,7 +244,15 @@ impl QuorumStore {
 impl QuorumStore {
     /// Replaces the log with the leader's snapshot (a follower too far behind). Returns the
     /// bytes of the new snapshot file and of the new log, for `DurableLog::replace`.
-    pub fn install(&self, snapshot: Snapshot) -> Result<(Vec<u8>, Vec<u8>), String> {
+    ///
+    /// The new log's hard state is the Ready's own (`hard_state`, raft-rs's term and vote as
+    /// of the message that brought the snapshot), never one made up here: a term paired with
+    /// an older vote could let this node vote twice in one term.
+    pub fn install(
+        &self,
+        snapshot: Snapshot,
+        hard_state: Option<&HardState>,
+    ) -> Result<(Vec<u8>, Vec<u8>), String> {
         let mut memory = self.memory.borrow_mut();
         let metadata = snapshot.get_metadata();
         if metadata.index <= memory.hard_state.commit {
@@ -253,8 +261,10 @@ impl QuorumStore {
                 metadata.index, memory.hard_state.commit
             ));
         }
-        memory.hard_state.commit = metadata.index;
-        memory.hard_state.term = memory.hard_state.term.max(metadata.term);
+        if let Some(hard_state) = hard_state {
+            memory.hard_state = hard_state.clone();
+        }
+        memory.hard_state.commit = memory.hard_state.commit.max(metadata.index);
         memory.entries.clear();
         memory.snapshot = snapshot;
         Ok((encode_snapshot(&memory.snapshot), encode_log(&memory)))
@@ -444,9 +454,14 @@ pub fn open(
         .open(&log_path)
         .map_err(io_error(&log_path))?;
     if whole < log_bytes.len() {
+        // Kept aside, not destroyed: if this was not a torn write after all, the bytes are
+        // there for whoever looks.
+        let aside = directory.join(format!("{LOG_FILE}.torn"));
+        std::fs::write(&aside, &log_bytes[whole..]).map_err(io_error(&aside))?;
         tracing::warn!(
             path = %log_path.display(),
             bytes = log_bytes.len() - whole,
+            kept_in = %aside.display(),
             "cut a torn record off the end of the metadata log (a write a crash interrupted; \
              it was never acknowledged)"
         );
@@ -677,28 +692,26 @@ fn read_log(bytes: &[u8], memory: &mut Memory) -> Result<usize, Damage> {
     check_header(bytes, LOG_MAGIC)?;
     let mut offset = 6;
     loop {
-        let (mut body, next) = match next_record(bytes, offset) {
-            Ok(None) => return Ok(offset),
-            Ok(Some(record)) if record.0.is_empty() && record.1 < bytes.len() => {
-                // A zero header, where the file grew but its bytes never came.
-                if bytes[offset..].iter().all(|byte| *byte == 0) {
-                    return Ok(offset);
-                }
-                return Err((offset, "an empty record".into()));
-            }
-            Ok(Some(record)) => record,
-            Err(Cut::Short) => return Ok(offset),
-            Err(Cut::Bad(reason)) => {
-                let last = record_end(bytes, offset).is_some_and(|end| end == bytes.len());
-                if last || bytes[offset..].iter().all(|byte| *byte == 0) {
-                    return Ok(offset);
-                }
-                return Err((offset, reason));
+        // A record that is cut short, fails its checksum or is empty (a zero header, where the
+        // file grew but its bytes never came) is a torn append only if no whole record follows
+        // it anywhere: a damaged length in the middle of the file would otherwise cut off
+        // everything after it.
+        let torn_or_damaged = |reason: String| {
+            if whole_record_after(bytes, offset) {
+                Err((offset, reason))
+            } else {
+                Ok(offset)
             }
         };
-        if body.is_empty() {
-            return Err((offset, "an empty record".into()));
-        }
+        let (mut body, next) = match next_record(bytes, offset) {
+            Ok(None) => return Ok(offset),
+            Ok(Some(([], _))) => {
+                return torn_or_damaged("an empty record".into())
+            }
+            Ok(Some(record)) => record,
+            Err(Cut::Short) => return torn_or_damaged("a record runs past the end".into()),
+            Err(Cut::Bad(reason)) => return torn_or_damaged(reason),
+        };
         while !body.is_empty() {
             let kind = body.get_u8();
             match kind {
@@ -729,6 +742,23 @@ fn read_log(bytes: &[u8], memory: &mut Memory) -> Result<usize, Damage> {
         }
         offset = next;
     }
+}
+
+/// Whether a whole record (its length possible, its checksum right, its first item a known
+/// kind) starts anywhere after `offset`.
+fn whole_record_after(bytes: &[u8], offset: usize) -> bool {
+    (offset + 1..bytes.len().saturating_sub(8)).any(|start| {
+        let Some(end) = record_end(bytes, start) else {
+            return false;
+        };
+        if end > bytes.len() || end == start + 8 {
+            return false;
+        }
+        if !matches!(bytes[start + 8], RECORD_ENTRY | RECORD_HARD_STATE) {
+            return false;
+        }
+        matches!(next_record(bytes, start), Ok(Some(_)))
+    })
 }
 
 /// A snapshot written by `encode_snapshot_body`.
@@ -893,6 +923,50 @@ mod tests {
         let refused = open(directory.path(), || unreachable!()).unwrap_err();
         assert!(matches!(refused, StoreError::Damaged { .. }), "{refused}");
         assert!(refused.to_string().contains("refusing to start"));
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_is_refused_not_taken_for_a_torn_end() {
+        let directory = tempfile::tempdir().unwrap();
+        let (_, store, mut durable) = fresh(directory.path());
+        for index in 1..=3 {
+            let record = store
+                .stage(&[entry(1, index, "x")], Some(&hard_state(1, 1, index)))
+                .unwrap();
+            durable.append(&record).unwrap();
+        }
+        let path = directory.path().join(LOG_FILE);
+        let good = std::fs::read(&path).unwrap();
+        // The second record's length, pointed past the end of the file.
+        let second = {
+            let mut offset = 6;
+            offset += 8 + u32::from_be_bytes(good[offset..offset + 4].try_into().unwrap()) as usize;
+            offset += 8 + u32::from_be_bytes(good[offset..offset + 4].try_into().unwrap()) as usize;
+            offset
+        };
+        let mut damaged = good.clone();
+        damaged[second..second + 4].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        std::fs::write(&path, &damaged).unwrap();
+        assert!(matches!(
+            open(directory.path(), || unreachable!()),
+            Err(StoreError::Damaged { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing was cut");
+
+        // Zeros where the file grew, of any length, are a torn end; the cut bytes are kept.
+        for zeros in [3, 8, 20] {
+            let mut grown = good.clone();
+            grown.extend(std::iter::repeat_n(0u8, zeros));
+            std::fs::write(&path, &grown).unwrap();
+            let (_, reopened, _) = fresh(directory.path());
+            assert_eq!(reopened.last_index(), 3, "{zeros} zeros");
+            assert_eq!(
+                std::fs::read(directory.path().join(format!("{LOG_FILE}.torn")))
+                    .unwrap()
+                    .len(),
+                zeros
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,14 @@ const HELLO_BYTES: usize = 4 + 2 + 4 + 4;
 pub const FRAME_BYTES_MAX: usize = super::store::RECORD_BYTES_MAX;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UNIDENTIFIED_MAX: usize = 64;
+/// Connections one address may hold waiting for their hello: a stranger with many sockets
+/// cannot use up `UNIDENTIFIED_MAX` and keep the voters' connections out.
+pub const UNIDENTIFIED_PER_ADDRESS_MAX: usize = 4;
+/// Connections one voter may hold open at once, of each kind.
+pub const PER_VOTER_MAX: usize = 4;
+/// A voter's Raft connection that carries nothing for this long is closed (a leader
+/// heartbeats every tick; the sender dials again when it has something).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PEER_QUEUE_MAX: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REDIAL_AFTER_MIN: Duration = Duration::from_millis(50);
@@ -100,10 +108,13 @@ impl FrameReader {
 
     /// Reads until `wanted` bytes are buffered; false if the peer closed first.
     async fn fill(&mut self, wanted: usize) -> std::io::Result<bool> {
-        if self.buffer.len() < wanted {
-            self.buffer.resize(wanted, 0);
-        }
         while self.filled < wanted {
+            // The buffer grows with what arrives, never to what a length claims up front: a
+            // peer that announces a large frame and sends nothing holds no memory for it.
+            if self.filled == self.buffer.len() {
+                let grown = (self.buffer.len() * 2).clamp(64 * 1024, wanted.max(64 * 1024));
+                self.buffer.resize(grown, 0);
+            }
             let read = self.reader.read(&mut self.buffer[self.filled..]).await?;
             if read == 0 {
                 return Ok(false);
@@ -163,6 +174,89 @@ pub(super) fn read_frames(reader: ConnectionReader) -> FrameReader {
     FrameReader::new(reader)
 }
 
+/// The listener's connection counts: waiting for a hello (in all and by address), and open by
+/// voter and kind.
+#[derive(Default)]
+struct Limits {
+    waiting: Cell<usize>,
+    waiting_by_address: RefCell<BTreeMap<Option<std::net::IpAddr>, usize>>,
+    open: RefCell<BTreeMap<(i32, bool), usize>>,
+}
+
+impl Limits {
+    fn enter_waiting(self: &Rc<Self>, address: Option<std::net::IpAddr>) -> Option<Waiting> {
+        let mut by_address = self.waiting_by_address.borrow_mut();
+        let from_here = by_address.entry(address).or_insert(0);
+        if self.waiting.get() >= UNIDENTIFIED_MAX || *from_here >= UNIDENTIFIED_PER_ADDRESS_MAX {
+            return None;
+        }
+        *from_here += 1;
+        self.waiting.set(self.waiting.get() + 1);
+        Some(Waiting {
+            limits: self.clone(),
+            address,
+        })
+    }
+
+    fn enter_voter(self: &Rc<Self>, voter: i32, call: bool) -> Option<Open> {
+        let mut open = self.open.borrow_mut();
+        let count = open.entry((voter, call)).or_insert(0);
+        if *count >= PER_VOTER_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(Open {
+            limits: self.clone(),
+            key: (voter, call),
+        })
+    }
+}
+
+/// A connection waiting for its hello; counted until `identified` or dropped.
+struct Waiting {
+    limits: Rc<Limits>,
+    address: Option<std::net::IpAddr>,
+}
+
+impl Waiting {
+    fn identified(self) -> Rc<Limits> {
+        self.limits.clone()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.limits
+            .waiting
+            .set(self.limits.waiting.get().saturating_sub(1));
+        let mut by_address = self.limits.waiting_by_address.borrow_mut();
+        if let Some(count) = by_address.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// An identified voter's open connection; counted until dropped.
+struct Open {
+    limits: Rc<Limits>,
+    key: (i32, bool),
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.borrow_mut();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// One other voter: the messages waiting for it, and its dialer's wake-up.
 struct Peer {
     node_id: i32,
@@ -176,6 +270,13 @@ struct Peer {
 pub struct TcpTransport {
     peers: BTreeMap<u64, Rc<Peer>>,
     stopped: Cell<bool>,
+    /// Told of messages that were lost, so raft-rs probes the peer again (and, for a lost
+    /// snapshot, sends another rather than wait for an answer that cannot come).
+    quorum: Rc<Quorum>,
+}
+
+fn is_snapshot(message: &Message) -> bool {
+    message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
 }
 
 impl Transport for TcpTransport {
@@ -186,7 +287,9 @@ impl Transport for TcpTransport {
         };
         let mut queue = peer.queue.borrow_mut();
         if queue.len() >= PEER_QUEUE_MAX {
-            queue.pop_front();
+            if let Some(lost) = queue.pop_front() {
+                self.quorum.report_lost(lost.to, is_snapshot(&lost));
+            }
             peer.dropped.set(peer.dropped.get() + 1);
         }
         queue.push_back(message);
@@ -224,6 +327,7 @@ impl TcpTransport {
         let transport = Rc::new(TcpTransport {
             peers,
             stopped: Cell::new(false),
+            quorum: quorum.clone(),
         });
         shards::task::spawn(accept(
             transport.clone(),
@@ -256,7 +360,7 @@ async fn accept(
     voters: Vec<i32>,
     listener: Listener,
 ) {
-    let unidentified = Rc::new(Cell::new(0usize));
+    let unidentified = Rc::new(Limits::default());
     let voters = Rc::new(voters);
     while !transport.stopped.get() {
         let connection = match listener.accept().await {
@@ -267,18 +371,18 @@ async fn accept(
                 continue;
             }
         };
-        if unidentified.get() >= UNIDENTIFIED_MAX {
+        let address = connection.peer_addr().map(|address| address.ip());
+        let Some(waiting) = unidentified.enter_waiting(address) else {
             debug!("too many controller quorum connections waiting for their hello; closed one");
             continue;
-        }
-        unidentified.set(unidentified.get() + 1);
+        };
         shards::task::spawn(receive(
             connection,
             quorum.clone(),
             calls.clone(),
             me,
             voters.clone(),
-            unidentified.clone(),
+            waiting,
         ))
         .detach();
     }
@@ -290,19 +394,25 @@ async fn receive(
     calls: Rc<dyn CallHandler>,
     me: i32,
     voters: Rc<Vec<i32>>,
-    unidentified: Rc<Cell<usize>>,
+    waiting: Waiting,
 ) {
     let peer_address = connection.peer_addr();
     let (reader, writer) = connection.split();
     let mut frames = FrameReader::new(reader);
     let hello = shards::task::timeout(HELLO_TIMEOUT, frames.hello()).await;
-    unidentified.set(unidentified.get().saturating_sub(1));
+    let limits = waiting.identified();
     let Some(Ok(Some(bytes))) = hello else {
         return;
     };
     if bytes.starts_with(CALL_MAGIC) {
         match check_call_hello(&bytes, me, &voters) {
-            Ok(from) => calls::serve(frames, writer, from, &*calls).await,
+            Ok(from) => {
+                let Some(_open) = limits.enter_voter(from, true) else {
+                    warn!(from, "refused a controller call connection: too many open");
+                    return;
+                };
+                calls::serve(frames, writer, from, &*calls).await
+            }
             Err(reason) => {
                 warn!(peer = ?peer_address, %reason, "refused a controller call connection");
             }
@@ -316,13 +426,21 @@ async fn receive(
             return;
         }
     };
+    let Some(_open) = limits.enter_voter(from, false) else {
+        warn!(from, "refused a voter's connection: too many open");
+        return;
+    };
     debug!(from, "a voter connected");
     let sender = raft_id(from);
     loop {
-        let body = match frames.frame().await {
-            Ok(Some(body)) => body,
-            Ok(None) => return,
-            Err(reason) => {
+        let body = match shards::task::timeout(IDLE_TIMEOUT, frames.frame()).await {
+            None => {
+                debug!(from, "closed a voter's idle connection");
+                return;
+            }
+            Some(Ok(Some(body))) => body,
+            Some(Ok(None)) => return,
+            Some(Err(reason)) => {
                 warn!(from, %reason, "closed a voter's connection");
                 return;
             }
@@ -415,12 +533,28 @@ async fn dial(transport: Rc<TcpTransport>, peer: Rc<Peer>, me: i32) {
             for message in &batch {
                 let mut frame = vec![0; 4];
                 wire::encode(message, &mut frame);
+                if frame.len() - 4 > FRAME_BYTES_MAX {
+                    warn!(
+                        node = peer.node_id,
+                        bytes = frame.len() - 4,
+                        "a Raft message is larger than a frame takes; not sent"
+                    );
+                    transport
+                        .quorum
+                        .report_lost(message.to, is_snapshot(message));
+                    continue;
+                }
                 let length = (frame.len() - 4) as u32;
                 frame[..4].copy_from_slice(&length.to_be_bytes());
                 chunks.push(Bytes::from(frame));
             }
             if writer.write_all_chunks(&chunks).await.is_err() {
-                // What was in flight is lost; Raft sends again what mattered.
+                // What was in flight is lost; Raft sends again what mattered, once told.
+                for message in &batch {
+                    transport
+                        .quorum
+                        .report_lost(message.to, is_snapshot(message));
+                }
                 break;
             }
         }
@@ -430,6 +564,38 @@ async fn dial(transport: Rc<TcpTransport>, peer: Rc<Peer>, me: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_address_cannot_hold_every_waiting_slot_nor_a_voter_every_connection() {
+        let limits = Rc::new(Limits::default());
+        let stranger = Some("10.0.0.9".parse().unwrap());
+        let held: Vec<Waiting> = (0..UNIDENTIFIED_PER_ADDRESS_MAX)
+            .map(|_| limits.enter_waiting(stranger).unwrap())
+            .collect();
+        assert!(
+            limits.enter_waiting(stranger).is_none(),
+            "its share is used up"
+        );
+        let voter = limits.enter_waiting(Some("10.0.0.2".parse().unwrap()));
+        assert!(voter.is_some(), "another address still gets in");
+        drop(held);
+        assert!(
+            limits.enter_waiting(stranger).is_some(),
+            "slots come back when dropped"
+        );
+
+        let open: Vec<Open> = (0..PER_VOTER_MAX)
+            .map(|_| limits.enter_voter(1, false).unwrap())
+            .collect();
+        assert!(limits.enter_voter(1, false).is_none());
+        assert!(
+            limits.enter_voter(1, true).is_some(),
+            "calls are counted apart"
+        );
+        assert!(limits.enter_voter(2, false).is_some());
+        drop(open);
+        assert!(limits.enter_voter(1, false).is_some());
+    }
 
     #[test]
     fn a_hello_names_a_voter_and_this_node() {

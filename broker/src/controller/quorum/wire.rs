@@ -44,7 +44,8 @@ const TYPES: [MessageType; 19] = [
 /// CheckQuorum) are raft-rs's calls to itself: stepping one from a peer would make this node
 /// act as if it had decided so. Proposals, read indexes and leader transfers are what a
 /// follower forwards to its leader; this quorum never forwards (only the leader's controller
-/// proposes), so a peer sending one is refused rather than let it write to the log.
+/// proposes), so a peer sending one is refused rather than let it write to the log. Nothing
+/// here transfers leadership yet, so a TimeoutNow (which forces an election) is refused too.
 fn from_a_peer(kind: MessageType) -> bool {
     !matches!(
         kind,
@@ -57,6 +58,7 @@ fn from_a_peer(kind: MessageType) -> bool {
             | MessageType::MsgReadIndex
             | MessageType::MsgReadIndexResp
             | MessageType::MsgTransferLeader
+            | MessageType::MsgTimeoutNow
     )
 }
 
