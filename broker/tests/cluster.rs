@@ -119,6 +119,16 @@ fn three_nodes_form_one_cluster_that_librdkafka_uses_whole() {
         );
     }
 
+    // One cluster id, committed by the first controller, whichever node is asked.
+    until("one cluster id on every node", || {
+        let ids: BTreeSet<Option<String>> = cluster
+            .nodes
+            .iter()
+            .map(|node| metadata(node).cluster_id.map(|id| id.to_string()))
+            .collect();
+        ids.len() == 1
+    });
+
     let quorum = describe_quorum(&cluster.nodes[2]);
     assert_eq!(quorum.error_code, 0, "{quorum:?}");
     let partition = &quorum.topics[0].partitions[0];
@@ -237,4 +247,40 @@ fn a_silent_node_is_fenced_and_serves_again_after_its_restart() {
         metadata(&cluster.nodes[0]).brokers.len() == 3 * shards
     });
     assert_eq!(consume_all(&cluster.nodes[0], "before", 6, 60).len(), 60);
+}
+
+/// A single node's metadata.json (from before the metadata log) cannot seed a quorum of
+/// several voters: each voter would import its own. The start is refused, saying so.
+#[test]
+fn a_legacy_single_node_directory_cannot_seed_a_quorum_of_several() {
+    let scratch = scratch_dir();
+    let data = scratch.path().join("data");
+    std::fs::create_dir_all(data.join("__cluster_metadata")).unwrap();
+    std::fs::write(
+        data.join("__cluster_metadata").join("metadata.json"),
+        r#"{"cluster_id":"legacy","version":1,"topics":{}}"#,
+    )
+    .unwrap();
+    let port = free_port("127.0.0.1");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(["start", "--admin-listen", "", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen",
+            &format!("PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}"),
+            "--set",
+            &format!("controller.quorum.voters=0@127.0.0.1:{port},1@127.0.0.2:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("cannot seed a quorum of several voters"),
+        "{log}"
+    );
+    assert!(data
+        .join("__cluster_metadata")
+        .join("metadata.json")
+        .exists());
 }

@@ -267,10 +267,14 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
     ("log.dirs", "./data", Kind::Text),
     // The metadata log (Kafka's names and defaults): replaced by a snapshot of the metadata
     // after this many bytes of records, or this long after the last snapshot (0: never by time).
+    // Bounded: the log is read whole at start, up to 1 GiB.
     (
         "metadata.log.max.record.bytes.between.snapshots",
         "20971520",
-        Kind::Long { min: 1 },
+        Kind::Bounded {
+            min: 1,
+            max: 256 * 1024 * 1024,
+        },
     ),
     (
         "metadata.log.max.snapshot.interval.ms",

@@ -94,6 +94,10 @@ impl TopicMetadata {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
     pub cluster_id: String,
+    /// With other voters, each starts from its own random `cluster_id`; the first controller
+    /// to lead commits its own, and from then on every node reports that one.
+    #[serde(default)]
+    pub cluster_id_committed: bool,
     /// Bumped by every change; shards acknowledge the version they applied.
     pub version: u64,
     pub topics: BTreeMap<String, TopicMetadata>,
@@ -181,6 +185,10 @@ pub enum MetadataChange {
     NodeUnfenced {
         node_id: i32,
     },
+    /// The cluster's id, committed once by the first controller to lead several voters.
+    ClusterIdCommitted {
+        cluster_id: String,
+    },
 }
 
 /// Where the metadata log lives in the data directory.
@@ -201,6 +209,7 @@ impl ClusterMetadata {
     pub fn new() -> ClusterMetadata {
         ClusterMetadata {
             cluster_id: uuid::Uuid::new_v4().simple().to_string(),
+            cluster_id_committed: false,
             version: 0,
             topics: BTreeMap::new(),
             next_producer_id: 0,
@@ -297,6 +306,13 @@ impl ClusterMetadata {
                 self.fenced.remove(node_id);
                 self.version += 1;
             }
+            MetadataChange::ClusterIdCommitted { cluster_id } => {
+                if !self.cluster_id_committed {
+                    self.cluster_id = cluster_id.clone();
+                    self.cluster_id_committed = true;
+                    self.version += 1;
+                }
+            }
         }
     }
 
@@ -310,6 +326,11 @@ impl ClusterMetadata {
             _ => None,
         };
         let mut changes = Vec::new();
+        if target.cluster_id_committed && !self.cluster_id_committed {
+            changes.push(MetadataChange::ClusterIdCommitted {
+                cluster_id: target.cluster_id.clone(),
+            });
+        }
         let deleted: Vec<String> = self
             .topics
             .keys()

@@ -437,6 +437,22 @@ impl Controller {
             }
             let since = *self.leading_since.get().get_or_insert(now);
             self.leading_since.set(Some(since));
+            let uncommitted_id = {
+                let metadata = host.metadata();
+                (!metadata.cluster_id_committed).then(|| metadata.cluster_id.clone())
+            };
+            if let Some(cluster_id) = uncommitted_id {
+                let _one_at_a_time = self.lock.lock().await;
+                match self
+                    .publish(MetadataChange::ClusterIdCommitted {
+                        cluster_id: cluster_id.clone(),
+                    })
+                    .await
+                {
+                    Ok(()) => info!(%cluster_id, "committed the cluster id"),
+                    Err(reason) => tracing::warn!(%reason, "committing the cluster id"),
+                }
+            }
             if now.duration_since(since) < session {
                 continue;
             }

@@ -243,7 +243,8 @@ impl Shard {
             | MetadataChange::ProducerIdsAllocated { .. }
             | MetadataChange::NodeRegistered(_)
             | MetadataChange::NodeFenced { .. }
-            | MetadataChange::NodeUnfenced { .. } => {}
+            | MetadataChange::NodeUnfenced { .. }
+            | MetadataChange::ClusterIdCommitted { .. } => {}
         }
         self.metadata.borrow_mut().apply(change);
         let ids = self
@@ -307,6 +308,15 @@ impl Shard {
             .config
             .node_settings()
             .map_err(|error| error.to_string())?;
+        if had_legacy && !node_settings.voters.is_empty() {
+            return Err(format!(
+                "{} holds a single node's metadata.json, from before the metadata log; it \
+                 cannot seed a quorum of several voters (each would import its own). Start \
+                 this node once without controller.quorum.voters to import it, or give it an \
+                 empty data directory",
+                data_dir.display()
+            ));
+        }
         let settings = QuorumSettings {
             node_id: self.node.node_id,
             voters: node_settings.voters.iter().map(|voter| voter.id).collect(),

@@ -629,8 +629,8 @@ impl Quorum {
             self.apply_entries(ready.take_committed_entries(), sink)
                 .await?;
             if !ready.entries().is_empty() || ready.hs().is_some() {
-                let record = self.store.stage(ready.entries(), ready.hs())?;
-                self.persist(record).await?;
+                let records = self.store.stage(ready.entries(), ready.hs())?;
+                self.persist(records).await?;
             }
             for message in ready.take_persisted_messages() {
                 transport.send(message);
@@ -702,30 +702,35 @@ impl Quorum {
         Ok(())
     }
 
-    /// Appends and syncs one record on the blocking pool. On a full disk the data directory's
-    /// space reserve is released once and the write tried again, so a DeleteTopics that frees
-    /// space can still be recorded.
-    async fn persist(&self, record: Vec<u8>) -> Result<(), String> {
+    /// Appends and syncs records on the blocking pool, one after another. On a full disk the
+    /// data directory's space reserve is released once and the write tried again, so a
+    /// DeleteTopics that frees space can still be recorded.
+    async fn persist(&self, records: Vec<Vec<u8>>) -> Result<(), String> {
         let durable = self.durable.clone();
         let data_dir = self.directory.parent().map(Path::to_path_buf);
         shards::task::spawn_blocking(move || {
             let mut durable = durable
                 .lock()
                 .map_err(|_| "the metadata log writer failed earlier".to_string())?;
-            match durable.append(&record) {
-                Err(error) if store::is_no_space(&error) => {
-                    let released = data_dir
-                        .as_deref()
-                        .is_some_and(crate::disk_space::release_reserve);
-                    if !released {
-                        return Err(format!("writing the metadata log: {error}"));
+            for record in &records {
+                match durable.append(record) {
+                    Err(error) if store::is_no_space(&error) => {
+                        let released = data_dir
+                            .as_deref()
+                            .is_some_and(crate::disk_space::release_reserve);
+                        if !released {
+                            return Err(format!("writing the metadata log: {error}"));
+                        }
+                        warn!(
+                            "the disk is full: released the space reserve to record the metadata"
+                        );
+                        durable.append(record)
                     }
-                    warn!("the disk is full: released the space reserve to record the metadata");
-                    durable.append(&record)
+                    other => other,
                 }
-                other => other,
+                .map_err(|error| format!("writing the metadata log: {error}"))?;
             }
-            .map_err(|error| format!("writing the metadata log: {error}"))
+            Ok(())
         })
         .await
     }

@@ -176,11 +176,15 @@ impl QuorumStore {
 
     /// Takes what a `Ready` asks to persist into memory and returns the bytes that make it
     /// durable, for `DurableLog::append`. Errors only on a gap, which raft-rs never asks for.
+    ///
+    /// The bytes are one record per `RECORD_CHUNK_BYTES` of entries (the hard state in the
+    /// last), each to be written and synced before the next, so a crash tears only the last.
     pub fn stage(
         &self,
         entries: &[Entry],
         hard_state: Option<&HardState>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let records = encode_chunked(entries, hard_state)?;
         let mut memory = self.memory.borrow_mut();
         if !memory.append(entries) {
             return Err(format!(
@@ -192,16 +196,7 @@ impl QuorumStore {
         if let Some(hard_state) = hard_state {
             memory.hard_state = hard_state.clone();
         }
-        let mut record = Vec::new();
-        encode_record(&mut record, |body| {
-            for entry in entries {
-                encode_entry(body, entry);
-            }
-            if let Some(hard_state) = hard_state {
-                encode_hard_state(body, hard_state);
-            }
-        });
-        Ok(record)
+        Ok(records)
     }
 
     /// Takes a new commit index (a light ready's) into memory only: it reaches the file with
@@ -237,7 +232,7 @@ impl QuorumStore {
         metadata.term = term;
         metadata.set_conf_state(conf_state);
         memory.snapshot = snapshot;
-        Ok((encode_snapshot(&memory.snapshot), encode_log(&memory)))
+        Ok((encode_snapshot(&memory.snapshot), encode_log(&memory)?))
     }
 }
 
@@ -267,7 +262,7 @@ impl QuorumStore {
         memory.hard_state.commit = memory.hard_state.commit.max(metadata.index);
         memory.entries.clear();
         memory.snapshot = snapshot;
-        Ok((encode_snapshot(&memory.snapshot), encode_log(&memory)))
+        Ok((encode_snapshot(&memory.snapshot), encode_log(&memory)?))
     }
 }
 
@@ -427,7 +422,15 @@ pub fn open(
             ..Memory::default()
         };
         // The log first: a snapshot without its log is read as a fresh start's.
-        write_atomically(directory, LOG_FILE, &encode_log(&memory)).map_err(io_error(&log_path))?;
+        write_atomically(
+            directory,
+            LOG_FILE,
+            &encode_log(&memory).map_err(|reason| StoreError::Io {
+                path: log_path.clone(),
+                reason,
+            })?,
+        )
+        .map_err(io_error(&log_path))?;
         write_atomically(directory, SNAPSHOT_FILE, &encode_snapshot(&memory.snapshot))
             .map_err(io_error(&snapshot_path))?;
     }
@@ -538,17 +541,55 @@ fn header(out: &mut Vec<u8>, magic: &[u8; 4]) {
     out.put_u16(FORMAT_VERSION);
 }
 
+/// A record holds about this much at most: a Ready's entries take as many records as they
+/// need, well below what a reader takes (`RECORD_BYTES_MAX`).
+const RECORD_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+
+/// `entries` and `hard_state` as records of at most `RECORD_CHUNK_BYTES` (an entry larger
+/// than a record holds is refused), the hard state in the last.
+fn encode_chunked(
+    entries: &[Entry],
+    hard_state: Option<&HardState>,
+) -> Result<Vec<Vec<u8>>, String> {
+    let mut records = Vec::new();
+    let mut body = Vec::new();
+    for entry in entries {
+        let mut encoded = Vec::new();
+        encode_entry(&mut encoded, entry);
+        if encoded.len() > RECORD_BYTES_MAX - 64 {
+            return Err(format!(
+                "metadata log entry {} of {} bytes is larger than a record holds",
+                entry.index,
+                encoded.len()
+            ));
+        }
+        if !body.is_empty() && body.len() + encoded.len() > RECORD_CHUNK_BYTES {
+            let mut record = Vec::new();
+            encode_record(&mut record, |out| out.extend_from_slice(&body));
+            records.push(record);
+            body.clear();
+        }
+        body.extend_from_slice(&encoded);
+    }
+    if let Some(hard_state) = hard_state {
+        encode_hard_state(&mut body, hard_state);
+    }
+    if !body.is_empty() {
+        let mut record = Vec::new();
+        encode_record(&mut record, |out| out.extend_from_slice(&body));
+        records.push(record);
+    }
+    Ok(records)
+}
+
 /// A log file holding `memory`'s entries and hard state.
-fn encode_log(memory: &Memory) -> Vec<u8> {
+fn encode_log(memory: &Memory) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     header(&mut out, LOG_MAGIC);
-    encode_record(&mut out, |body| {
-        for entry in &memory.entries {
-            encode_entry(body, entry);
-        }
-        encode_hard_state(body, &memory.hard_state);
-    });
-    out
+    for record in encode_chunked(&memory.entries, Some(&memory.hard_state))? {
+        out.extend_from_slice(&record);
+    }
+    Ok(out)
 }
 
 /// A snapshot's index, term, members and data, as its file and Raft messages carry it.
@@ -601,20 +642,34 @@ enum Cut {
 /// Where the record at `offset` claims to end, if its header is whole and its length
 /// possible.
 fn record_end(bytes: &[u8], offset: usize) -> Option<usize> {
+    record_end_within(bytes, offset, RECORD_BYTES_MAX)
+}
+
+fn record_end_within(bytes: &[u8], offset: usize, max: usize) -> Option<usize> {
     let header = bytes.get(offset..offset + 8)?;
     let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    (length <= RECORD_BYTES_MAX).then_some(offset + 8 + length)
+    (length <= max).then_some(offset + 8 + length)
 }
 
 /// The next record at `offset`: `Ok(Some((body, next)))`, or `Ok(None)` at a clean end.
 fn next_record(bytes: &[u8], offset: usize) -> Result<Option<(&[u8], usize)>, Cut> {
+    next_record_within(bytes, offset, RECORD_BYTES_MAX)
+}
+
+/// `next_record` for a record of up to `max` bytes (a snapshot's, which may be larger than a
+/// log record).
+fn next_record_within(
+    bytes: &[u8],
+    offset: usize,
+    max: usize,
+) -> Result<Option<(&[u8], usize)>, Cut> {
     if offset == bytes.len() {
         return Ok(None);
     }
     if bytes.len() - offset < 8 {
         return Err(Cut::Short);
     }
-    let end = record_end(bytes, offset)
+    let end = record_end_within(bytes, offset, max)
         .ok_or_else(|| Cut::Bad("a record claims more bytes than a record holds".into()))?;
     if end > bytes.len() {
         return Err(Cut::Short);
@@ -691,6 +746,7 @@ fn decode_hard_state(body: &mut &[u8]) -> Option<HardState> {
 fn read_log(bytes: &[u8], memory: &mut Memory) -> Result<usize, Damage> {
     check_header(bytes, LOG_MAGIC)?;
     let mut offset = 6;
+    let mut diverged = false;
     loop {
         // A record that is cut short, fails its checksum or is empty (a zero header, where the
         // file grew but its bytes never came) is a torn append only if no whole record follows
@@ -705,9 +761,7 @@ fn read_log(bytes: &[u8], memory: &mut Memory) -> Result<usize, Damage> {
         };
         let (mut body, next) = match next_record(bytes, offset) {
             Ok(None) => return Ok(offset),
-            Ok(Some(([], _))) => {
-                return torn_or_damaged("an empty record".into())
-            }
+            Ok(Some(([], _))) => return torn_or_damaged("an empty record".into()),
             Ok(Some(record)) => record,
             Err(Cut::Short) => return torn_or_damaged("a record runs past the end".into()),
             Err(Cut::Bad(reason)) => return torn_or_damaged(reason),
@@ -719,10 +773,18 @@ fn read_log(bytes: &[u8], memory: &mut Memory) -> Result<usize, Damage> {
                     let entry = decode_entry_fields(&mut body)
                         .ok_or((offset, "a malformed entry".to_string()))?;
                     // Entries the snapshot already covers (a crash between writing the
-                    // snapshot and the log that follows it) are skipped.
-                    if entry.index > memory.snapshot_index()
-                        && !memory.append(std::slice::from_ref(&entry))
-                    {
+                    // snapshot and the log that follows it) are skipped. If the old log's
+                    // entry at the snapshot's index has another term, its history parted
+                    // from the snapshot's there (a follower that installed the leader's), and
+                    // what followed it in that log is dropped too.
+                    let snapshot = memory.snapshot.get_metadata();
+                    if entry.index == snapshot.index && entry.term != snapshot.term {
+                        diverged = true;
+                    }
+                    if entry.index <= snapshot.index || diverged {
+                        continue;
+                    }
+                    if !memory.append(std::slice::from_ref(&entry)) {
                         return Err((
                             offset,
                             format!(
@@ -794,7 +856,7 @@ pub(super) fn decode_snapshot_body(body: &mut &[u8]) -> Option<Snapshot> {
 
 fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, Damage> {
     check_header(bytes, SNAPSHOT_MAGIC)?;
-    let (mut body, end) = match next_record(bytes, 6) {
+    let (mut body, end) = match next_record_within(bytes, 6, FILE_BYTES_MAX as usize) {
         Ok(Some(record)) => record,
         Ok(None) => return Err((6, "no snapshot record".into())),
         Err(Cut::Short) => return Err((6, "the snapshot record is cut short".into())),
@@ -865,12 +927,16 @@ mod tests {
                 Some(&hard_state(1, 1, 0)),
             )
             .unwrap();
-        durable.append(&records).unwrap();
+        for record in &records {
+            durable.append(record).unwrap();
+        }
         // A new leader overwrites the uncommitted suffix from index 2.
         let records = store
             .stage(&[entry(2, 2, "B")], Some(&hard_state(2, 1, 2)))
             .unwrap();
-        durable.append(&records).unwrap();
+        for record in &records {
+            durable.append(record).unwrap();
+        }
         assert!(store.stage(&[entry(2, 9, "gap")], None).is_err());
 
         let (_, reopened, _) = fresh(directory.path());
@@ -895,12 +961,16 @@ mod tests {
         let records = store
             .stage(&[entry(1, 1, "one")], Some(&hard_state(1, 1, 1)))
             .unwrap();
-        durable.append(&records).unwrap();
+        for record in &records {
+            durable.append(record).unwrap();
+        }
         let good_length = std::fs::metadata(directory.path().join(LOG_FILE))
             .unwrap()
             .len();
         let records = store.stage(&[entry(1, 2, "two")], None).unwrap();
-        durable.append(&records).unwrap();
+        for record in &records {
+            durable.append(record).unwrap();
+        }
         let path = directory.path().join(LOG_FILE);
         let full = std::fs::read(&path).unwrap();
 
@@ -926,6 +996,68 @@ mod tests {
     }
 
     #[test]
+    fn large_readies_take_several_records_and_an_oversized_entry_is_refused() {
+        let directory = tempfile::tempdir().unwrap();
+        let (_, store, mut durable) = fresh(directory.path());
+        let big = "x".repeat(7 * 1024 * 1024);
+        let entries: Vec<Entry> = (1..=3).map(|index| entry(1, index, &big)).collect();
+        let records = store.stage(&entries, Some(&hard_state(1, 1, 3))).unwrap();
+        assert_eq!(
+            records.len(),
+            2,
+            "two entries fill a record, the third starts another"
+        );
+        assert!(records
+            .iter()
+            .all(|record| record.len() <= RECORD_BYTES_MAX));
+        for record in &records {
+            durable.append(record).unwrap();
+        }
+        let (_, reopened, _) = fresh(directory.path());
+        assert_eq!(reopened.last_index(), 3);
+        assert_eq!(reopened.hard_state(), hard_state(1, 1, 3));
+
+        let huge = entry(1, 4, &"y".repeat(RECORD_BYTES_MAX));
+        assert!(reopened
+            .stage(&[huge], None)
+            .unwrap_err()
+            .contains("larger than a record holds"));
+        assert_eq!(reopened.last_index(), 3, "nothing was taken into memory");
+    }
+
+    #[test]
+    fn an_old_log_that_parted_from_an_installed_snapshot_is_not_read_past_it() {
+        let directory = tempfile::tempdir().unwrap();
+        let (_, store, mut durable) = fresh(directory.path());
+        // This follower's own history: entries 1..=3 of term 1, none committed.
+        let records = store
+            .stage(
+                &[entry(1, 1, "a"), entry(1, 2, "b"), entry(1, 3, "stale")],
+                Some(&hard_state(1, 1, 0)),
+            )
+            .unwrap();
+        for record in &records {
+            durable.append(record).unwrap();
+        }
+        let old_log = std::fs::read(directory.path().join(LOG_FILE)).unwrap();
+        // The leader's snapshot at index 2, whose entry 2 had term 2.
+        let mut snapshot = Snapshot {
+            data: Bytes::from_static(b"leader"),
+            ..Snapshot::default()
+        };
+        snapshot.mut_metadata().index = 2;
+        snapshot.mut_metadata().term = 2;
+        snapshot.mut_metadata().mut_conf_state().voters = vec![1];
+        let (snapshot_bytes, _) = store.install(snapshot, Some(&hard_state(2, 0, 2))).unwrap();
+        // A crash after the snapshot file, before the new log.
+        write_atomically(directory.path(), SNAPSHOT_FILE, &snapshot_bytes).unwrap();
+        std::fs::write(directory.path().join(LOG_FILE), &old_log).unwrap();
+        let (_, reopened, _) = fresh(directory.path());
+        assert_eq!(reopened.snapshot_metadata(), (2, 2));
+        assert_eq!(reopened.last_index(), 2, "the stale entry 3 is not read");
+    }
+
+    #[test]
     fn a_damaged_length_in_the_middle_is_refused_not_taken_for_a_torn_end() {
         let directory = tempfile::tempdir().unwrap();
         let (_, store, mut durable) = fresh(directory.path());
@@ -933,7 +1065,9 @@ mod tests {
             let record = store
                 .stage(&[entry(1, index, "x")], Some(&hard_state(1, 1, index)))
                 .unwrap();
-            durable.append(&record).unwrap();
+            for record in &record {
+                durable.append(record).unwrap();
+            }
         }
         let path = directory.path().join(LOG_FILE);
         let good = std::fs::read(&path).unwrap();
@@ -979,7 +1113,9 @@ mod tests {
                 Some(&hard_state(1, 1, 2)),
             )
             .unwrap();
-        durable.append(&records).unwrap();
+        for record in &records {
+            durable.append(record).unwrap();
+        }
         assert!(
             store.compact(3, Bytes::new()).is_err(),
             "3 is not committed"
