@@ -29,7 +29,12 @@ const REGISTER_RETRY_AFTER: std::time::Duration = std::time::Duration::from_mill
 /// How often the controller quorum's Raft clock ticks (a heartbeat per tick, an election after
 /// 10 to 20 silent ones), and how long a metadata change may wait to be committed.
 const QUORUM_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+///
+/// With other voters the wait is bounded by how long a majority may take; a quorum of one has
+/// no majority to lose, so its wait only covers a large change being applied (thousands of
+/// partitions opening on a slow disk).
 const QUORUM_APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const QUORUM_OF_ONE_APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 use crate::controller::ControllerRequest;
 use crate::groups::OFFSETS_TOPIC;
 
@@ -322,7 +327,11 @@ impl Shard {
             voters: node_settings.voters.iter().map(|voter| voter.id).collect(),
             policy: self.node.config.metadata_snapshot_policy(),
             tick: QUORUM_TICK,
-            append_timeout: QUORUM_APPEND_TIMEOUT,
+            append_timeout: if node_settings.voters.is_empty() {
+                QUORUM_OF_ONE_APPEND_TIMEOUT
+            } else {
+                QUORUM_APPEND_TIMEOUT
+            },
         };
         let opened = Quorum::open(&data_dir, settings, legacy).await?;
         if had_legacy {
