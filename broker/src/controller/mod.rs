@@ -190,6 +190,7 @@ pub struct Controller {
     /// leader waits a whole session before it fences anyone).
     heartbeats: RefCell<BTreeMap<i32, std::time::Instant>>,
     leading_since: std::cell::Cell<Option<std::time::Instant>>,
+    leading_term: std::cell::Cell<u64>,
 }
 
 /// How a heartbeat's refusal starts when the node must register again.
@@ -203,6 +204,7 @@ impl Controller {
             route: RefCell::new(None),
             heartbeats: RefCell::new(BTreeMap::new()),
             leading_since: std::cell::Cell::new(None),
+            leading_term: std::cell::Cell::new(0),
         }
     }
 
@@ -434,6 +436,13 @@ impl Controller {
                 self.leading_since.set(None);
                 self.heartbeats.borrow_mut().clear();
                 continue;
+            }
+            // A new term is a new leadership, even if this node led before it: heartbeats
+            // meanwhile went to another leader.
+            let term = quorum.position().1;
+            if self.leading_term.replace(term) != term {
+                self.leading_since.set(None);
+                self.heartbeats.borrow_mut().clear();
             }
             let since = *self.leading_since.get().get_or_insert(now);
             self.leading_since.set(Some(since));

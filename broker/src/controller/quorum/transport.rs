@@ -36,8 +36,12 @@ pub const UNIDENTIFIED_MAX: usize = 64;
 /// Connections one address may hold waiting for their hello: a stranger with many sockets
 /// cannot use up `UNIDENTIFIED_MAX` and keep the voters' connections out.
 pub const UNIDENTIFIED_PER_ADDRESS_MAX: usize = 4;
-/// Connections one voter may hold open at once, of each kind.
+/// Raft connections one voter may hold open at once (it dials one; the rest are stale ones
+/// not yet closed).
 pub const PER_VOTER_MAX: usize = 4;
+/// Controller calls one voter may have open at once: each of its shards' forwarded requests
+/// is a call of its own, so more than Raft needs.
+pub const CALLS_PER_VOTER_MAX: usize = 64;
 /// A voter's Raft connection that carries nothing for this long is closed (a leader
 /// heartbeats every tick; the sender dials again when it has something).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -201,7 +205,12 @@ impl Limits {
     fn enter_voter(self: &Rc<Self>, voter: i32, call: bool) -> Option<Open> {
         let mut open = self.open.borrow_mut();
         let count = open.entry((voter, call)).or_insert(0);
-        if *count >= PER_VOTER_MAX {
+        let max = if call {
+            CALLS_PER_VOTER_MAX
+        } else {
+            PER_VOTER_MAX
+        };
+        if *count >= max {
             return None;
         }
         *count += 1;
