@@ -275,7 +275,7 @@ impl Controller {
         // What a shard found offline is this node's to report; everything else is decided by
         // the controller that leads the quorum.
         if !matches!(request, ControllerRequest::ReportOffline(_)) {
-            if let Some(reply) = self.forward(&request).await {
+            if let Some(reply) = self.forward(shard, &request).await {
                 return reply;
             }
         }
@@ -495,7 +495,11 @@ impl Controller {
 
     /// Sends `request` to the controller that leads, if that is another node; `None` when this
     /// node decides (it leads, or it is a quorum of one).
-    async fn forward(&self, request: &ControllerRequest) -> Option<ControllerReply> {
+    async fn forward(
+        &self,
+        host: &dyn ControllerHost,
+        request: &ControllerRequest,
+    ) -> Option<ControllerReply> {
         let (me, voters) = self.route.borrow().clone()?;
         let quorum = self.quorum().ok()?;
         if quorum.is_leader() {
@@ -519,7 +523,13 @@ impl Controller {
                 | ControllerRequest::AlterConfigs { .. }
                 | ControllerRequest::CreatePartitions { .. }
         );
-        match quorum::calls::call(me, voter, request).await {
+        let cluster = {
+            let metadata = host.metadata();
+            metadata
+                .cluster_id_committed
+                .then(|| metadata.cluster_id.clone())
+        };
+        match quorum::calls::call(me, voter, cluster.as_deref(), request).await {
             Ok((reply, applied)) => {
                 if wait
                     && !quorum

@@ -18,7 +18,7 @@ use crate::controller::metadata::{
     ClusterMetadata, MetadataChange, OfflinePartition, TopicMetadata,
 };
 use crate::controller::quorum::calls::CallHandler;
-use crate::controller::quorum::transport::TcpTransport;
+use crate::controller::quorum::transport::{ClusterId, TcpTransport};
 use crate::controller::quorum::{NoPeers, Quorum, QuorumHost, QuorumSettings, Transport};
 use crate::controller::{ControllerReply, QuorumParts, UNREGISTERED};
 use crate::shard::mesh::ControllerCalls;
@@ -380,9 +380,17 @@ impl Shard {
                 .ok_or("the controller listener was not bound")?
                 .into_listener();
             let calls: Rc<dyn CallHandler> = Rc::new(ControllerCalls(self.clone()));
+            let shard = self.clone();
+            let cluster: ClusterId = Rc::new(move || {
+                let metadata = shard.metadata();
+                metadata
+                    .cluster_id_committed
+                    .then(|| metadata.cluster_id.clone())
+            });
             let transport = TcpTransport::start(
                 opened.quorum.clone(),
                 calls,
+                cluster,
                 self.node.node_id,
                 listener,
                 &node_settings.voters,

@@ -88,6 +88,7 @@ pub(super) async fn serve(
 pub async fn call(
     me: i32,
     voter: &Voter,
+    cluster: Option<&str>,
     request: &ControllerRequest,
 ) -> Result<(ControllerReply, u64), String> {
     let json = serde_json::to_vec(request).map_err(|error| error.to_string())?;
@@ -112,7 +113,7 @@ pub async fn call(
         let (reader, mut writer) = connection.split();
         writer
             .write_all_chunks(&[
-                Bytes::from(hello_with(CALL_MAGIC, me, voter.id)),
+                Bytes::from(hello_with(CALL_MAGIC, me, voter.id, cluster)),
                 frame(json),
             ])
             .await
@@ -137,6 +138,11 @@ pub async fn call(
 }
 
 /// Checks a call hello as the Raft one is checked.
-pub(super) fn check_call_hello(bytes: &[u8], me: i32, voters: &[i32]) -> Result<i32, String> {
-    check_hello(bytes, CALL_MAGIC, me, voters)
+pub(super) fn check_call_hello(
+    bytes: &[u8],
+    me: i32,
+    voters: &[i32],
+    ours: Option<&str>,
+) -> Result<i32, String> {
+    check_hello(bytes, CALL_MAGIC, me, voters, ours)
 }

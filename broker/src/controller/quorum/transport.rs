@@ -26,7 +26,14 @@ use crate::config::Voter;
 
 const HELLO_MAGIC: &[u8; 4] = b"KQRM";
 const HELLO_VERSION: u16 = 1;
-const HELLO_BYTES: usize = 4 + 2 + 4 + 4;
+/// The fixed part of a hello; the sender's cluster id (its length, then its bytes) follows.
+const HELLO_BYTES: usize = 4 + 2 + 4 + 4 + 1;
+/// The longest cluster id a hello carries (ours are 32 hex digits).
+const CLUSTER_ID_BYTES_MAX: usize = 64;
+
+/// The cluster id this node has committed, if any: a hello carries it, and one naming
+/// another cluster is refused.
+pub type ClusterId = Rc<dyn Fn() -> Option<String>>;
 
 /// The largest frame: a snapshot of the metadata is the largest message, and the metadata log
 /// takes no record above this either.
@@ -50,28 +57,40 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REDIAL_AFTER_MIN: Duration = Duration::from_millis(50);
 const REDIAL_AFTER_MAX: Duration = Duration::from_secs(1);
 
-fn hello(from: i32, to: i32) -> Vec<u8> {
-    hello_with(HELLO_MAGIC, from, to)
+fn hello(from: i32, to: i32, cluster: Option<&str>) -> Vec<u8> {
+    hello_with(HELLO_MAGIC, from, to, cluster)
 }
 
-/// A hello of either kind of connection: Raft messages (`KQRM`) or controller calls (`KQRC`).
-pub(super) fn hello_with(magic: &[u8; 4], from: i32, to: i32) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HELLO_BYTES);
+/// A hello of either kind of connection: Raft messages (`KQRM`) or controller calls
+/// (`KQRC`), with the sender's committed cluster id (none before one is committed).
+pub(super) fn hello_with(magic: &[u8; 4], from: i32, to: i32, cluster: Option<&str>) -> Vec<u8> {
+    let cluster = cluster
+        .map(str::as_bytes)
+        .filter(|id| id.len() <= CLUSTER_ID_BYTES_MAX)
+        .unwrap_or_default();
+    let mut bytes = Vec::with_capacity(HELLO_BYTES + cluster.len());
     bytes.extend_from_slice(magic);
     bytes.extend_from_slice(&HELLO_VERSION.to_be_bytes());
     bytes.extend_from_slice(&from.to_be_bytes());
     bytes.extend_from_slice(&to.to_be_bytes());
+    bytes.push(cluster.len() as u8);
+    bytes.extend_from_slice(cluster);
     bytes
 }
 
-/// The sender's node id, if `bytes` is a hello with `magic` from one of `voters` to `me`.
+/// The sender's node id, if `bytes` is a hello with `magic` from one of `voters` to `me`, of
+/// this node's cluster (`ours`) where both have committed a cluster id.
 pub(super) fn check_hello(
     bytes: &[u8],
     magic: &[u8; 4],
     me: i32,
     voters: &[i32],
+    ours: Option<&str>,
 ) -> Result<i32, String> {
-    if bytes.len() != HELLO_BYTES || &bytes[..4] != magic {
+    if bytes.len() < HELLO_BYTES
+        || bytes.len() != HELLO_BYTES + usize::from(bytes[HELLO_BYTES - 1])
+        || &bytes[..4] != magic
+    {
         return Err("not a controller quorum connection".into());
     }
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
@@ -90,6 +109,16 @@ pub(super) fn check_hello(
     }
     if from == me || !voters.contains(&from) {
         return Err(format!("node {from} is not another voter of this quorum"));
+    }
+    let theirs = &bytes[HELLO_BYTES..];
+    if let Some(ours) = ours {
+        if !theirs.is_empty() && theirs != ours.as_bytes() {
+            return Err(format!(
+                "node {from} belongs to cluster {}, this node to cluster {ours}: it, or its \
+                 data directory, is another cluster's",
+                String::from_utf8_lossy(theirs)
+            ));
+        }
     }
     Ok(from)
 }
@@ -145,7 +174,15 @@ impl FrameReader {
         if !self.fill(HELLO_BYTES).await? {
             return Ok(None);
         }
-        Ok(Some(self.take(HELLO_BYTES)))
+        let cluster = usize::from(self.buffer[HELLO_BYTES - 1]);
+        if cluster > CLUSTER_ID_BYTES_MAX {
+            // Not ours: refused by `check_hello` without reading on.
+            return Ok(Some(self.take(HELLO_BYTES)));
+        }
+        if !self.fill(HELLO_BYTES + cluster).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.take(HELLO_BYTES + cluster)))
     }
 
     /// The next frame's body, `None` at a clean close.
@@ -282,6 +319,7 @@ pub struct TcpTransport {
     /// Told of messages that were lost, so raft-rs probes the peer again (and, for a lost
     /// snapshot, sends another rather than wait for an answer that cannot come).
     quorum: Rc<Quorum>,
+    cluster: ClusterId,
 }
 
 fn is_snapshot(message: &Message) -> bool {
@@ -312,6 +350,7 @@ impl TcpTransport {
     pub fn start(
         quorum: Rc<Quorum>,
         calls: Rc<dyn CallHandler>,
+        cluster: ClusterId,
         me: i32,
         listener: Listener,
         voters: &[Voter],
@@ -337,6 +376,7 @@ impl TcpTransport {
             peers,
             stopped: Cell::new(false),
             quorum: quorum.clone(),
+            cluster,
         });
         shards::task::spawn(accept(
             transport.clone(),
@@ -389,6 +429,7 @@ async fn accept(
             connection,
             quorum.clone(),
             calls.clone(),
+            transport.cluster.clone(),
             me,
             voters.clone(),
             waiting,
@@ -401,6 +442,7 @@ async fn receive(
     connection: Connection,
     quorum: Rc<Quorum>,
     calls: Rc<dyn CallHandler>,
+    cluster: ClusterId,
     me: i32,
     voters: Rc<Vec<i32>>,
     waiting: Waiting,
@@ -414,7 +456,7 @@ async fn receive(
         return;
     };
     if bytes.starts_with(CALL_MAGIC) {
-        match check_call_hello(&bytes, me, &voters) {
+        match check_call_hello(&bytes, me, &voters, cluster().as_deref()) {
             Ok(from) => {
                 let Some(_open) = limits.enter_voter(from, true) else {
                     warn!(from, "refused a controller call connection: too many open");
@@ -428,7 +470,7 @@ async fn receive(
         }
         return;
     }
-    let from = match check_hello(&bytes, HELLO_MAGIC, me, &voters) {
+    let from = match check_hello(&bytes, HELLO_MAGIC, me, &voters, cluster().as_deref()) {
         Ok(from) => from,
         Err(reason) => {
             warn!(peer = ?peer_address, %reason, "refused a controller quorum connection");
@@ -514,7 +556,11 @@ async fn dial(transport: Rc<TcpTransport>, peer: Rc<Peer>, me: i32) {
         };
         let (_reader, mut writer) = connection.split();
         if writer
-            .write_all_chunks(&[Bytes::from(hello(me, peer.node_id))])
+            .write_all_chunks(&[Bytes::from(hello(
+                me,
+                peer.node_id,
+                (transport.cluster)().as_deref(),
+            ))])
             .await
             .is_err()
         {
@@ -609,21 +655,45 @@ mod tests {
     #[test]
     fn a_hello_names_a_voter_and_this_node() {
         let voters = [0, 1, 2];
-        let check = |bytes: &[u8]| check_hello(bytes, HELLO_MAGIC, 0, &voters);
-        assert_eq!(check(&hello(1, 0)), Ok(1));
-        assert!(check(&hello(1, 2))
+        let check = |bytes: &[u8]| check_hello(bytes, HELLO_MAGIC, 0, &voters, None);
+        assert_eq!(check(&hello(1, 0, None)), Ok(1));
+        assert!(check(&hello(1, 2, None))
             .unwrap_err()
             .contains("gives this address to another node"));
-        assert!(check(&hello(7, 0))
+        assert!(check(&hello(7, 0, None))
             .unwrap_err()
             .contains("not another voter"));
-        assert!(check(&hello(0, 0)).is_err());
+        assert!(check(&hello(0, 0, None)).is_err());
         assert!(check(b"GET / HTTP/1.1").is_err());
         assert!(
-            check(&hello_with(CALL_MAGIC, 1, 0)).is_err(),
+            check(&hello_with(CALL_MAGIC, 1, 0, None)).is_err(),
             "the other kind"
         );
-        let mut other_version = hello(1, 0);
+        // Cluster ids: refused only when both sides have one and they differ.
+        let ours = Some("cluster-a");
+        let with_ids =
+            |theirs: Option<&str>| check_hello(&hello(1, 0, theirs), HELLO_MAGIC, 0, &voters, ours);
+        assert_eq!(with_ids(Some("cluster-a")), Ok(1));
+        assert_eq!(
+            with_ids(None),
+            Ok(1),
+            "a node that has not learnt the id yet"
+        );
+        assert!(with_ids(Some("cluster-b"))
+            .unwrap_err()
+            .contains("belongs to cluster cluster-b, this node to cluster cluster-a"));
+        assert_eq!(
+            check(&hello(1, 0, Some("cluster-b"))),
+            Ok(1),
+            "ours is not known yet"
+        );
+        let mut lying = hello(1, 0, Some("cluster-a"));
+        lying[HELLO_BYTES - 1] = 200;
+        assert!(
+            check(&lying).is_err(),
+            "a cluster id length that is not the rest"
+        );
+        let mut other_version = hello(1, 0, None);
         other_version[5] = 9;
         assert!(check(&other_version).unwrap_err().contains("quorum format"));
     }
@@ -678,7 +748,8 @@ mod cluster_tests {
 
     /// Three voters in one process, each with its own CONTROLLER listener on loopback: they
     /// elect a leader and replicate over TCP, and a stranger's connections (a non-voter, a
-    /// wrong receiver, garbage, a lying frame length) are closed without disturbing them.
+    /// wrong receiver, another cluster's node, garbage, a lying frame length) are closed
+    /// without disturbing them.
     #[test]
     fn three_voters_replicate_over_tcp_and_strangers_are_refused() {
         let directories: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -718,6 +789,7 @@ mod cluster_tests {
                 let transport = TcpTransport::start(
                     opened.quorum.clone(),
                     Rc::new(RefuseCalls),
+                    Rc::new(|| Some("the-cluster".to_string())),
                     id as i32,
                     listener.into_listener(),
                     &voters,
@@ -740,10 +812,11 @@ mod cluster_tests {
             let mut strangers = Vec::new();
             for address in &addresses {
                 for bytes in [
-                    hello(7, 0),
-                    hello(1, 9),
+                    hello(7, 0, None),
+                    hello(1, 9, None),
+                    hello(1, 0, Some("another-cluster")),
                     b"GET / HTTP/1.1\r\n\r\n".to_vec(),
-                    [hello(1, 0), u32::MAX.to_be_bytes().to_vec()].concat(),
+                    [hello(1, 0, None), u32::MAX.to_be_bytes().to_vec()].concat(),
                 ] {
                     let mut stream = std::net::TcpStream::connect(address).unwrap();
                     let _ = stream.write_all(&bytes);
