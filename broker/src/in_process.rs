@@ -53,6 +53,7 @@ impl InProcessShard {
         let node = Arc::new(NodeInfo {
             node_id: config.node_id(),
             rack: None,
+            voters: Vec::new(),
             shard_count: 1,
             advertised: vec![("localhost".to_string(), 9092)],
             data_dir,

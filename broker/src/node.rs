@@ -14,6 +14,9 @@ pub struct NodeInfo {
     pub node_id: i32,
     /// `broker.rack`, reported for each of the node's shards.
     pub rack: Option<String>,
+    /// The controller quorum's voters (`controller.quorum.voters`); empty for a quorum of
+    /// this node alone.
+    pub voters: Vec<crate::config::Voter>,
     pub shard_count: usize,
     /// The host and port clients reach each shard at, by shard index.
     pub advertised: Vec<(String, u16)>,

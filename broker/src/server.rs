@@ -371,6 +371,7 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
     let node = Arc::new(NodeInfo {
         node_id: settings.node_id,
         rack: settings.rack.clone(),
+        voters: settings.voters.clone(),
         shard_count: cores.len(),
         advertised,
         data_dir: data_dir.clone(),

@@ -220,6 +220,19 @@ impl ClusterMetadata {
         }
     }
 
+    /// The cluster id, once a controller has committed it (with other voters).
+    pub fn committed_cluster_id(&self) -> Option<String> {
+        self.cluster_id_committed.then(|| self.cluster_id.clone())
+    }
+
+    /// Every registered node but `me` that is not fenced: the other nodes clients are sent
+    /// to and partitions are placed on.
+    pub fn other_live_nodes(&self, me: i32) -> impl Iterator<Item = &NodeRegistration> {
+        self.nodes.values().filter(move |registration| {
+            registration.node_id != me && !self.fenced.contains(&registration.node_id)
+        })
+    }
+
     /// Where clients reach `broker`: its node's registered endpoint (none while it is fenced).
     pub fn endpoint(&self, broker: i32) -> Option<(&str, u16)> {
         let (node, shard) = broker_place(broker);

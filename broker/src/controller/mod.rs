@@ -523,12 +523,7 @@ impl Controller {
                 | ControllerRequest::AlterConfigs { .. }
                 | ControllerRequest::CreatePartitions { .. }
         );
-        let cluster = {
-            let metadata = host.metadata();
-            metadata
-                .cluster_id_committed
-                .then(|| metadata.cluster_id.clone())
-        };
+        let cluster = host.metadata().committed_cluster_id();
         match quorum::calls::call(me, voter, cluster.as_deref(), request).await {
             Ok((reply, applied)) => {
                 if wait
@@ -1027,12 +1022,8 @@ fn place_within_cap(
 fn candidate_brokers(host: &dyn ControllerHost) -> Vec<i32> {
     let node = host.node();
     let mut brokers: Vec<i32> = node.brokers().map(|(id, _, _)| id).collect();
-    let metadata = host.metadata();
-    for registration in metadata.nodes.values() {
-        if registration.node_id != node.node_id && !metadata.fenced.contains(&registration.node_id)
-        {
-            brokers.extend(registration.brokers().map(|(id, _, _)| id));
-        }
+    for registration in host.metadata().other_live_nodes(node.node_id) {
+        brokers.extend(registration.brokers().map(|(id, _, _)| id));
     }
     brokers.sort_unstable();
     brokers

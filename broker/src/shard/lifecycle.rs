@@ -308,12 +308,8 @@ impl Shard {
             metadata.adopt_legacy_node(self.node.node_id);
             metadata
         });
-        let node_settings = self
-            .node
-            .config
-            .node_settings()
-            .map_err(|error| error.to_string())?;
-        if had_legacy && !node_settings.voters.is_empty() {
+        let voters = &self.node.voters;
+        if had_legacy && !voters.is_empty() {
             return Err(format!(
                 "{} holds a single node's metadata.json, from before the metadata log; it \
                  cannot seed a quorum of several voters (each would import its own). Start \
@@ -324,10 +320,10 @@ impl Shard {
         }
         let settings = QuorumSettings {
             node_id: self.node.node_id,
-            voters: node_settings.voters.iter().map(|voter| voter.id).collect(),
+            voters: voters.iter().map(|voter| voter.id).collect(),
             policy: self.node.config.metadata_snapshot_policy(),
             tick: QUORUM_TICK,
-            append_timeout: if node_settings.voters.is_empty() {
+            append_timeout: if voters.is_empty() {
                 QUORUM_OF_ONE_APPEND_TIMEOUT
             } else {
                 QUORUM_APPEND_TIMEOUT
@@ -348,7 +344,7 @@ impl Shard {
         // a topic committed just before a crash may reach this node only from the leader, and
         // its data must not be swept away meanwhile (a re-created name still starts empty:
         // `remove_leftovers`).
-        if node_settings.voters.is_empty() {
+        if voters.is_empty() {
             let data_dir = data_dir.clone();
             let kept = metadata.clone();
             shards::task::spawn_blocking(move || remove_orphan_partitions(&data_dir, &kept)).await;
@@ -368,7 +364,7 @@ impl Shard {
             "cluster metadata loaded"
         );
         let quorum_host: Rc<dyn QuorumHost> = Rc::new(self.clone());
-        let (transport, route): (Rc<dyn Transport>, _) = if node_settings.voters.is_empty() {
+        let (transport, route): (Rc<dyn Transport>, _) = if voters.is_empty() {
             (Rc::new(NoPeers), None)
         } else {
             let listener = self
@@ -381,23 +377,18 @@ impl Shard {
                 .into_listener();
             let calls: Rc<dyn CallHandler> = Rc::new(ControllerCalls(self.clone()));
             let shard = self.clone();
-            let cluster: ClusterId = Rc::new(move || {
-                let metadata = shard.metadata();
-                metadata
-                    .cluster_id_committed
-                    .then(|| metadata.cluster_id.clone())
-            });
+            let cluster: ClusterId = Rc::new(move || shard.metadata().committed_cluster_id());
             let transport = TcpTransport::start(
                 opened.quorum.clone(),
                 calls,
                 cluster,
                 self.node.node_id,
                 listener,
-                &node_settings.voters,
+                voters,
             );
             (
                 transport as Rc<dyn Transport>,
-                Some((self.node.node_id, node_settings.voters.clone())),
+                Some((self.node.node_id, voters.clone())),
             )
         };
         let parts = QuorumParts {
@@ -409,7 +400,7 @@ impl Shard {
         controller
             .bootstrap(self, parts, metadata, moved > 0)
             .await?;
-        let heartbeat = (!node_settings.voters.is_empty()).then(|| {
+        let heartbeat = (!voters.is_empty()).then(|| {
             (
                 self.node.config.millis("broker.heartbeat.interval.ms"),
                 self.node.config.millis("broker.session.timeout.ms"),

@@ -164,12 +164,7 @@ impl Shard {
             .map(|(id, host, port)| (id, host.to_string(), port, self.node.rack.clone()))
             .collect();
         let metadata = self.metadata.borrow();
-        for registration in metadata.nodes.values() {
-            if registration.node_id == self.node.node_id
-                || metadata.fenced.contains(&registration.node_id)
-            {
-                continue;
-            }
+        for registration in metadata.other_live_nodes(self.node.node_id) {
             brokers.extend(
                 registration.brokers().map(|(id, host, port)| {
                     (id, host.to_string(), port, registration.rack.clone())

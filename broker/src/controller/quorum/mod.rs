@@ -869,6 +869,25 @@ pub(crate) mod testing {
         }
     }
 
+    /// Waits (bounded) until `done` holds; the quorum's own timers do the work meanwhile.
+    pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            shards::task::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A change that creates topic `name` with two partitions.
+    pub fn topic(name: &str) -> MetadataChange {
+        MetadataChange::TopicsCreated(vec![crate::controller::metadata::TopicMetadata {
+            name: name.into(),
+            topic_id: uuid::Uuid::new_v4(),
+            replicas: vec![vec![0], vec![1]],
+            configs: Default::default(),
+        }])
+    }
+
     impl QuorumHost for Recorder {
         fn apply(
             &self,
@@ -889,9 +908,8 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::Recorder;
+    use super::testing::{topic, until, Recorder};
     use super::*;
-    use crate::controller::metadata::TopicMetadata;
     use std::collections::BTreeSet;
 
     const KEEP_THE_LOG: SnapshotPolicy = SnapshotPolicy {
@@ -901,15 +919,6 @@ mod tests {
 
     fn run<T>(future: impl Future<Output = T>) -> T {
         shards::task::run_local(future).unwrap()
-    }
-
-    fn topic(name: &str) -> MetadataChange {
-        MetadataChange::TopicsCreated(vec![TopicMetadata {
-            name: name.into(),
-            topic_id: uuid::Uuid::new_v4(),
-            replicas: vec![vec![0], vec![1]],
-            configs: Default::default(),
-        }])
     }
 
     fn settings(node_id: i32, voters: &[i32], policy: SnapshotPolicy) -> QuorumSettings {
@@ -989,18 +998,32 @@ mod tests {
         Node { quorum, host }
     }
 
+    /// Three voters on `network`, one in each directory, once one of them leads.
+    async fn start_three(
+        network: &Rc<Network>,
+        directories: &[tempfile::TempDir],
+        policy: SnapshotPolicy,
+    ) -> Vec<Node> {
+        let mut nodes = Vec::new();
+        for (node_id, directory) in directories.iter().enumerate() {
+            nodes.push(
+                start_node(
+                    network,
+                    directory.path(),
+                    node_id as i32,
+                    &[0, 1, 2],
+                    policy,
+                )
+                .await,
+            );
+        }
+        until("a leader", || leader_of(&nodes).is_some()).await;
+        nodes
+    }
+
     async fn stop_node(network: &Network, node: Node) {
         network.nodes.borrow_mut().remove(&node.quorum.id);
         node.quorum.stop_and_wait().await;
-    }
-
-    /// Waits (bounded) until `done` holds; the quorum's own timers do the work meanwhile.
-    async fn until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            shards::task::sleep(Duration::from_millis(5)).await;
-        }
     }
 
     fn leader_of(nodes: &[Node]) -> Option<&Node> {
@@ -1155,20 +1178,7 @@ mod tests {
         let directories: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         run(async {
             let network = Rc::new(Network::default());
-            let mut nodes = Vec::new();
-            for (node_id, directory) in directories.iter().enumerate() {
-                nodes.push(
-                    start_node(
-                        &network,
-                        directory.path(),
-                        node_id as i32,
-                        &[0, 1, 2],
-                        KEEP_THE_LOG,
-                    )
-                    .await,
-                );
-            }
-            until("a leader", || leader_of(&nodes).is_some()).await;
+            let nodes = start_three(&network, &directories, KEEP_THE_LOG).await;
             let leader = leader_of(&nodes).unwrap();
             for index in 0..20 {
                 leader
@@ -1215,20 +1225,7 @@ mod tests {
         let directories: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         run(async {
             let network = Rc::new(Network::default());
-            let mut nodes = Vec::new();
-            for (node_id, directory) in directories.iter().enumerate() {
-                nodes.push(
-                    start_node(
-                        &network,
-                        directory.path(),
-                        node_id as i32,
-                        &[0, 1, 2],
-                        KEEP_THE_LOG,
-                    )
-                    .await,
-                );
-            }
-            until("a leader", || leader_of(&nodes).is_some()).await;
+            let nodes = start_three(&network, &directories, KEEP_THE_LOG).await;
             let leader = leader_of(&nodes).unwrap();
             leader.quorum.append(&topic("first")).await.unwrap();
             let term = leader.quorum.position().1;
@@ -1284,20 +1281,7 @@ mod tests {
         let directories: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         run(async {
             let network = Rc::new(Network::default());
-            let mut nodes = Vec::new();
-            for (node_id, directory) in directories.iter().enumerate() {
-                nodes.push(
-                    start_node(
-                        &network,
-                        directory.path(),
-                        node_id as i32,
-                        &[0, 1, 2],
-                        KEEP_THE_LOG,
-                    )
-                    .await,
-                );
-            }
-            until("a leader", || leader_of(&nodes).is_some()).await;
+            let nodes = start_three(&network, &directories, KEEP_THE_LOG).await;
             let old = leader_of(&nodes).unwrap().quorum.id;
             let old_node = nodes.iter().find(|node| node.quorum.id == old).unwrap();
             old_node.quorum.append(&topic("before")).await.unwrap();
@@ -1340,20 +1324,7 @@ mod tests {
         };
         run(async {
             let network = Rc::new(Network::default());
-            let mut nodes = Vec::new();
-            for (node_id, directory) in directories.iter().enumerate() {
-                nodes.push(
-                    start_node(
-                        &network,
-                        directory.path(),
-                        node_id as i32,
-                        &[0, 1, 2],
-                        policy,
-                    )
-                    .await,
-                );
-            }
-            until("a leader", || leader_of(&nodes).is_some()).await;
+            let mut nodes = start_three(&network, &directories, policy).await;
             let position = nodes
                 .iter()
                 .position(|node| !node.quorum.is_leader())

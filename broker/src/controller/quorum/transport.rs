@@ -702,21 +702,10 @@ mod tests {
 #[cfg(test)]
 mod cluster_tests {
     use std::net::SocketAddr;
-    use std::time::Instant;
 
     use super::*;
-    use crate::controller::metadata::{MetadataChange, TopicMetadata};
-    use crate::controller::quorum::testing::Recorder;
+    use crate::controller::quorum::testing::{topic, until, Recorder};
     use crate::controller::quorum::{QuorumHost, QuorumSettings, SnapshotPolicy};
-
-    fn topic(name: &str) -> MetadataChange {
-        MetadataChange::TopicsCreated(vec![TopicMetadata {
-            name: name.into(),
-            topic_id: uuid::Uuid::new_v4(),
-            replicas: vec![vec![0]],
-            configs: Default::default(),
-        }])
-    }
 
     /// These voters take no controller calls.
     struct RefuseCalls;
@@ -735,14 +724,6 @@ mod cluster_tests {
                     0,
                 )
             })
-        }
-    }
-
-    async fn until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            shards::task::sleep(Duration::from_millis(5)).await;
         }
     }
 
