@@ -190,12 +190,8 @@ pub fn check_integrity(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     check_integrity_with_crc(batch, compute_crc)
 }
 
-/// `check_integrity` with the batch's CRC-32C computed by `crc` (given the whole batch, once
-/// its header and length are known to be sound), for a caller that computes it in pieces.
-pub fn check_integrity_with_crc(
-    batch: &[u8],
-    crc: impl FnOnce(&[u8]) -> u32,
-) -> Result<BatchHeader, BatchError> {
+/// The header of `batch`, which must be exactly one whole batch.
+fn parse_whole(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)
         .ok_or_else(|| BatchError::corrupt("shorter than a batch header"))?;
     if header.total_bytes() != Some(batch.len()) {
@@ -203,6 +199,16 @@ pub fn check_integrity_with_crc(
             "batchLength does not match the bytes given",
         ));
     }
+    Ok(header)
+}
+
+/// `check_integrity` with the batch's CRC-32C computed by `crc` (given the whole batch, once
+/// its header and length are known to be sound), for a caller that computes it in pieces.
+pub fn check_integrity_with_crc(
+    batch: &[u8],
+    crc: impl FnOnce(&[u8]) -> u32,
+) -> Result<BatchHeader, BatchError> {
+    let header = parse_whole(batch)?;
     if header.magic != 2 {
         if header.magic == 0 || header.magic == 1 {
             return Err(BatchError::UnsupportedMagic {
@@ -242,13 +248,7 @@ pub fn check_integrity_with_crc(
 /// records from it, and may leave a header with no records at all), so fewer records than the
 /// offset range spans, but never more.
 pub fn check_stored_integrity(batch: &[u8]) -> Result<BatchHeader, BatchError> {
-    let header = BatchHeader::parse(batch)
-        .ok_or_else(|| BatchError::corrupt("shorter than a batch header"))?;
-    if header.total_bytes() != Some(batch.len()) {
-        return Err(BatchError::corrupt(
-            "batchLength does not match the bytes given",
-        ));
-    }
+    let header = parse_whole(batch)?;
     if header.magic != 2 {
         return Err(BatchError::corrupt("Invalid magic found in record"));
     }

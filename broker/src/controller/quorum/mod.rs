@@ -702,16 +702,27 @@ impl Quorum {
         Ok(())
     }
 
-    /// Appends and syncs records on the blocking pool, one after another. On a full disk the
-    /// data directory's space reserve is released once and the write tried again, so a
-    /// DeleteTopics that frees space can still be recorded.
-    async fn persist(&self, records: Vec<Vec<u8>>) -> Result<(), String> {
+    /// Runs `work` on the log file, on the blocking pool.
+    async fn with_durable<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut DurableLog) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
         let durable = self.durable.clone();
-        let data_dir = self.directory.parent().map(Path::to_path_buf);
         shards::task::spawn_blocking(move || {
             let mut durable = durable
                 .lock()
                 .map_err(|_| "the metadata log writer failed earlier".to_string())?;
+            work(&mut durable)
+        })
+        .await
+    }
+
+    /// Appends and syncs records, one after another. On a full disk the data directory's
+    /// space reserve is released once and the write tried again, so a DeleteTopics that frees
+    /// space can still be recorded.
+    async fn persist(&self, records: Vec<Vec<u8>>) -> Result<(), String> {
+        let data_dir = self.directory.parent().map(Path::to_path_buf);
+        self.with_durable(move |durable| {
             for record in &records {
                 match durable.append(record) {
                     Err(error) if store::is_no_space(&error) => {
@@ -736,11 +747,7 @@ impl Quorum {
     }
 
     async fn replace_files(&self, snapshot: Vec<u8>, log: Vec<u8>) -> Result<u64, String> {
-        let durable = self.durable.clone();
-        shards::task::spawn_blocking(move || {
-            let mut durable = durable
-                .lock()
-                .map_err(|_| "the metadata log writer failed earlier".to_string())?;
+        self.with_durable(move |durable| {
             let bytes = durable.bytes_since_snapshot;
             durable
                 .replace(&snapshot, &log)
