@@ -17,6 +17,7 @@ pub enum ErrorCode {
     MessageTooLarge = 10,
     InvalidTopicException = 17,
     NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
     InvalidRequiredAcks = 21,
     InvalidTimestamp = 32,
     UnsupportedVersion = 35,

@@ -83,6 +83,7 @@ impl InProcessShard {
                     topic_id: uuid::Uuid::new_v4(),
                     replicas: vec![vec![shard.broker_id()]; topic.partitions],
                     configs: topic.configs,
+                    leaderships: Vec::new(),
                 },
             );
         }

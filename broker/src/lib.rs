@@ -17,5 +17,6 @@ pub mod kafka;
 pub mod limits;
 pub mod node;
 pub mod observability;
+pub mod replication;
 pub mod server;
 pub mod shard;

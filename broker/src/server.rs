@@ -517,6 +517,7 @@ async fn shard_main(
     let housekeeping = spawn_in(Queue::Background, shard.clone().run_housekeeping());
     let retention = spawn_in(Queue::Background, shard.clone().run_retention());
     let cleaner = spawn_in(Queue::Background, shard.clone().run_cleaner());
+    let isr_checks = spawn_in(Queue::Background, shard.clone().run_isr_checks());
     let group_clock = spawn_in(Queue::Background, {
         let shard = shard.clone();
         async move {
@@ -529,6 +530,8 @@ async fn shard_main(
     info!(shard = %id, "shard ready");
     wait_for_shutdown(&shutdown).await;
     // Stop taking connections and requests, answer what was read, then flush and close.
+    shard.set_closing();
+    drop(isr_checks);
     drop(accepting);
     shard.connections.drain(SHUTDOWN_DRAIN_TIMEOUT).await;
     drop(group_clock);

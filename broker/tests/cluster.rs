@@ -284,3 +284,244 @@ fn a_legacy_single_node_directory_cannot_seed_a_quorum_of_several() {
         .join("metadata.json")
         .exists());
 }
+
+/// A topic's partition as Metadata (asked of `broker`) reports it: leader, replicas, ISR.
+fn partition_state(broker: &Broker, topic: &str, partition: i32) -> (i16, i32, Vec<i32>, Vec<i32>) {
+    let listed = metadata(broker);
+    let topic = listed
+        .topics
+        .iter()
+        .find(|found| found.name.as_ref().map(|name| name.as_str()) == Some(topic))
+        .unwrap_or_else(|| panic!("{topic} is listed"));
+    let partition = topic
+        .partitions
+        .iter()
+        .find(|found| found.partition_index == partition)
+        .unwrap();
+    (
+        partition.error_code,
+        partition.leader_id.0,
+        partition.replica_nodes.iter().map(|id| id.0).collect(),
+        partition.isr_nodes.iter().map(|id| id.0).collect(),
+    )
+}
+
+/// One acks=all produce of a 3-record batch straight to the shard at `address`, with the
+/// request's `timeout_ms`; its partition's error code.
+fn produce_acks_all(address: &str, topic: &str, partition: i32, timeout_ms: i32) -> i16 {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let batch = storage::record_batch::build_uncompressed_batch(3, 10, now_ms());
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(text(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(bytes::Bytes::from(batch)))])]);
+    let response: ProduceResponse = kafka_call(&mut connect(address), ApiKey::Produce, 9, &request);
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// Where clients reach `broker_id`, from Metadata.
+fn address_of(broker: &Broker, broker_id: i32) -> String {
+    let listed = metadata(broker);
+    let found = listed
+        .brokers
+        .iter()
+        .find(|found| found.node_id.0 == broker_id)
+        .unwrap_or_else(|| panic!("broker {broker_id} is listed"));
+    format!("{}:{}", found.host, found.port)
+}
+
+/// The size of `topic`-`partition`'s log on the broker at `address` (DescribeLogDirs, which
+/// lists followers' replicas too).
+fn replica_size(address: &str, topic: &str, partition: i32) -> Option<i64> {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
+    let request =
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![DescribableLogDirTopic::default()
+                .with_topic(TopicName(text(topic)))
+                .with_partitions(vec![partition])]));
+    let response: DescribeLogDirsResponse =
+        kafka_call(&mut connect(address), ApiKey::DescribeLogDirs, 2, &request);
+    response
+        .results
+        .iter()
+        .flat_map(|dir| dir.topics.iter())
+        .filter(|found| found.name.as_str() == topic)
+        .flat_map(|found| found.partitions.iter())
+        .find(|found| found.partition_index == partition)
+        .map(|found| found.partition_size)
+}
+
+fn scrape_sum(node: &Broker, name: &str) -> f64 {
+    metric_sum(
+        &http(&node.admin_address, "GET", "/metrics").1,
+        name,
+        "shard",
+    )
+}
+
+/// Replication factor 3: each partition's replicas are on the three nodes (three racks), all
+/// in sync. acks=all produce from librdkafka is acknowledged once every in-sync replica has it,
+/// and the followers catch up to no lag. When a follower's node dies, it is fenced and leaves
+/// the ISRs: a topic with `min.insync.replicas=2` keeps taking acks=all, one that needs all
+/// three gets NOT_ENOUGH_REPLICAS. When the node comes back, its replicas fetch what they
+/// missed, rejoin the ISRs, and the topic that needs three takes acks=all again. Nothing
+/// acknowledged is lost: a consumer reads every record back.
+#[test]
+fn replicas_follow_their_leader_and_the_isr_decides_acks_all() {
+    let mut cluster = start_cluster(
+        3,
+        &[
+            "--set",
+            "broker.session.timeout.ms=2000",
+            "--set",
+            "broker.heartbeat.interval.ms=250",
+        ],
+    );
+    let shards = cluster.nodes[0].shard_addresses.len();
+    for node in &cluster.nodes {
+        until("every node's shards", || {
+            metadata(node).brokers.len() == 3 * shards
+        });
+    }
+    create_replicated_topic(
+        &cluster.nodes[1],
+        "two",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    create_replicated_topic(
+        &cluster.nodes[1],
+        "three",
+        1,
+        3,
+        &[("min.insync.replicas", "3")],
+    );
+    for topic in ["two", "three"] {
+        let (error, leader, replicas, isr) = partition_state(&cluster.nodes[0], topic, 0);
+        assert_eq!(error, 0);
+        let nodes: BTreeSet<i32> = replicas.iter().map(|replica| replica / 1000).collect();
+        assert_eq!(nodes, BTreeSet::from([0, 1, 2]), "{topic}: {replicas:?}");
+        assert_eq!(leader, replicas[0]);
+        assert_eq!(isr, replicas, "{topic}: every replica starts in sync");
+    }
+
+    let (producer, deliveries) = producer(
+        &cluster.nodes[0],
+        &[("enable.idempotence", "true"), ("acks", "all")],
+    );
+    send_records(&producer, "two", 1, 0..200, now_ms());
+    let delivered = flush(&producer, &deliveries);
+    assert_eq!(delivered.len(), 200);
+    assert!(
+        delivered.iter().all(|delivery| delivery.error.is_none()),
+        "{:?}",
+        delivered.iter().find(|delivery| delivery.error.is_some())
+    );
+    let three_leader = partition_state(&cluster.nodes[0], "three", 0).1;
+    let three_address = address_of(&cluster.nodes[0], three_leader);
+    assert_eq!(produce_acks_all(&three_address, "three", 0, 10_000), 0);
+    until("the followers to catch up", || {
+        cluster
+            .nodes
+            .iter()
+            .all(|node| scrape_sum(node, "broker_replica_max_lag") == 0.0)
+    });
+
+    // A node that leads neither partition dies.
+    let leaders: BTreeSet<i32> = ["two", "three"]
+        .iter()
+        .map(|topic| partition_state(&cluster.nodes[0], topic, 0).1 / 1000)
+        .collect();
+    let victim = (0..3).find(|node| !leaders.contains(node)).unwrap() as usize;
+    let asked = (victim + 1) % 3;
+    // Paused, its replicas fetch nothing: acks=all cannot be answered while it is in the ISR
+    // (the request times out, or, once it is fenced, the ISR is below three).
+    let pid = cluster.nodes[victim].pid().unwrap() as i32;
+    // SAFETY: signalling a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let paused = produce_acks_all(&three_address, "three", 0, 1000);
+    assert!(
+        paused == 7 || paused == 20,
+        "REQUEST_TIMED_OUT or NOT_ENOUGH_REPLICAS_AFTER_APPEND, not {paused}"
+    );
+    // The topic that needs two is answered once the paused node is fenced.
+    let two_leader = partition_state(&cluster.nodes[asked], "two", 0).1;
+    assert_eq!(
+        produce_acks_all(
+            &address_of(&cluster.nodes[asked], two_leader),
+            "two",
+            0,
+            30_000
+        ),
+        0
+    );
+    cluster.nodes[victim].kill();
+    until("the dead node's replicas to leave the ISRs", || {
+        ["two", "three"].iter().all(|topic| {
+            let (_, _, _, isr) = partition_state(&cluster.nodes[asked], topic, 0);
+            isr.len() == 2 && isr.iter().all(|broker| broker / 1000 != victim as i32)
+        })
+    });
+    let survivors = [asked, (victim + 2) % 3];
+    let survivors_sum = |name: &str| -> f64 {
+        survivors
+            .iter()
+            .map(|node| scrape_sum(&cluster.nodes[*node], name))
+            .sum()
+    };
+    until("both partitions to count as under-replicated", || {
+        survivors_sum("broker_under_replicated_partitions") == 2.0
+    });
+    assert_eq!(
+        survivors_sum("broker_under_min_isr_partitions"),
+        1.0,
+        "only the topic that needs three is under its minimum"
+    );
+
+    send_records(&producer, "two", 1, 200..400, now_ms());
+    let delivered = flush(&producer, &deliveries);
+    assert_eq!(delivered.len(), 400);
+    assert!(
+        delivered.iter().all(|delivery| delivery.error.is_none()),
+        "two in sync are enough for min.insync.replicas=2: {:?}",
+        delivered.iter().find(|delivery| delivery.error.is_some())
+    );
+    assert_eq!(
+        produce_acks_all(&three_address, "three", 0, 10_000),
+        19,
+        "NOT_ENOUGH_REPLICAS"
+    );
+
+    cluster.nodes[victim].restart();
+    until("the restarted node's replicas to rejoin the ISRs", || {
+        ["two", "three"]
+            .iter()
+            .all(|topic| partition_state(&cluster.nodes[asked], topic, 0).3.len() == 3)
+    });
+    assert_eq!(produce_acks_all(&three_address, "three", 0, 10_000), 0);
+    until("no follower to lag", || {
+        cluster
+            .nodes
+            .iter()
+            .all(|node| scrape_sum(node, "broker_replica_max_lag") == 0.0)
+    });
+    // Every replica holds the same batches, the restarted one included.
+    let replicas = partition_state(&cluster.nodes[asked], "two", 0).2;
+    let sizes: Vec<Option<i64>> = replicas
+        .iter()
+        .map(|replica| replica_size(&address_of(&cluster.nodes[asked], *replica), "two", 0))
+        .collect();
+    assert!(sizes[0].is_some_and(|size| size > 0), "{sizes:?}");
+    assert!(sizes.iter().all(|size| *size == sizes[0]), "{sizes:?}");
+    // librdkafka's 400 and the 3 of the produce made while the node was paused.
+    let seen = consume_all(&cluster.nodes[asked], "two", 1, 403);
+    assert_eq!(seen.len(), 403);
+    assert_acknowledged_present(&seen, &delivered, 0);
+}

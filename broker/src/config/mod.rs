@@ -262,6 +262,38 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
         Kind::Long { min: 1 },
     ),
     ("broker.session.timeout.ms", "9000", Kind::Long { min: 1 }),
+    // Replication (Kafka's names and defaults): a follower that has not caught up with its
+    // leader for this long leaves the ISR; followers' fetches and their bounds.
+    ("replica.lag.time.max.ms", "30000", Kind::Long { min: 1 }),
+    (
+        "replica.fetch.max.bytes",
+        "1048576",
+        Kind::Bounded {
+            min: 1024,
+            max: 64 * 1024 * 1024,
+        },
+    ),
+    (
+        "replica.fetch.response.max.bytes",
+        "10485760",
+        Kind::Bounded {
+            min: 1024,
+            max: 32 * 1024 * 1024,
+        },
+    ),
+    (
+        "replica.fetch.wait.max.ms",
+        "500",
+        Kind::Bounded { min: 0, max: 30000 },
+    ),
+    (
+        "replica.fetch.backoff.ms",
+        "1000",
+        Kind::Bounded {
+            min: 0,
+            max: 60000,
+        },
+    ),
     ("controller.quorum.bootstrap.servers", "", Kind::Text),
     ("broker.rack", "", Kind::Text),
     ("log.dirs", "./data", Kind::Text),
@@ -807,7 +839,7 @@ impl BrokerConfig {
             .collect()
     }
 
-    fn long(&self, name: &str) -> i64 {
+    pub fn long(&self, name: &str) -> i64 {
         self.get(name).parse().unwrap_or(0)
     }
 

@@ -24,6 +24,35 @@ pub struct TopicMetadata {
     pub replicas: Vec<Vec<i32>>,
     /// Topic config overrides (Kafka names); everything else falls back to broker defaults.
     pub configs: BTreeMap<String, String>,
+    /// Each partition's leadership and in-sync replicas, by partition index, once it changed
+    /// from the initial one (see `leadership`); shorter than `replicas`, or empty, otherwise.
+    #[serde(default)]
+    pub leaderships: Vec<Leadership>,
+}
+
+/// A partition's leader and in-sync replicas as the controller decided them (the fields of
+/// Kafka's PartitionRecord that clients and replicas act on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leadership {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// Bumped by every change of the leader or the ISR (Kafka's partition epoch): an
+    /// AlterPartition made against an older state is refused.
+    pub partition_epoch: i32,
+    /// The in-sync replicas, leader included, in replica order.
+    pub isr: Vec<i32>,
+}
+
+impl Leadership {
+    /// A new partition's: its first replica leads, in epoch 0, with every replica in sync.
+    pub fn initial(replicas: &[i32]) -> Leadership {
+        Leadership {
+            leader: replicas.first().copied().unwrap_or(-1),
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: replicas.to_vec(),
+        }
+    }
 }
 
 /// A topic as stored: before cluster mode, `metadata.json` held each partition's owning shard
@@ -56,6 +85,7 @@ impl From<StoredTopic> for TopicMetadata {
             topic_id: stored.topic_id,
             replicas,
             configs: stored.configs,
+            leaderships: Vec::new(),
         }
     }
 }
@@ -75,9 +105,35 @@ impl TopicMetadata {
         self.replicas.len()
     }
 
-    /// The broker that leads `partition` (its first replica), if the partition exists.
+    /// The broker that leads `partition`, if the partition exists.
     pub fn leader(&self, partition: usize) -> Option<i32> {
-        self.replicas.get(partition)?.first().copied()
+        self.leadership(partition)
+            .map(|leadership| leadership.leader)
+    }
+
+    /// The leadership and ISR of `partition`, if it exists.
+    pub fn leadership(&self, partition: usize) -> Option<Leadership> {
+        match self.leaderships.get(partition) {
+            Some(leadership) => Some(leadership.clone()),
+            None => Some(Leadership::initial(self.replicas.get(partition)?)),
+        }
+    }
+
+    /// Records a partition's new leadership, filling the ones before it that never changed.
+    fn set_leadership(&mut self, partition: usize, leadership: Leadership) {
+        if partition >= self.replicas.len() {
+            return;
+        }
+        while self.leaderships.len() <= partition {
+            let initial = Leadership::initial(&self.replicas[self.leaderships.len()]);
+            self.leaderships.push(initial);
+        }
+        self.leaderships[partition] = leadership;
+    }
+
+    /// The replication factor: the replica count of its first partition.
+    pub fn replication_factor(&self) -> usize {
+        self.replicas.first().map_or(1, Vec::len)
     }
 
     /// The shard of `node` that holds a replica of `partition`, if any.
@@ -189,6 +245,8 @@ pub enum MetadataChange {
     ClusterIdCommitted {
         cluster_id: String,
     },
+    /// Partitions' leaderships or ISRs changed (AlterPartition from their leader).
+    LeadershipsChanged(Vec<(String, i32, Leadership)>),
 }
 
 /// Where the metadata log lives in the data directory.
@@ -313,10 +371,21 @@ impl ClusterMetadata {
             }
             MetadataChange::NodeFenced { node_id } => {
                 self.fenced.insert(*node_id);
+                self.shrink_isrs_without(*node_id);
                 self.version += 1;
             }
             MetadataChange::NodeUnfenced { node_id } => {
                 self.fenced.remove(node_id);
+                self.version += 1;
+            }
+            MetadataChange::LeadershipsChanged(changes) => {
+                for (name, partition, leadership) in changes {
+                    if let (Some(topic), Ok(index)) =
+                        (self.topics.get_mut(name), usize::try_from(*partition))
+                    {
+                        topic.set_leadership(index, leadership.clone());
+                    }
+                }
                 self.version += 1;
             }
             MetadataChange::ClusterIdCommitted { cluster_id } => {
@@ -325,6 +394,32 @@ impl ClusterMetadata {
                     self.cluster_id_committed = true;
                     self.version += 1;
                 }
+            }
+        }
+    }
+
+    /// A fenced node's replicas leave every ISR they follow in, as KRaft's controller removes
+    /// a fenced broker from ISRs: the leader no longer waits for them, and they come back
+    /// through their leader's AlterPartition once caught up. Part of applying `NodeFenced`,
+    /// so every node's copy shrinks the same ISRs at the same entry. A leader on the node is
+    /// kept, and so is the last member of an ISR: whoever is last in sync holds what was
+    /// acknowledged.
+    fn shrink_isrs_without(&mut self, node: i32) {
+        for topic in self.topics.values_mut() {
+            for index in 0..topic.partition_count() {
+                let Some(mut leadership) = topic.leadership(index) else {
+                    continue;
+                };
+                let before = leadership.isr.len();
+                let leader = leadership.leader;
+                leadership
+                    .isr
+                    .retain(|broker| *broker == leader || broker_place(*broker).0 != node);
+                if leadership.isr.is_empty() || leadership.isr.len() == before {
+                    continue;
+                }
+                leadership.partition_epoch += 1;
+                topic.set_leadership(index, leadership);
             }
         }
     }
@@ -428,6 +523,26 @@ impl ClusterMetadata {
             changes.push(MetadataChange::ProducerIdsAllocated {
                 next: target.next_producer_id,
             });
+        }
+        // Last, since fencing above shrinks ISRs on its own: whatever differs after it.
+        let mut leaderships = Vec::new();
+        for theirs in target.topics.values() {
+            // A created topic carries its leaderships.
+            let Some((mine, _)) = same(&theirs.name) else {
+                continue;
+            };
+            for index in 0..theirs.partition_count() {
+                let wanted = theirs.leadership(index);
+                let had = mine.leadership(index);
+                if let Some(wanted) = wanted {
+                    if had.as_ref() != Some(&wanted) {
+                        leaderships.push((theirs.name.clone(), index as i32, wanted));
+                    }
+                }
+            }
+        }
+        if !leaderships.is_empty() {
+            changes.push(MetadataChange::LeadershipsChanged(leaderships));
         }
         changes
     }
@@ -552,6 +667,67 @@ impl ClusterMetadata {
             .collect()
     }
 
+    /// Places `partition_count` partitions of `replication_factor` replicas on `brokers`
+    /// (every live shard, as broker ids, with `existing` replicas each and `extra` placed by
+    /// this request so far), each replica on a distinct node:
+    /// - the nodes are ordered rack by rack in turn (Kafka's rack-alternating list), so the
+    ///   replicas of a partition, taken in that order, are on distinct racks where there are
+    ///   enough of them;
+    /// - partition i starts, as its leader, i nodes further along that list than the one
+    ///   before it, so leaders spread (Kafka starts at a random node);
+    /// - on each node the replica goes to the least-loaded shard.
+    ///
+    /// The caller has checked that there are at least `replication_factor` nodes.
+    pub fn place_replicas(
+        brokers: &[i32],
+        racks: &BTreeMap<i32, Option<String>>,
+        existing: &[usize],
+        partition_count: usize,
+        replication_factor: usize,
+        extra: &mut [usize],
+    ) -> Vec<Vec<i32>> {
+        let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+        let mut nodes: Vec<i32> = brokers.iter().map(|b| broker_place(*b).0).collect();
+        nodes.dedup();
+        for node in &nodes {
+            let rack = racks.get(node).and_then(|rack| rack.as_deref());
+            by_rack.entry(rack).or_default().push(*node);
+        }
+        let mut alternating = Vec::with_capacity(nodes.len());
+        for turn in 0.. {
+            let before = alternating.len();
+            alternating.extend(by_rack.values().filter_map(|nodes| nodes.get(turn)));
+            if alternating.len() == before {
+                break;
+            }
+        }
+        let load = |extra: &[usize], at: usize| existing[at] + extra[at];
+        // The least-loaded shard of a node, as an index into `brokers`.
+        let least_loaded = |extra: &[usize], node: i32| {
+            (0..brokers.len())
+                .filter(|at| broker_place(brokers[*at]).0 == node)
+                .min_by_key(|at| (load(extra, *at), *at))
+        };
+        // Each request starts where the replicas placed so far leave off, so topics do not all
+        // lead from the first node.
+        let base = (existing.iter().sum::<usize>() + extra.iter().sum::<usize>())
+            / replication_factor.max(1);
+        let mut placed = Vec::with_capacity(partition_count);
+        for index in 0..partition_count {
+            let start = (base + index) % alternating.len().max(1);
+            let mut replicas = Vec::with_capacity(replication_factor);
+            for step in 0..replication_factor.min(alternating.len()) {
+                let node = alternating[(start + step) % alternating.len()];
+                if let Some(at) = least_loaded(extra, node) {
+                    extra[at] += 1;
+                    replicas.push(brokers[at]);
+                }
+            }
+            placed.push(replicas);
+        }
+        placed
+    }
+
     fn path(data_dir: &Path) -> PathBuf {
         data_dir.join(METADATA_DIRECTORY).join(METADATA_FILE)
     }
@@ -618,6 +794,7 @@ mod tests {
                 topic_id: uuid::Uuid::new_v4(),
                 replicas: brokers.into_iter().map(|broker| vec![broker]).collect(),
                 configs: BTreeMap::new(),
+                leaderships: Vec::new(),
             },
         );
         metadata
@@ -670,6 +847,7 @@ mod tests {
             topic_id: uuid::Uuid::new_v4(),
             replicas: vec![vec![0]],
             configs: BTreeMap::new(),
+            leaderships: Vec::new(),
         }]));
         let mut leader = follower.clone();
         leader.apply(&MetadataChange::TopicsDeleted(vec!["gone".into()]));
@@ -678,6 +856,7 @@ mod tests {
             topic_id: uuid::Uuid::new_v4(),
             replicas: vec![vec![1]],
             configs: BTreeMap::new(),
+            leaderships: Vec::new(),
         }]));
         leader.apply(&MetadataChange::PartitionsAdded(vec![(
             "a".into(),
@@ -731,6 +910,7 @@ mod tests {
             topic_id: uuid::Uuid::new_v4(),
             replicas: vec![vec![1], vec![0]],
             configs: BTreeMap::from([("retention.ms".into(), "5".into())]),
+            leaderships: Vec::new(),
         }]));
         std::fs::create_dir_all(directory.path().join(METADATA_DIRECTORY)).unwrap();
         std::fs::write(
@@ -745,5 +925,107 @@ mod tests {
         ClusterMetadata::remove_legacy(directory.path()).unwrap();
         assert!(ClusterMetadata::load(directory.path()).unwrap().is_none());
         ClusterMetadata::remove_legacy(directory.path()).unwrap();
+    }
+
+    /// Four nodes of two shards on two racks: every partition's three replicas are on three
+    /// nodes and both racks, leaders go round the nodes, and every shard ends up with as many
+    /// replicas as any other.
+    #[test]
+    fn replicas_go_to_distinct_nodes_and_racks_and_leaders_spread() {
+        let brokers: Vec<i32> = (0..4)
+            .flat_map(|node| (0..2).map(move |shard| broker_id(node, shard)))
+            .collect();
+        let racks = BTreeMap::from([
+            (0, Some("a".to_string())),
+            (1, Some("a".to_string())),
+            (2, Some("b".to_string())),
+            (3, Some("b".to_string())),
+        ]);
+        let mut extra = vec![0; brokers.len()];
+        let placed = ClusterMetadata::place_replicas(&brokers, &racks, &[0; 8], 8, 3, &mut extra);
+        assert_eq!(placed.len(), 8);
+        let mut leaders = BTreeMap::new();
+        for replicas in &placed {
+            let nodes: std::collections::BTreeSet<i32> = replicas
+                .iter()
+                .map(|broker| broker_place(*broker).0)
+                .collect();
+            assert_eq!(nodes.len(), 3, "{replicas:?}");
+            let on_racks: std::collections::BTreeSet<&Option<String>> =
+                nodes.iter().map(|node| &racks[node]).collect();
+            assert_eq!(on_racks.len(), 2, "{replicas:?}");
+            *leaders.entry(broker_place(replicas[0]).0).or_insert(0) += 1;
+        }
+        assert_eq!(leaders, BTreeMap::from([(0, 2), (1, 2), (2, 2), (3, 2)]));
+        assert_eq!(extra, vec![3; 8], "24 replicas over 8 shards");
+    }
+
+    fn replicated(replicas: Vec<Vec<i32>>) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::new();
+        metadata.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
+            name: "t".into(),
+            topic_id: uuid::Uuid::new_v4(),
+            replicas,
+            configs: BTreeMap::new(),
+            leaderships: Vec::new(),
+        }]));
+        metadata
+    }
+
+    /// A fenced node leaves the ISRs it follows in, each with a new partition epoch; the ISR
+    /// of a partition it leads keeps it, and so does an ISR it is the last of.
+    #[test]
+    fn a_fenced_node_leaves_the_isrs_it_follows_in() {
+        let mut metadata = replicated(vec![
+            vec![0, 1000, 2000],
+            vec![2000, 0, 1000],
+            vec![1000, 2001],
+        ]);
+        metadata.apply(&MetadataChange::LeadershipsChanged(vec![(
+            "t".into(),
+            2,
+            Leadership {
+                leader: 1000,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                isr: vec![2001],
+            },
+        )]));
+        metadata.apply(&MetadataChange::NodeFenced { node_id: 2 });
+        let topic = &metadata.topics["t"];
+        let first = topic.leadership(0).unwrap();
+        assert_eq!(first.isr, vec![0, 1000]);
+        assert_eq!(first.partition_epoch, 1);
+        let led = topic.leadership(1).unwrap();
+        assert_eq!(led.isr, vec![2000, 0, 1000], "its leader stays");
+        assert_eq!(led.partition_epoch, 0);
+        assert_eq!(
+            topic.leadership(2).unwrap().isr,
+            vec![2001],
+            "the last in sync stays"
+        );
+    }
+
+    /// A follower that installs a snapshot gets the leaderships and ISRs the leader has.
+    #[test]
+    fn the_changes_to_a_snapshot_carry_leaderships() {
+        let mut leader = replicated(vec![vec![0, 1000], vec![1000, 0]]);
+        let mut follower = leader.clone();
+        leader.apply(&MetadataChange::NodeFenced { node_id: 1 });
+        leader.apply(&MetadataChange::LeadershipsChanged(vec![(
+            "t".into(),
+            1,
+            Leadership {
+                leader: 1000,
+                leader_epoch: 0,
+                partition_epoch: 3,
+                isr: vec![1000],
+            },
+        )]));
+        for change in follower.changes_to(&leader) {
+            follower.apply(&change);
+        }
+        assert_eq!(follower.topics, leader.topics);
+        assert_eq!(follower.changes_to(&leader).len(), 0);
     }
 }

@@ -97,6 +97,16 @@ pub enum ControllerRequest {
         node_id: i32,
         incarnation: uuid::Uuid,
     },
+    /// A partition's leader changes its ISR (Kafka's AlterPartition): the new ISR, made
+    /// against the leadership of `partition_epoch`. Answered by `Topics` (empty) once
+    /// committed, or `Failed` with the Kafka error's name first.
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// One topic of a CreatePartitions request.
@@ -325,6 +335,41 @@ impl Controller {
             ControllerRequest::DescribeQuorum | ControllerRequest::Heartbeat { .. } => {
                 ControllerReply::Failed("answered above".into())
             }
+            ControllerRequest::AlterPartition {
+                topic,
+                partition,
+                leader,
+                partition_epoch,
+                isr,
+            } => {
+                let checked = check_alter_partition(
+                    &shard.metadata(),
+                    &topic,
+                    partition,
+                    leader,
+                    partition_epoch,
+                    isr,
+                );
+                let leadership = match checked {
+                    Ok(leadership) => leadership,
+                    Err(refusal) => return ControllerReply::Failed(refusal),
+                };
+                let isr = leadership.isr.clone();
+                match self
+                    .publish(MetadataChange::LeadershipsChanged(vec![(
+                        topic.clone(),
+                        partition,
+                        leadership,
+                    )]))
+                    .await
+                {
+                    Ok(()) => {
+                        info!(%topic, partition, ?isr, "ISR changed");
+                        ControllerReply::Topics(Vec::new())
+                    }
+                    Err(reason) => ControllerReply::Failed(reason),
+                }
+            }
             ControllerRequest::RegisterNode(registration) => {
                 let node_id = registration.node_id;
                 if let Some(refusal) = self.refuse_registration(shard, &registration) {
@@ -522,6 +567,7 @@ impl Controller {
                 | ControllerRequest::CreateOffsetsTopic
                 | ControllerRequest::AlterConfigs { .. }
                 | ControllerRequest::CreatePartitions { .. }
+                | ControllerRequest::AlterPartition { .. }
         );
         let cluster = host.metadata().committed_cluster_id();
         match quorum::calls::call(me, voter, cluster.as_deref(), request).await {
@@ -559,6 +605,9 @@ impl Controller {
         let speaks_for = match &request {
             ControllerRequest::RegisterNode(registration) => Some(registration.node_id),
             ControllerRequest::Heartbeat { node_id, .. } => Some(*node_id),
+            ControllerRequest::AlterPartition { leader, .. } => {
+                Some(metadata::broker_place(*leader).0)
+            }
             _ => None,
         };
         if speaks_for.is_some_and(|node_id| node_id != from) {
@@ -609,7 +658,7 @@ impl Controller {
             return Vec::new();
         }
         let settings = shard.node().config.group_settings();
-        let brokers = candidate_brokers(shard);
+        let brokers = candidate_brokers(shard).ids;
         let placement = ClusterMetadata::place(
             &shard.metadata().partitions_on(&brokers),
             settings.offsets_partitions as usize,
@@ -618,6 +667,7 @@ impl Controller {
         let topic = TopicMetadata {
             name: OFFSETS_TOPIC.to_string(),
             topic_id: uuid::Uuid::new_v4(),
+            leaderships: Vec::new(),
             replicas: on_brokers(&brokers, placement),
             configs: BTreeMap::from([
                 ("cleanup.policy".to_string(), "compact".to_string()),
@@ -658,21 +708,22 @@ impl Controller {
         let brokers = candidate_brokers(shard);
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut created = Vec::new();
-        let mut extra = vec![0usize; brokers.len()];
+        let mut extra = vec![0usize; brokers.ids.len()];
         let per_shard_max = shard.partitions_per_shard_max();
         {
             let metadata = shard.metadata();
-            let existing = metadata.partitions_on(&brokers);
+            let existing = metadata.partitions_on(&brokers.ids);
             for topic in &topics {
-                match self.check_new_topic(shard, &metadata, topic, &created) {
+                match self.check_new_topic(shard, &metadata, topic, &created, brokers.nodes()) {
                     Err((error, message)) => {
                         outcomes.push(TopicOutcome::failed(&topic.name, error, message))
                     }
-                    Ok(partitions) => {
+                    Ok((partitions, replication_factor)) => {
                         let placement = match place_within_cap(
                             &brokers,
                             &existing,
                             partitions as usize,
+                            replication_factor,
                             &mut extra,
                             per_shard_max,
                         ) {
@@ -686,7 +737,7 @@ impl Controller {
                                      partitions, more than topic_partitions_per_shard ({per_shard_max}) \
                                      allows; the cluster holds at most {} partitions",
                                     would_hold,
-                                    per_shard_max * brokers.len()
+                                    per_shard_max * brokers.ids.len()
                                 ),
                             ));
                                 continue;
@@ -695,6 +746,7 @@ impl Controller {
                         let created_topic = TopicMetadata {
                             name: topic.name.clone(),
                             topic_id: uuid::Uuid::new_v4(),
+                            leaderships: Vec::new(),
                             replicas: placement,
                             configs: topic.configs.clone(),
                         };
@@ -730,7 +782,8 @@ impl Controller {
         metadata: &metadata::ClusterMetadata,
         topic: &NewTopic,
         created: &[TopicMetadata],
-    ) -> Result<i32, (ErrorCode, String)> {
+        live_nodes: usize,
+    ) -> Result<(i32, usize), (ErrorCode, String)> {
         let name = &topic.name;
         validate_topic_name(name).map_err(|reason| (ErrorCode::InvalidTopicException, reason))?;
         if shard.disk_full() {
@@ -776,12 +829,21 @@ impl Controller {
         } else {
             i64::from(topic.replication_factor)
         };
-        if replication_factor != 1 {
+        // Kafka's checks and words: at least 1, and no more than the nodes that can hold a
+        // replica each (a node's shards are one failure domain, so never two replicas).
+        if replication_factor < 1 {
+            return Err((
+                ErrorCode::InvalidReplicationFactor,
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
+        }
+        if replication_factor > live_nodes as i64 {
             return Err((
                 ErrorCode::InvalidReplicationFactor,
                 format!(
-                    "replication factor {replication_factor} is larger than the 1 available \
-                     broker node{}",
+                    "Unable to replicate the partition {replication_factor} time(s): The target \
+                     replication factor of {replication_factor}{} cannot be reached because only \
+                     {live_nodes} node(s) are registered and unfenced.",
                     if topic.replication_factor == -1 {
                         " (default.replication.factor)"
                     } else {
@@ -794,7 +856,7 @@ impl Controller {
             check_topic_config(config, value)
                 .map_err(|error| (ErrorCode::InvalidConfig, error.to_string()))?;
         }
-        Ok(partitions)
+        Ok((partitions, replication_factor as usize))
     }
 
     /// Works out every resource's new configs, then (unless validating) persists and publishes
@@ -881,10 +943,10 @@ impl Controller {
         let per_shard_max = shard.partitions_per_shard_max();
         let mut outcomes = Vec::with_capacity(topics.len());
         let mut additions = Vec::new();
-        let mut extra = vec![0usize; brokers.len()];
+        let mut extra = vec![0usize; brokers.ids.len()];
         {
             let metadata = shard.metadata();
-            let existing = metadata.partitions_on(&brokers);
+            let existing = metadata.partitions_on(&brokers.ids);
             for request in &topics {
                 let added = match check_new_partitions(shard, &metadata, request) {
                     Err((error, message)) => {
@@ -893,22 +955,45 @@ impl Controller {
                     }
                     Ok(added) => added,
                 };
-                let owners =
-                    match place_within_cap(&brokers, &existing, added, &mut extra, per_shard_max) {
-                        Ok(owners) => owners,
-                        Err((full, would_hold)) => {
-                            outcomes.push(TopicOutcome::failed(
-                                &request.name,
-                                ErrorCode::InvalidPartitions,
-                                format!(
+                // New partitions have the topic's replication factor.
+                let replication_factor = metadata
+                    .topics
+                    .get(&request.name)
+                    .map_or(1, TopicMetadata::replication_factor);
+                if replication_factor > brokers.nodes() {
+                    outcomes.push(TopicOutcome::failed(
+                        &request.name,
+                        ErrorCode::InvalidReplicationFactor,
+                        format!(
+                            "Unable to replicate the partition {replication_factor} time(s): \
+                             only {} node(s) are registered and unfenced.",
+                            brokers.nodes()
+                        ),
+                    ));
+                    continue;
+                }
+                let owners = match place_within_cap(
+                    &brokers,
+                    &existing,
+                    added,
+                    replication_factor,
+                    &mut extra,
+                    per_shard_max,
+                ) {
+                    Ok(owners) => owners,
+                    Err((full, would_hold)) => {
+                        outcomes.push(TopicOutcome::failed(
+                            &request.name,
+                            ErrorCode::InvalidPartitions,
+                            format!(
                             "Cannot add {added} partitions: broker {full} would hold {would_hold} \
                              partitions, more than topic_partitions_per_shard ({per_shard_max}) \
                              allows"
                         ),
-                            ));
-                            continue;
-                        }
-                    };
+                        ));
+                        continue;
+                    }
+                };
                 outcomes.push(TopicOutcome {
                     name: request.name.clone(),
                     error: ErrorCode::None,
@@ -993,40 +1078,141 @@ impl Controller {
     }
 }
 
+/// A leader's AlterPartition checked as Kafka's controller checks it, and the leadership it
+/// makes; or why not, the Kafka error's name first:
+/// - the partition must exist and be led by `leader` (NOT_LEADER_OR_FOLLOWER);
+/// - it must be made against the current state (INVALID_UPDATE_VERSION): an ISR change the
+///   controller made since (a fenced follower removed) is not undone by an older request;
+/// - the ISR must be replicas of the partition, without repeats, including the leader
+///   (INVALID_REQUEST);
+/// - a replica joining the ISR must be on a node that is not fenced (INELIGIBLE_REPLICA).
+fn check_alter_partition(
+    metadata: &ClusterMetadata,
+    topic: &str,
+    partition: i32,
+    leader: i32,
+    partition_epoch: i32,
+    isr: Vec<i32>,
+) -> Result<metadata::Leadership, String> {
+    let current = metadata
+        .topics
+        .get(topic)
+        .zip(usize::try_from(partition).ok())
+        .and_then(|(found, index)| Some((found.leadership(index)?, &found.replicas[index])));
+    let Some((current, replicas)) = current else {
+        return Err(format!(
+            "UNKNOWN_TOPIC_OR_PARTITION: {topic}-{partition} does not exist"
+        ));
+    };
+    if current.leader != leader {
+        return Err(format!(
+            "NOT_LEADER_OR_FOLLOWER: broker {leader} does not lead {topic}-{partition}; {} does",
+            current.leader
+        ));
+    }
+    if current.partition_epoch != partition_epoch {
+        return Err(format!(
+            "INVALID_UPDATE_VERSION: {topic}-{partition} is at partition epoch {}, not {partition_epoch}",
+            current.partition_epoch
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if !isr.contains(&leader)
+        || !isr
+            .iter()
+            .all(|broker| replicas.contains(broker) && seen.insert(*broker))
+    {
+        return Err(format!(
+            "INVALID_REQUEST: ISR {isr:?} of {topic}-{partition} must be distinct replicas of              {replicas:?} including the leader"
+        ));
+    }
+    if let Some(fenced) = isr.iter().find(|broker| {
+        !current.isr.contains(broker)
+            && metadata
+                .fenced
+                .contains(&metadata::broker_place(**broker).0)
+    }) {
+        return Err(format!(
+            "INELIGIBLE_REPLICA: broker {fenced} is on a fenced node and cannot join the ISR of              {topic}-{partition}"
+        ));
+    }
+    // Kept in replica order, whatever order the leader sent.
+    let isr = replicas
+        .iter()
+        .copied()
+        .filter(|broker| isr.contains(broker))
+        .collect();
+    Ok(metadata::Leadership {
+        leader,
+        leader_epoch: current.leader_epoch,
+        partition_epoch: current.partition_epoch + 1,
+        isr,
+    })
+}
+
 /// Places `count` new partitions on `brokers` (see `ClusterMetadata::place`) unless that
 /// would put a broker past `per_shard_max`: each partition holds an open file, a flusher and
 /// memory on its shard, so a shard takes at most `topic_partitions_per_shard` (Redpanda's
 /// rule). On refusal `extra` is left as it was, and the answer is the first broker over and
 /// what it would hold.
 fn place_within_cap(
-    brokers: &[i32],
+    brokers: &Candidates,
     existing: &[usize],
     count: usize,
+    replication_factor: usize,
     extra: &mut Vec<usize>,
     per_shard_max: usize,
 ) -> Result<Vec<Vec<i32>>, (i32, usize)> {
     let before = extra.clone();
-    let placement = ClusterMetadata::place(existing, count, extra);
+    let placement = if replication_factor <= 1 {
+        on_brokers(&brokers.ids, ClusterMetadata::place(existing, count, extra))
+    } else {
+        ClusterMetadata::place_replicas(
+            &brokers.ids,
+            &brokers.racks,
+            existing,
+            count,
+            replication_factor,
+            extra,
+        )
+    };
     match (0..existing.len()).find(|index| existing[*index] + extra[*index] > per_shard_max) {
         Some(full) => {
             let would_hold = existing[full] + extra[full];
             *extra = before;
-            Err((brokers[full], would_hold))
+            Err((brokers.ids[full], would_hold))
         }
-        None => Ok(on_brokers(brokers, placement)),
+        None => Ok(placement),
+    }
+}
+
+/// Where new partitions may go: broker ids in order, and each node's rack.
+struct Candidates {
+    ids: Vec<i32>,
+    racks: BTreeMap<i32, Option<String>>,
+}
+
+impl Candidates {
+    fn nodes(&self) -> usize {
+        self.racks.len()
     }
 }
 
 /// Where new partitions may go: every shard of this node and of every other registered node,
 /// as broker ids, in order.
-fn candidate_brokers(host: &dyn ControllerHost) -> Vec<i32> {
+fn candidate_brokers(host: &dyn ControllerHost) -> Candidates {
     let node = host.node();
     let mut brokers: Vec<i32> = node.brokers().map(|(id, _, _)| id).collect();
+    let mut racks = BTreeMap::from([(node.node_id, node.rack.clone())]);
     for registration in host.metadata().other_live_nodes(node.node_id) {
         brokers.extend(registration.brokers().map(|(id, _, _)| id));
+        racks.insert(registration.node_id, registration.rack.clone());
     }
     brokers.sort_unstable();
-    brokers
+    Candidates {
+        ids: brokers,
+        racks,
+    }
 }
 
 /// Partitions placed by index into `brokers`: one replica each.
@@ -1180,5 +1366,53 @@ mod tests {
         assert!(validate_topic_name("a/b").is_err());
         assert!(validate_topic_name("naïve").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    /// AlterPartition is taken only from the partition's leader, against its current partition
+    /// epoch, for an ISR of distinct replicas that includes the leader, and adds no replica of
+    /// a fenced node; the ISR it makes is in replica order, at the next partition epoch.
+    #[test]
+    fn alter_partition_is_checked_as_kafkas_controller_checks_it() {
+        let mut metadata = ClusterMetadata::new();
+        metadata.apply(&MetadataChange::TopicsCreated(vec![TopicMetadata {
+            name: "t".into(),
+            topic_id: uuid::Uuid::new_v4(),
+            replicas: vec![vec![0, 1000, 2000]],
+            configs: BTreeMap::new(),
+            leaderships: Vec::new(),
+        }]));
+        let check = |metadata: &ClusterMetadata, leader, epoch, isr: Vec<i32>| {
+            check_alter_partition(metadata, "t", 0, leader, epoch, isr)
+        };
+        let shrunk = check(&metadata, 0, 0, vec![1000, 0]).unwrap();
+        assert_eq!(shrunk.isr, vec![0, 1000]);
+        assert_eq!(shrunk.partition_epoch, 1);
+        assert_eq!(shrunk.leader, 0);
+        let refused = |result: Result<metadata::Leadership, String>, code: &str| {
+            let reason = result.unwrap_err();
+            assert!(reason.starts_with(code), "{reason}");
+        };
+        refused(
+            check(&metadata, 1000, 0, vec![1000]),
+            "NOT_LEADER_OR_FOLLOWER",
+        );
+        refused(check(&metadata, 0, 5, vec![0]), "INVALID_UPDATE_VERSION");
+        refused(check(&metadata, 0, 0, vec![1000, 2000]), "INVALID_REQUEST");
+        refused(check(&metadata, 0, 0, vec![0, 0]), "INVALID_REQUEST");
+        refused(check(&metadata, 0, 0, vec![0, 3000]), "INVALID_REQUEST");
+        refused(
+            check_alter_partition(&metadata, "t", 1, 0, 0, vec![0]),
+            "UNKNOWN_TOPIC_OR_PARTITION",
+        );
+        metadata.apply(&MetadataChange::NodeFenced { node_id: 2 });
+        let isr = metadata.topics["t"].leadership(0).unwrap();
+        assert_eq!(isr.isr, vec![0, 1000]);
+        refused(
+            check(&metadata, 0, isr.partition_epoch, vec![0, 1000, 2000]),
+            "INELIGIBLE_REPLICA",
+        );
+        metadata.apply(&MetadataChange::NodeUnfenced { node_id: 2 });
+        let grown = check(&metadata, 0, isr.partition_epoch, vec![2000, 0, 1000]).unwrap();
+        assert_eq!(grown.isr, vec![0, 1000, 2000]);
     }
 }

@@ -243,6 +243,9 @@ impl ShardMetrics {
             quorum: None,
             nodes_registered: 0,
             nodes_fenced: 0,
+            under_replicated: 0,
+            under_min_isr: 0,
+            replica_max_lag: 0,
         }
     }
 }
@@ -295,6 +298,13 @@ pub struct MetricsSnapshot {
     /// shard).
     pub nodes_registered: u64,
     pub nodes_fenced: u64,
+    /// Partitions this shard leads with fewer in-sync replicas than replicas, and with fewer
+    /// than their `min.insync.replicas`.
+    pub under_replicated: u64,
+    pub under_min_isr: u64,
+    /// The largest lag of a follower of a partition this shard leads, in offsets behind the
+    /// leader's log end.
+    pub replica_max_lag: i64,
 }
 
 #[derive(Debug)]
@@ -415,7 +425,7 @@ impl Collector for Snapshots {
                 encode_histogram(&mut family, &shard_label(snapshot.shard), field(snapshot))?;
             }
         }
-        let gauges: [Family<GaugeField>; 12] = [
+        let gauges: [Family<GaugeField>; 14] = [
             ("broker_connections", "Open client connections.", |s| {
                 s.connections
             }),
@@ -439,8 +449,20 @@ impl Collector for Snapshots {
             ),
             (
                 "broker_under_replicated_partitions",
-                "Partitions with fewer in-sync replicas than replicas (0 on a single node).",
-                |_| 0,
+                "Partitions the shard leads with fewer in-sync replicas than replicas.",
+                |s| s.under_replicated as i64,
+            ),
+            (
+                "broker_under_min_isr_partitions",
+                "Partitions the shard leads with fewer in-sync replicas than min.insync.replicas \
+                 (acks=all produce is refused).",
+                |s| s.under_min_isr as i64,
+            ),
+            (
+                "broker_replica_max_lag",
+                "The largest lag, in offsets behind the leader's log end, of a follower of a \
+                 partition the shard leads.",
+                |s| s.replica_max_lag,
             ),
             (
                 "broker_offline_partitions",

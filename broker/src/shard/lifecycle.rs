@@ -249,7 +249,8 @@ impl Shard {
             | MetadataChange::NodeRegistered(_)
             | MetadataChange::NodeFenced { .. }
             | MetadataChange::NodeUnfenced { .. }
-            | MetadataChange::ClusterIdCommitted { .. } => {}
+            | MetadataChange::ClusterIdCommitted { .. }
+            | MetadataChange::LeadershipsChanged(_) => {}
         }
         self.metadata.borrow_mut().apply(change);
         let ids = self
@@ -271,6 +272,7 @@ impl Shard {
             }
             _ => {}
         }
+        self.refresh_replicas();
         if matches!(change, MetadataChange::Snapshot(_)) {
             self.ready.set(true);
             self.ready_event.notify(usize::MAX);
@@ -664,6 +666,7 @@ mod tests {
                 topic_id: uuid::Uuid::new_v4(),
                 replicas: vec![vec![0], vec![1]],
                 configs: Default::default(),
+                leaderships: Vec::new(),
             },
         );
         remove_orphan_partitions(data.path(), &metadata);

@@ -200,6 +200,21 @@ impl Shard {
             snapshot.nodes_registered = metadata.nodes.len() as u64;
             snapshot.nodes_fenced = metadata.fenced.len() as u64;
         }
+        for replica in self.all_replicas() {
+            if !replica.is_leader() {
+                continue;
+            }
+            let in_sync = replica.isr_len();
+            if in_sync < replica.replica_count() {
+                snapshot.under_replicated += 1;
+            }
+            if (in_sync as i64) < replica.log.min_insync_replicas() {
+                snapshot.under_min_isr += 1;
+            }
+            for (_, lag) in replica.follower_lags() {
+                snapshot.replica_max_lag = snapshot.replica_max_lag.max(lag);
+            }
+        }
         snapshot.quorum = self
             .controller
             .as_ref()

@@ -11,6 +11,7 @@
 mod cleaner;
 mod lifecycle;
 pub(crate) mod mesh;
+mod replicas;
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
@@ -85,6 +86,12 @@ pub struct Shard {
     pub groups: GroupCoordinator,
     /// This shard's open client connections.
     pub connections: crate::connections::Connections,
+    /// The local replicas of replicated partitions, by topic and partition.
+    replicas: RefCell<HashMap<String, HashMap<i32, Rc<crate::replication::Replica>>>>,
+    /// The leader brokers a fetcher of this shard follows.
+    fetchers: RefCell<std::collections::HashSet<i32>>,
+    /// The shard is shutting down: no fetcher starts or goes on.
+    closing: Cell<bool>,
     /// Incremental fetch sessions (KIP-227) of the consumers fetching from this shard.
     pub fetch_sessions: RefCell<crate::kafka::fetch_sessions::FetchSessions>,
     /// The node's config with the dynamic entries for this shard's broker layered over it
@@ -131,6 +138,9 @@ impl Shard {
             node_ready: Cell::new(false),
             groups: GroupCoordinator::new(node.config.group_settings()),
             connections: Default::default(),
+            replicas: RefCell::new(HashMap::new()),
+            fetchers: RefCell::new(Default::default()),
+            closing: Cell::new(false),
             config: RefCell::new(Rc::new(node.config.clone())),
             fetch_sessions: RefCell::new(crate::kafka::fetch_sessions::FetchSessions::new(
                 node.config.fetch_session_slots(),

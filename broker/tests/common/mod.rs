@@ -692,10 +692,25 @@ pub fn segment_bytes(partition_dir: &Path) -> u64 {
 
 /// Creates a topic through the Admin API (CreateTopics) and waits for the result.
 pub fn create_topic(broker: &Broker, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    create_replicated_topic(broker, topic, partitions, 1, configs)
+}
+
+/// `create_topic` with `replication_factor` replicas of each partition.
+pub fn create_replicated_topic(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         broker.client_config().create().unwrap();
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
     for (key, value) in configs {
         new_topic = new_topic.set(key, value);
     }

@@ -6,7 +6,7 @@
 //! the flusher is retrying a write that hit ENOSPC; disk space for a batch is reserved (the
 //! segment preallocated past it) before it gets an offset, so the flusher never has to allocate.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
 
 use super::{now_ms, AppendInfo, CachedBatch, LogError, PartitionLog, WritePoint, LEADER_EPOCH};
@@ -14,8 +14,8 @@ use crate::io::{align_up, write_small_file};
 use crate::limits::{APPEND_PIECE_BYTES, BLOCK_BYTES, PREALLOCATE_STEP_BYTES, UNFLUSHED_MAX_BYTES};
 use crate::producer_state::SequenceCheck;
 use crate::record_batch::{
-    assign_offset, compute_crc, set_max_timestamp, stamp_log_append_time,
-    validate_produced_with_crc, BatchHeader, ATTRIBUTES_AT,
+    assign_offset, check_stored_integrity, compute_crc, set_max_timestamp, stamp_log_append_time,
+    validate_produced_with_crc, BatchError, BatchHeader, BatchWalk, ATTRIBUTES_AT,
 };
 use crate::segment::{index_file_name, segment_file_name, Segment};
 
@@ -105,6 +105,84 @@ impl PartitionLog {
         drop(state);
         self.appended.notify(usize::MAX);
         Ok(info)
+    }
+
+    /// Appends batches a leader sent to this follower, as they are: their offsets, leader epochs
+    /// and producer fields are the leader's (Kafka's follower append, which assigns nothing).
+    /// Each batch is checked as recovery checks a stored one (length, magic, CRC, counts).
+    /// Batches the log already holds (a fetch answered twice) are skipped; a batch that does
+    /// not start exactly at the log's end is refused, since a leader's log has no gaps. A
+    /// partial batch at the end (a response cut short at its size limit) is left for the next
+    /// fetch. Returns the bytes appended; acknowledge positions only once they are durable
+    /// (`wait_acknowledgeable`).
+    pub async fn append_replicated(&self, batches: &[u8]) -> Result<usize, LogError> {
+        let mut appended = 0;
+        for (_, range) in BatchWalk::new(batches) {
+            let batch = &batches[range];
+            let header = check_stored_integrity(batch)?;
+            let end = self.log_end_offset();
+            if header.next_offset() <= end {
+                continue;
+            }
+            if header.base_offset != end {
+                return Err(LogError::Batch(BatchError::Corrupt {
+                    reason: format!(
+                        "the leader sent a batch at offset {} for a log that ends at {end}",
+                        header.base_offset
+                    ),
+                }));
+            }
+            // One copy, as on the produce path: the cache keeps this batch, not the response.
+            self.append_stored(Bytes::copy_from_slice(batch), header)
+                .await?;
+            appended += batch.len();
+        }
+        Ok(appended)
+    }
+
+    /// Appends one whole, checked batch that already has its offsets, at the log's end.
+    async fn append_stored(&self, stored: Bytes, header: BatchHeader) -> Result<(), LogError> {
+        let now = now_ms();
+        self.check_writable()?;
+        let memory = self.context.memory.acquire(stored.len()).await;
+        let total_bytes = stored.len() as u64;
+        let _append = self.append_lock.lock().await;
+        self.check_writable()?;
+        self.wait_for_room(stored.len()).await?;
+        if self.should_roll(total_bytes, now) {
+            self.roll().await?;
+        }
+        self.reserve(total_bytes).await?;
+        self.check_writable()?;
+        let mut state = self.state.borrow_mut();
+        if header.base_offset != state.log_end_offset {
+            return Err(LogError::Batch(BatchError::Corrupt {
+                reason: format!(
+                    "a batch at offset {} for a log that ends at {}",
+                    header.base_offset, state.log_end_offset
+                ),
+            }));
+        }
+        let active = state.active_mut();
+        let position = active.size;
+        active.note_batch(&header, position, total_bytes);
+        active.first_append_ms.get_or_insert(now);
+        state.log_end_offset = header.next_offset();
+        state.producers.record(&header, now);
+        state.appended.messages += header.records_count.max(0) as u64;
+        state.appended.bytes += total_bytes;
+        state.appended.batches += 1;
+        state.recent_bytes += stored.len();
+        state.recent.push_back(CachedBatch {
+            base_offset: header.base_offset,
+            next_offset: header.next_offset(),
+            bytes: stored,
+            _memory: memory,
+        });
+        state.check_invariants();
+        drop(state);
+        self.appended.notify(usize::MAX);
+        Ok(())
     }
 
     /// Waits, with the append lock held so that appends keep their order, until the log holds

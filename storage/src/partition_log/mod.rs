@@ -552,6 +552,10 @@ pub struct PartitionLog {
     swap_generation: Cell<u64>,
     /// The log itself, for the background reads it starts.
     me: std::rc::Weak<PartitionLog>,
+    /// Replication's bound on the high watermark (`set_replicated_high_watermark`): what every
+    /// in-sync replica has made durable on a leader, the leader's high watermark on a
+    /// follower. `None` while this log alone decides (a single replica).
+    replicated_high: std::cell::Cell<Option<Offset>>,
 }
 
 fn now_ms() -> i64 {
@@ -652,14 +656,55 @@ impl PartitionLog {
         self.state.borrow().recovery_point
     }
 
-    /// What consumers may read up to: durable data in durable mode, written data in relaxed
-    /// mode (what a process crash cannot take back).
+    /// What consumers may read up to: what this log may acknowledge
+    /// (`local_high_watermark`), bounded by what replication allows, if it bounds it.
     pub fn high_watermark(&self) -> Offset {
+        let local = self.local_high_watermark();
+        match self.replicated_high.get() {
+            Some(replicated) => local.min(replicated),
+            None => local,
+        }
+    }
+
+    /// What this log may acknowledge on its own: durable data in durable mode, written data in
+    /// relaxed mode (what a process crash cannot take back). A leader serves its followers up
+    /// to here, and a follower reports a position only once it is here.
+    pub fn local_high_watermark(&self) -> Offset {
         let state = self.state.borrow();
         if self.is_durable_mode() {
             state.durable_offset()
         } else {
             state.written_high()
+        }
+    }
+
+    /// Bounds the high watermark by what replication allows (`None`: no bound, this log
+    /// alone decides), waking the fetches and acknowledgements that wait on it.
+    pub fn set_replicated_high_watermark(&self, bound: Option<Offset>) {
+        if self.replicated_high.replace(bound) != bound {
+            self.high_watermark_moved.notify(usize::MAX);
+        }
+    }
+
+    /// Replication's bound on the high watermark, if it bounds it.
+    pub fn replicated_high_watermark(&self) -> Option<Offset> {
+        self.replicated_high.get()
+    }
+
+    /// Waits until the high watermark passes every offset below `offset`, or the log goes
+    /// offline.
+    pub async fn wait_high_watermark(&self, offset: Offset) -> Result<(), LogError> {
+        loop {
+            self.check_online()?;
+            if self.high_watermark() >= offset {
+                return Ok(());
+            }
+            let listener = self.high_watermark_moved.listen();
+            self.check_online()?;
+            if self.high_watermark() >= offset {
+                return Ok(());
+            }
+            listener.await;
         }
     }
 

@@ -354,6 +354,7 @@ impl PartitionLog {
             .unwrap_or(log_start_offset);
         let log = Rc::new_cyclic(|me| PartitionLog {
             me: me.clone(),
+            replicated_high: std::cell::Cell::new(None),
             read_ahead: std::cell::RefCell::new(super::read_ahead::ReadAhead::Idle),
             read_ahead_moved: event_listener::Event::new(),
             segments_moved: event_listener::Event::new(),

@@ -892,6 +892,7 @@ pub(crate) mod testing {
             topic_id: uuid::Uuid::new_v4(),
             replicas: vec![vec![0], vec![1]],
             configs: Default::default(),
+            leaderships: Vec::new(),
         }])
     }
 

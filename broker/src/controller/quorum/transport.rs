@@ -124,7 +124,7 @@ pub(super) fn check_hello(
 }
 
 /// Reads whole frames off a connection, never holding more than one frame's bytes.
-pub(super) struct FrameReader {
+pub(crate) struct FrameReader {
     reader: ConnectionReader,
     buffer: Vec<u8>,
     filled: usize,
@@ -186,7 +186,7 @@ impl FrameReader {
     }
 
     /// The next frame's body, `None` at a clean close.
-    pub(super) async fn frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+    pub(crate) async fn frame(&mut self) -> Result<Option<Vec<u8>>, String> {
         if !self.fill(4).await.map_err(|error| error.to_string())? {
             return Ok(None);
         }
@@ -211,7 +211,7 @@ impl FrameReader {
     }
 }
 
-pub(super) fn read_frames(reader: ConnectionReader) -> FrameReader {
+pub(crate) fn read_frames(reader: ConnectionReader) -> FrameReader {
     FrameReader::new(reader)
 }
 
@@ -515,7 +515,7 @@ async fn receive(
 }
 
 /// Resolves a voter's `host:port` (a name is looked up each time, as it may move).
-async fn resolve(address: &str) -> Option<std::net::SocketAddr> {
+pub(crate) async fn resolve(address: &str) -> Option<std::net::SocketAddr> {
     let address = address.to_string();
     shards::task::spawn_blocking(move || {
         use std::net::ToSocketAddrs;

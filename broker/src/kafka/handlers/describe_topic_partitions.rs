@@ -15,7 +15,7 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
 use kafka_protocol::messages::{DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse};
 
 use super::metadata::PartitionState;
-use super::{topic_name, LEADER_EPOCH};
+use super::topic_name;
 use crate::controller::validate_topic_name;
 use crate::groups::OFFSETS_TOPIC;
 use crate::kafka::errors::ErrorCode;
@@ -104,11 +104,11 @@ pub fn handle(
         remaining -= end - start;
         let partitions = (start..end)
             .map(|index| {
-                let state = PartitionState::of(&metadata, name, index, &topic.replicas[index]);
+                let state = PartitionState::of(&metadata, topic, index);
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(index as i32)
                     .with_leader_id(state.leader)
-                    .with_leader_epoch(LEADER_EPOCH)
+                    .with_leader_epoch(state.leader_epoch)
                     .with_replica_nodes(state.replicas)
                     .with_isr_nodes(state.isr)
                     .with_eligible_leader_replicas(Some(Vec::new()))

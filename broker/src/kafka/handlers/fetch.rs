@@ -33,10 +33,13 @@ use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MAX};
 use crate::shard::Shard;
 use storage::memory::MemoryGrant;
 
-struct Wanted {
-    partition: i32,
-    position: FetchPosition,
-    log: Result<Rc<PartitionLog>, ErrorCode>,
+pub(super) struct Wanted {
+    pub(super) partition: i32,
+    pub(super) position: FetchPosition,
+    pub(super) log: Result<Rc<PartitionLog>, ErrorCode>,
+    /// A follower's fetch: read up to what the leader may acknowledge itself at the time of
+    /// the read, past the high watermark.
+    pub(super) for_follower: bool,
 }
 
 impl Wanted {
@@ -57,12 +60,13 @@ impl Wanted {
             partition,
             position,
             log,
+            for_follower: false,
         }
     }
 }
 
 /// What a request asks of one partition.
-fn position_of(
+pub(super) fn position_of(
     partition: &kafka_protocol::messages::fetch_request::FetchPartition,
 ) -> FetchPosition {
     FetchPosition {
@@ -72,10 +76,10 @@ fn position_of(
     }
 }
 
-struct WantedTopic {
-    name: String,
-    topic_id: uuid::Uuid,
-    partitions: Vec<Wanted>,
+pub(super) struct WantedTopic {
+    pub(super) name: String,
+    pub(super) topic_id: uuid::Uuid,
+    pub(super) partitions: Vec<Wanted>,
 }
 
 /// Resolves every requested partition to its log once; reads repeat while the fetch waits.
@@ -286,7 +290,7 @@ fn incremental_answer(
         .collect())
 }
 
-async fn read_once(
+pub(super) async fn read_once(
     topics: &[WantedTopic],
     max_bytes: usize,
     read_committed: bool,
@@ -316,7 +320,9 @@ async fn read_once(
                     partition.high_watermark = log.high_watermark().0;
                     partition.last_stable_offset = log.last_stable_offset().0;
                     partition.log_start_offset = log.log_start_offset().0;
-                    let upper = if read_committed {
+                    let upper = if wanted.for_follower {
+                        log.local_high_watermark()
+                    } else if read_committed {
                         log.last_stable_offset()
                     } else {
                         log.high_watermark()
@@ -369,7 +375,7 @@ async fn read_once(
 }
 
 /// Resolves when any of the listeners fires.
-async fn any_of(mut listeners: Vec<Pin<Box<EventListener>>>) {
+pub(super) async fn any_of(mut listeners: Vec<Pin<Box<EventListener>>>) {
     std::future::poll_fn(move |context| {
         for listener in listeners.iter_mut() {
             if listener.as_mut().poll(context).is_ready() {
@@ -394,6 +400,16 @@ pub async fn handle(
             Vec::new(),
         )
     };
+    // A follower's fetch (Kafka's replica id: in the body before v15, in replica_state since).
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    if replica_id >= 0 {
+        return super::replica_fetch::handle(shard, request, version, correlation_id, replica_id)
+            .await;
+    }
     // Sessions exist from v7; topic ids identify their partitions from v13.
     let uses_topic_ids = version >= 13;
     let context = if version >= 7 && !names_are_plausible(&request) {

@@ -14,7 +14,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use shards::ShardId;
 
-use super::{str_bytes, topic_name, LEADER_EPOCH};
+use super::{str_bytes, topic_name};
 use crate::controller::metadata::ClusterMetadata;
 use crate::controller::{validate_topic_name, ControllerRequest, NewTopic};
 use crate::kafka::errors::ErrorCode;
@@ -23,11 +23,13 @@ use crate::shard::Shard;
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// A partition's leader and replicas as Metadata and DescribeTopicPartitions report them: its
-/// first replica leads it unless its log cannot be served.
+/// A partition's leader and replicas as Metadata and DescribeTopicPartitions report them: the
+/// leader and ISR the controller recorded, unless the leader's node is fenced or its log
+/// cannot be served. Replicas on fenced nodes are listed offline.
 pub struct PartitionState {
     pub error: ErrorCode,
     pub leader: BrokerId,
+    pub leader_epoch: i32,
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
     pub offline: Vec<BrokerId>,
@@ -36,29 +38,46 @@ pub struct PartitionState {
 impl PartitionState {
     pub fn of(
         metadata: &ClusterMetadata,
-        topic: &str,
+        topic: &crate::controller::metadata::TopicMetadata,
         index: usize,
-        replicas: &[i32],
     ) -> PartitionState {
-        let replicas: Vec<BrokerId> = replicas.iter().copied().map(BrokerId).collect();
-        let leader = replicas.first().copied().unwrap_or(BrokerId(-1));
-        let fenced = metadata
-            .fenced
-            .contains(&crate::controller::metadata::broker_place(leader.0).0);
-        if fenced || metadata.is_offline(topic, index as i32) {
+        let replicas_of = topic.replicas.get(index).map(Vec::as_slice).unwrap_or(&[]);
+        let leadership = topic
+            .leadership(index)
+            .unwrap_or_else(|| crate::controller::metadata::Leadership::initial(replicas_of));
+        let fenced = |broker: i32| {
+            metadata
+                .fenced
+                .contains(&crate::controller::metadata::broker_place(broker).0)
+        };
+        let replicas: Vec<BrokerId> = replicas_of.iter().copied().map(BrokerId).collect();
+        let mut offline: Vec<BrokerId> = replicas_of
+            .iter()
+            .copied()
+            .filter(|broker| fenced(*broker))
+            .map(BrokerId)
+            .collect();
+        let isr: Vec<BrokerId> = leadership.isr.iter().copied().map(BrokerId).collect();
+        let leader = leadership.leader;
+        if leader < 0 || fenced(leader) || metadata.is_offline(&topic.name, index as i32) {
+            if leader >= 0 && !offline.contains(&BrokerId(leader)) {
+                offline.push(BrokerId(leader));
+            }
             PartitionState {
                 error: ErrorCode::LeaderNotAvailable,
                 leader: BrokerId(-1),
-                isr: Vec::new(),
-                offline: vec![leader],
+                leader_epoch: leadership.leader_epoch,
+                isr,
+                offline,
                 replicas,
             }
         } else {
             PartitionState {
                 error: ErrorCode::None,
-                leader,
-                isr: replicas.clone(),
-                offline: Vec::new(),
+                leader: BrokerId(leader),
+                leader_epoch: leadership.leader_epoch,
+                isr,
+                offline,
                 replicas,
             }
         }
@@ -184,15 +203,12 @@ pub async fn handle(shard: Rc<Shard>, request: MetadataRequest, version: i16) ->
                 };
                 return response.with_error_code(error.code());
             };
-            let partitions = topic
-                .replicas
-                .iter()
-                .enumerate()
-                .map(|(index, replicas)| {
-                    let state = PartitionState::of(&metadata, name, index, replicas);
+            let partitions = (0..topic.partition_count())
+                .map(|index| {
+                    let state = PartitionState::of(&metadata, topic, index);
                     MetadataResponsePartition::default()
                         .with_partition_index(index as i32)
-                        .with_leader_epoch(LEADER_EPOCH)
+                        .with_leader_epoch(state.leader_epoch)
                         .with_error_code(state.error.code())
                         .with_leader_id(state.leader)
                         .with_replica_nodes(state.replicas)

@@ -29,6 +29,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod replica_fetch;
 pub mod sync_group;
 
 use kafka_protocol::messages::TopicName;
@@ -85,6 +86,9 @@ pub fn owned_log(
     partition: i32,
 ) -> Result<Rc<PartitionLog>, ErrorCode> {
     match shard.lookup(topic, partition) {
+        // A follower's copy is the leader's to serve (KIP-392's follower fetching is not
+        // offered).
+        Lookup::Owned(_) if !shard.leads(topic, partition) => Err(ErrorCode::NotLeaderOrFollower),
         Lookup::Owned(log) => Ok(log),
         Lookup::Offline(_) => Err(ErrorCode::KafkaStorageError),
         Lookup::NotOwned => Err(ErrorCode::NotLeaderOrFollower),

@@ -20,6 +20,7 @@ use super::{owned_log, str_bytes, topic_name};
 use crate::kafka::errors::{log_error_code, ErrorCode};
 use crate::limits::{PRODUCE_TIMEOUT_DEFAULT, PRODUCE_TIMEOUT_MAX};
 use crate::observability::metrics::ProduceStage;
+use crate::replication::Replica;
 use crate::shard::Shard;
 
 /// Why a partition's batch was not acknowledged, as the response carries it.
@@ -55,10 +56,15 @@ impl PartitionError {
     }
 }
 
+/// A batch appended: where, to which log, and (acks=all on a replicated partition) the replica
+/// whose ISR must have it.
+type AppendedBatch = (AppendInfo, Rc<PartitionLog>, Option<Rc<Replica>>);
+
 /// One partition's outcome after the append phase.
 struct Appended {
     index: i32,
-    result: Result<(AppendInfo, Rc<PartitionLog>), PartitionError>,
+    /// With the partition's replica when it is replicated and acks=all waits for its ISR.
+    result: Result<AppendedBatch, PartitionError>,
 }
 
 /// Whether the response will be sent: `acks=0` producers get none (Kafka's contract).
@@ -142,14 +148,16 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
                         format!("{name}-{} is not served here", partition.index),
                     )
                 })?;
-                // One in-sync replica on a single node: a topic that asks for more refuses
-                // acks=all, as Kafka does when its ISR has shrunk below min.insync.replicas.
+                // acks=all needs min.insync.replicas in sync before the append (Kafka's
+                // check); a partition of one replica has an ISR of one.
+                let replica = shard.replica(&name, partition.index);
+                let in_sync = replica.as_ref().map_or(1, |replica| replica.isr_len());
                 let min_insync = log.min_insync_replicas();
-                if request.acks == -1 && min_insync > 1 {
+                if request.acks == -1 && (in_sync as i64) < min_insync {
                     return Err(PartitionError::new(
                         ErrorCode::NotEnoughReplicas,
                         format!(
-                            "the in-sync replicas of {name}-{} are 1, fewer than \
+                            "the in-sync replicas of {name}-{} are {in_sync}, fewer than \
                              min.insync.replicas ({min_insync})",
                             partition.index
                         ),
@@ -161,7 +169,8 @@ pub async fn append(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
                     .append(&records)
                     .await
                     .map_err(|error| PartitionError::from_log(&error))?;
-                Ok((info, log))
+                let replica = replica.filter(|_| request.acks == -1);
+                Ok((info, log, replica))
             }
             .await;
             partitions.push(Appended {
@@ -222,22 +231,43 @@ impl AppendPhase {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for appended in partitions {
                 let outcome = match appended.result {
-                    Ok((info, log)) => {
+                    Ok((info, log, replica)) => {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        let waited = shards::task::timeout(
-                            left,
-                            wait_timed(&self.metrics, &log, info.last_offset, waiting_since),
-                        )
+                        let waited = shards::task::timeout(left, async {
+                            wait_timed(&self.metrics, &log, info.last_offset, waiting_since)
+                                .await?;
+                            if replica.is_some() {
+                                // acks=all: on disk on every in-sync replica.
+                                log.wait_high_watermark(Offset(info.last_offset.0 + 1))
+                                    .await?;
+                            }
+                            Ok::<(), LogError>(())
+                        })
                         .await;
                         waiting_since = Instant::now();
+                        let min_insync = log.min_insync_replicas();
                         match waited {
+                            Some(Ok(()))
+                                if replica.as_ref().is_some_and(|replica| {
+                                    (replica.isr_len() as i64) < min_insync
+                                }) =>
+                            {
+                                Err(PartitionError::new(
+                                    ErrorCode::NotEnoughReplicasAfterAppend,
+                                    format!(
+                                        "the batch is written, but the in-sync replicas shrank \
+                                         below min.insync.replicas ({min_insync}) before it was \
+                                         on all of them"
+                                    ),
+                                ))
+                            }
                             Some(Ok(())) => Ok(info),
                             Some(Err(error)) => Err(PartitionError::from_log(&error)),
                             None => Err(PartitionError::new(
                                 ErrorCode::RequestTimedOut,
-                                "the batch was not durable within the request's timeout_ms; \
-                                 it may still become so (an idempotent retry is answered with \
-                                 its offsets)",
+                                "the batch was not durable on every in-sync replica within \
+                                 the request's timeout_ms; it may still become so (an \
+                                 idempotent retry is answered with its offsets)",
                             )),
                         }
                     }

@@ -289,6 +289,68 @@ const DESCRIBE_TOPIC_PARTITIONS: &[Field] = &[
 
 const DESCRIBE_QUORUM: &[Field] = &[all(Structs(&[all(Str), all(Structs(&[all(I32)]))]))];
 
+/// FetchResponse, as a follower reads its leader's answers (the broker's only response
+/// decoded from the wire): the same reason as for requests holds for a peer's bytes.
+const FETCH_RESPONSE: &[Field] = &[
+    from(1, I32),
+    from(7, I16),
+    from(7, I32),
+    all(Structs(&[
+        range(0, 12, Str),
+        from(13, Uuid),
+        all(Structs(&[
+            all(I32),
+            all(I16),
+            all(I64),
+            from(4, I64),
+            from(5, I64),
+            from(4, Structs(&[all(I64), all(I64)])),
+            from(11, I32),
+            all(Bytes),
+        ])),
+    ])),
+];
+
+/// The field layout of a response body the broker decodes.
+fn response_layout(api_key: ApiKey) -> Option<&'static [Field]> {
+    match api_key {
+        ApiKey::Fetch => Some(FETCH_RESPONSE),
+        _ => None,
+    }
+}
+
+/// Checks the body of a response from another node (after its header), as
+/// `check_request_body` checks a request's.
+pub fn check_response_body(
+    api_key: ApiKey,
+    version: i16,
+    flexible: bool,
+    body: &[u8],
+) -> Result<usize, ShapeError> {
+    let Some(layout) = response_layout(api_key) else {
+        return Err(ShapeError {
+            position: 0,
+            reason: "no layout for this API",
+        });
+    };
+    walk(layout, version, flexible, body)
+}
+
+fn walk(layout: &[Field], version: i16, flexible: bool, body: &[u8]) -> Result<usize, ShapeError> {
+    let mut walker = Walker {
+        bytes: body,
+        at: 0,
+        flexible,
+        version,
+        decoded: STRUCT_DECODED_BYTES,
+    };
+    walker.fields(layout)?;
+    if flexible {
+        walker.tagged_fields()?;
+    }
+    Ok(walker.decoded)
+}
+
 /// The field layout of a request body, if the broker accepts that API.
 fn request_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     Some(match api_key {
@@ -509,18 +571,7 @@ pub fn check_request_body(
             reason: "no layout for this API",
         });
     };
-    let mut walker = Walker {
-        bytes: body,
-        at: 0,
-        flexible,
-        version,
-        decoded: STRUCT_DECODED_BYTES,
-    };
-    walker.fields(layout)?;
-    if flexible {
-        walker.tagged_fields()?;
-    }
-    Ok(walker.decoded)
+    walk(layout, version, flexible, body)
 }
 
 #[cfg(test)]
@@ -553,6 +604,41 @@ mod tests {
             encoded.len(),
             "{api_key:?} v{version}: layout disagrees with the encoder"
         );
+    }
+
+    /// A leader's FetchResponse, with every array populated, walks to exactly its encoded
+    /// length at the version followers use; a count larger than the bytes is refused.
+    #[test]
+    fn a_fetch_response_walks_to_its_end_and_a_lying_count_is_refused() {
+        use kafka_protocol::messages::fetch_response::{
+            AbortedTransaction, FetchableTopicResponse, PartitionData,
+        };
+        let response =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("topic"),
+                ))
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_partition_index(3)
+                        .with_high_watermark(10)
+                        .with_aborted_transactions(Some(vec![AbortedTransaction::default()]))
+                        .with_records(Some(bytes::Bytes::from_static(&[1, 2, 3]))),
+                    PartitionData::default(),
+                ])]);
+        for version in [4, 7, 11, 12] {
+            let mut encoded = BytesMut::new();
+            response.encode(&mut encoded, version).unwrap();
+            let flexible = FetchResponse::header_version(version) >= 1;
+            check_response_body(ApiKey::Fetch, version, flexible, &encoded)
+                .unwrap_or_else(|error| panic!("v{version}: {error}"));
+        }
+        let mut encoded = BytesMut::new();
+        response.encode(&mut encoded, 12).unwrap();
+        // The topics' compact count, just after throttle, error and session id.
+        encoded[10] = 0x7f;
+        assert!(check_response_body(ApiKey::Fetch, 12, true, &encoded).is_err());
+        assert!(check_response_body(ApiKey::Fetch, 12, true, &encoded[..20]).is_err());
     }
 
     /// Every advertised version of every accepted request walks to exactly its encoded length,

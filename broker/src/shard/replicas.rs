@@ -1,0 +1,202 @@
+//! The shard's replicas of replicated partitions (`crate::replication`): made and updated from
+//! the metadata, their followers' fetchers started, and their ISR changes sent to the
+//! controller.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shards::task::{spawn_in, Queue};
+use tracing::{info, warn};
+
+use super::{PartitionSlot, Shard};
+use crate::controller::ControllerReply;
+use crate::replication::{fetcher, IsrChange, Replica};
+
+/// How often a leader looks for followers to drop from its ISRs, at most (Kafka checks every
+/// half `replica.lag.time.max.ms`).
+const ISR_CHECK_MAX: Duration = Duration::from_secs(5);
+const ISR_CHECK_MIN: Duration = Duration::from_millis(100);
+
+impl Shard {
+    /// The local replica of a replicated partition, if this shard holds one.
+    pub fn replica(&self, topic: &str, partition: i32) -> Option<Rc<Replica>> {
+        self.replicas.borrow().get(topic)?.get(&partition).cloned()
+    }
+
+    /// Whether clients may produce to and fetch from this shard's copy of the partition: it
+    /// has one replica, or this shard leads it.
+    pub fn leads(&self, topic: &str, partition: i32) -> bool {
+        let replicas = self.replicas.borrow();
+        if replicas.is_empty() {
+            return true;
+        }
+        match replicas
+            .get(topic)
+            .and_then(|partitions| partitions.get(&partition))
+        {
+            Some(replica) => replica.is_leader(),
+            None => true,
+        }
+    }
+
+    /// Every replica this shard follows from `leader`, in topic order.
+    pub fn followed_from(&self, leader: i32) -> Vec<Rc<Replica>> {
+        let replicas = self.replicas.borrow();
+        let mut followed: Vec<Rc<Replica>> = replicas
+            .values()
+            .flat_map(|partitions| partitions.values())
+            .filter(|replica| !replica.is_leader() && replica.leader() == leader)
+            .filter(|replica| replica.log.offline_reason().is_none())
+            .cloned()
+            .collect();
+        followed.sort_by(|a, b| (&*a.topic, a.partition).cmp(&(&*b.topic, b.partition)));
+        followed
+    }
+
+    /// Every replica this shard holds.
+    pub fn all_replicas(&self) -> Vec<Rc<Replica>> {
+        self.replicas
+            .borrow()
+            .values()
+            .flat_map(|partitions| partitions.values())
+            .cloned()
+            .collect()
+    }
+
+    pub fn fetcher_stopped(self: &Rc<Self>, leader: i32) {
+        self.fetchers.borrow_mut().remove(&leader);
+        // Something to follow from it may have come while the fetcher was stopping.
+        if !self.followed_from(leader).is_empty() && !self.is_closing() {
+            self.start_fetcher(leader);
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    pub fn set_closing(&self) {
+        self.closing.set(true);
+    }
+
+    fn start_fetcher(self: &Rc<Self>, leader: i32) {
+        if self.fetchers.borrow_mut().insert(leader) {
+            spawn_in(Queue::Requests, fetcher::run(self.clone(), leader)).detach();
+        }
+    }
+
+    /// Makes, updates and drops replicas to match the metadata, and starts a fetcher for each
+    /// leader followed. Runs after every metadata change this shard applies.
+    pub(super) fn refresh_replicas(self: &Rc<Self>) {
+        let me = self.broker_id();
+        let mut next: HashMap<String, HashMap<i32, Rc<Replica>>> = HashMap::new();
+        {
+            let metadata = self.metadata.borrow();
+            let partitions = self.partitions.borrow();
+            let current = self.replicas.borrow();
+            for (name, slots) in partitions.iter() {
+                let Some(topic) = metadata.topics.get(name) else {
+                    continue;
+                };
+                for (index, slot) in slots.iter().enumerate() {
+                    let Some(PartitionSlot::Online(log)) = slot else {
+                        continue;
+                    };
+                    let (Some(replicas), Some(leadership)) =
+                        (topic.replicas.get(index), topic.leadership(index))
+                    else {
+                        continue;
+                    };
+                    if replicas.len() < 2 || !replicas.contains(&me) {
+                        continue;
+                    }
+                    let partition = index as i32;
+                    let replica = match current.get(name).and_then(|known| known.get(&partition)) {
+                        Some(replica) if Rc::ptr_eq(&replica.log, log) => {
+                            replica.update(leadership, replicas.clone());
+                            replica.clone()
+                        }
+                        _ => Replica::new(
+                            Rc::from(name.as_str()),
+                            partition,
+                            log.clone(),
+                            me,
+                            leadership,
+                            replicas.clone(),
+                        ),
+                    };
+                    next.entry(name.clone())
+                        .or_default()
+                        .insert(partition, replica);
+                }
+            }
+        }
+        *self.replicas.borrow_mut() = next;
+        let leaders: std::collections::BTreeSet<i32> = self
+            .all_replicas()
+            .iter()
+            .filter(|replica| !replica.is_leader())
+            .map(|replica| replica.leader())
+            .collect();
+        if self.is_closing() {
+            return;
+        }
+        for leader in leaders {
+            if leader >= 0 {
+                self.start_fetcher(leader);
+            }
+        }
+    }
+
+    /// Sends an ISR change of `replica` to the controller, from a task of its own.
+    pub fn send_isr_change(self: &Rc<Self>, replica: &Rc<Replica>, change: IsrChange) {
+        if !replica.begin_altering() {
+            return;
+        }
+        let shard = self.clone();
+        let replica = replica.clone();
+        spawn_in(Queue::Background, async move {
+            let crate::controller::ControllerRequest::AlterPartition { isr, .. } = &change.request
+            else {
+                replica.end_altering();
+                return;
+            };
+            let isr = isr.clone();
+            let reply = shard.controller_request(change.request).await;
+            replica.end_altering();
+            match reply {
+                ControllerReply::Failed(reason) => warn!(
+                    topic = %replica.topic,
+                    partition = replica.partition,
+                    ?isr,
+                    %reason,
+                    "the controller refused an ISR change"
+                ),
+                _ => info!(
+                    topic = %replica.topic,
+                    partition = replica.partition,
+                    ?isr,
+                    why = change.why,
+                    "ISR changed"
+                ),
+            }
+        })
+        .detach();
+    }
+
+    /// As leader of replicated partitions: drops from their ISRs the followers that have not
+    /// caught up within `replica.lag.time.max.ms`. Runs for the shard's life.
+    pub async fn run_isr_checks(self: Rc<Self>) {
+        loop {
+            let lag_max = self.config().millis("replica.lag.time.max.ms");
+            shards::task::sleep((lag_max / 2).clamp(ISR_CHECK_MIN, ISR_CHECK_MAX)).await;
+            let now = Instant::now();
+            for replica in self.all_replicas() {
+                if let Some(change) = replica.shrinkage(now, lag_max) {
+                    self.send_isr_change(&replica, change);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! A follower's log (`append_replicated`): it takes a leader's stored batches as they are,
+//! skips what it already holds, refuses a batch that does not start at its end or whose CRC
+//! is wrong, survives a crash with what it made durable, and keeps the leader's producer state
+//! so that the same producer's retry is known as a duplicate; the replication bound keeps the
+//! high watermark at what the leader confirmed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::rc::Rc;
+
+use storage::record_batch::{BatchBuilder, BatchHeader};
+use storage::sim::SimDisk;
+use storage::{LogConfig, LogError, Offset, PartitionLog};
+
+async fn open(disk: &SimDisk, directory: &str) -> Rc<PartitionLog> {
+    let context = common::simulated(disk, 64 << 20);
+    let log = PartitionLog::open(&context, Path::new(directory), LogConfig::default(), false)
+        .await
+        .unwrap();
+    glommio::spawn_local(log.clone().run_flusher()).detach();
+    log
+}
+
+fn producer_batch(sequence: i32) -> Vec<u8> {
+    let mut builder = BatchBuilder::for_producer(7, 0, sequence);
+    for index in 0..3 {
+        builder.push(
+            common::now_ms(),
+            None,
+            Some(format!("value-{index}").as_bytes()),
+        );
+    }
+    builder.finish()
+}
+
+#[test]
+fn a_follower_appends_the_leaders_batches_as_they_are_and_nothing_else() {
+    common::run(async {
+        let disk = SimDisk::new(11);
+        let leader = open(&disk, "/data/leader/t-0").await;
+        for sequence in [0, 3, 6] {
+            leader.append(&producer_batch(sequence)).await.unwrap();
+        }
+        leader.wait_durable(Offset(9)).await.unwrap();
+        let stored = common::read_all(&leader).await.concat();
+
+        let follower = open(&disk, "/data/follower/t-0").await;
+        assert_eq!(
+            follower.append_replicated(&stored).await.unwrap(),
+            stored.len()
+        );
+        follower.wait_durable(Offset(9)).await.unwrap();
+        assert_eq!(follower.log_end_offset(), Offset(9));
+        // Byte for byte the leader's batches: offsets, epochs and producer fields included.
+        assert_eq!(common::read_all(&follower).await.concat(), stored);
+
+        // The same fetch answered twice appends nothing; a partial batch at the end waits.
+        assert_eq!(follower.append_replicated(&stored).await.unwrap(), 0);
+        assert_eq!(
+            follower
+                .append_replicated(&stored[..stored.len() - 5])
+                .await
+                .unwrap(),
+            0
+        );
+
+        // A batch past the follower's end (a gap), and one whose bytes were damaged, are
+        // refused and change nothing.
+        leader.append(&producer_batch(9)).await.unwrap();
+        leader.append(&producer_batch(12)).await.unwrap();
+        leader.wait_durable(Offset(15)).await.unwrap();
+        let all = common::read_all(&leader).await;
+        let gap = &all[4];
+        assert!(matches!(
+            follower.append_replicated(gap).await,
+            Err(LogError::Batch(_))
+        ));
+        let mut damaged = all[3].clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(matches!(
+            follower.append_replicated(&damaged).await,
+            Err(LogError::Batch(_))
+        ));
+        assert_eq!(follower.log_end_offset(), Offset(9));
+
+        // The producer state came along: the producer's retry of a replicated batch is a
+        // duplicate on the follower's log too.
+        let retry = follower.append(&producer_batch(6)).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, Offset(6));
+
+        // What the follower made durable survives its crash.
+        let image = disk.crash_image(3);
+        let reopened = open(&image, "/data/follower/t-0").await;
+        assert_eq!(reopened.log_end_offset(), Offset(9));
+        let header = BatchHeader::parse(&common::read_all(&reopened).await[2]).unwrap();
+        assert_eq!(header.base_sequence, 6);
+    });
+}
+
+#[test]
+fn the_replication_bound_holds_the_high_watermark_back_until_lifted() {
+    common::run(async {
+        let disk = SimDisk::new(12);
+        let log = open(&disk, "/data/t-0").await;
+        log.set_replicated_high_watermark(Some(Offset(0)));
+        log.append(&producer_batch(0)).await.unwrap();
+        log.wait_durable(Offset(3)).await.unwrap();
+        assert_eq!(log.local_high_watermark(), Offset(3));
+        assert_eq!(log.high_watermark(), Offset(0), "nothing confirmed yet");
+        let waiting = log.wait_high_watermark(Offset(3));
+        futures_lite::pin!(waiting);
+        assert!(futures_lite::future::poll_once(&mut waiting)
+            .await
+            .is_none());
+        log.set_replicated_high_watermark(Some(Offset(3)));
+        waiting.await.unwrap();
+        log.set_replicated_high_watermark(Some(Offset(100)));
+        assert_eq!(
+            log.high_watermark(),
+            Offset(3),
+            "never past what the log holds"
+        );
+        log.set_replicated_high_watermark(None);
+        assert_eq!(log.high_watermark(), Offset(3));
+    });
+}
