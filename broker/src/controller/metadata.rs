@@ -533,7 +533,10 @@ impl ClusterMetadata {
             };
             for index in 0..theirs.partition_count() {
                 let wanted = theirs.leadership(index);
-                let had = mine.leadership(index);
+                // A partition added above starts with its initial leadership.
+                let had = mine
+                    .leadership(index)
+                    .or_else(|| Some(Leadership::initial(&theirs.replicas[index])));
                 if let Some(wanted) = wanted {
                     if had.as_ref() != Some(&wanted) {
                         leaderships.push((theirs.name.clone(), index as i32, wanted));
