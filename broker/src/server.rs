@@ -450,6 +450,9 @@ pub fn run(config: BrokerConfig) -> Result<(), StartError> {
     }
 }
 
+/// How long a stopping node of a cluster waits for its leaderships to move.
+const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn wait_for_shutdown(shutdown: &AtomicBool) {
     while !shutdown.load(Ordering::Relaxed) {
         shards::task::sleep(SHUTDOWN_POLL).await;
@@ -532,6 +535,7 @@ async fn shard_main(
     // Stop taking connections and requests, answer what was read, then flush and close.
     shard.set_closing();
     drop(isr_checks);
+    shard.hand_over_leaderships(HANDOVER_TIMEOUT).await;
     drop(accepting);
     shard.connections.drain(SHUTDOWN_DRAIN_TIMEOUT).await;
     drop(group_clock);

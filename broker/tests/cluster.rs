@@ -525,3 +525,182 @@ fn replicas_follow_their_leader_and_the_isr_decides_acks_all() {
     assert_eq!(seen.len(), 403);
     assert_acknowledged_present(&seen, &delivered, 0);
 }
+
+/// The time from a leader's loss to the first acknowledgement after it on that partition:
+/// reports that arrive later than `after` past the loss can only come from the new leader.
+fn failover_time(
+    deliveries: &Deliveries,
+    partition: i32,
+    lost_at: Instant,
+    after: Duration,
+) -> Duration {
+    let mut first = None;
+    until("an acknowledgement from the new leader", || {
+        first = deliveries
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|delivery| delivery.partition == partition && delivery.error.is_none())
+            .map(|delivery| delivery.at)
+            .filter(|at| *at > lost_at + after)
+            .min();
+        first.is_some()
+    });
+    first.unwrap() - lost_at
+}
+
+/// Under continuous acks=all produce from idempotent librdkafka (replication factor 3,
+/// `min.insync.replicas=2`), leaders are killed (SIGKILL, twice) and stopped (SIGTERM, a
+/// controlled shutdown that hands the leaderships over first). Each time an in-sync follower
+/// takes over in a new leader epoch, the old leader comes back as a follower (truncated to
+/// what the new one holds) and rejoins the ISR, and the producer goes on. At the end a
+/// checker reads everything back: every record sent is there exactly once, at the offset it
+/// was acknowledged with, in order, and nothing else. The failover times are printed.
+#[test]
+fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged_is_lost() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let session = "2000";
+    let mut cluster = start_cluster(
+        3,
+        &[
+            "--set",
+            &format!("broker.session.timeout.ms={session}"),
+            "--set",
+            "broker.heartbeat.interval.ms=250",
+        ],
+    );
+    let shards = cluster.nodes[0].shard_addresses.len();
+    for node in &cluster.nodes {
+        until("every node's shards", || {
+            metadata(node).brokers.len() == 3 * shards
+        });
+    }
+    create_replicated_topic(
+        &cluster.nodes[0],
+        "orders",
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let (producer, deliveries) = producer(
+        &cluster.nodes[0],
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "60000"),
+        ],
+    );
+    let producer = Arc::new(producer);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let base_timestamp = now_ms();
+    let sender = {
+        let (producer, stop, sent) = (producer.clone(), stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let mut next = 0;
+            // Bounded in count and in time: about a thousand records a second.
+            while !stop.load(Ordering::Relaxed) && next < 60_000 {
+                send_records(&producer, "orders", 3, next..next + 10, base_timestamp);
+                next += 10;
+                sent.store(next, Ordering::Relaxed);
+                producer.poll(Duration::from_millis(10));
+            }
+        })
+    };
+    let acknowledged = |deliveries: &Deliveries| {
+        deliveries
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|delivery| delivery.error.is_none())
+            .count()
+    };
+    let all_in_sync = |cluster: &Cluster, asked: usize| {
+        (0..3).all(|partition| {
+            partition_state(&cluster.nodes[asked], "orders", partition)
+                .3
+                .len()
+                == 3
+        })
+    };
+    let mut failovers = Vec::new();
+    for (round, signal) in ["SIGKILL", "SIGKILL", "SIGTERM"].iter().enumerate() {
+        let wanted = acknowledged(&deliveries) + 300;
+        until("records acknowledged before the fault", || {
+            acknowledged(&deliveries) >= wanted
+        });
+        let partition = round as i32 % 3;
+        let (_, leader, _, _) =
+            partition_state(&cluster.nodes[(round + 1) % 3], "orders", partition);
+        let victim = (leader / 1000) as usize;
+        let asked = (victim + 1) % 3;
+        let epoch_before = {
+            let listed = metadata(&cluster.nodes[asked]);
+            listed.topics[0].partitions[partition as usize].leader_epoch
+        };
+        let led_the_quorum = {
+            let scrape = http(&cluster.nodes[victim].admin_address, "GET", "/metrics").1;
+            metric_value(&scrape, "broker_controller_quorum_leader") == Some(1.0)
+        };
+        let lost_at = Instant::now();
+        if *signal == "SIGKILL" {
+            cluster.nodes[victim].kill();
+        } else {
+            assert!(cluster.nodes[victim].stop(), "a clean stop");
+        }
+        let took = failover_time(&deliveries, partition, lost_at, Duration::from_millis(200));
+        // A node that also led the controller quorum costs a Raft election and the new
+        // controller's wait of one session before it fences anyone.
+        let what = if led_the_quorum {
+            format!("{signal} of a leader that led the quorum too")
+        } else {
+            signal.to_string()
+        };
+        failovers.push((what, took));
+        let (_, new_leader, _, _) = partition_state(&cluster.nodes[asked], "orders", partition);
+        assert_ne!(
+            new_leader / 1000,
+            victim as i32,
+            "a new leader on another node"
+        );
+        let listed = metadata(&cluster.nodes[asked]);
+        assert!(
+            listed.topics[0].partitions[partition as usize].leader_epoch > epoch_before,
+            "a new leader epoch"
+        );
+        cluster.nodes[victim].restart();
+        until("the old leader to rejoin every ISR", || {
+            all_in_sync(&cluster, asked)
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    assert_eq!(
+        rdkafka::producer::Producer::flush(&*producer, Duration::from_secs(60)),
+        Ok(())
+    );
+    let count = sent.load(Ordering::Relaxed);
+    let delivered = deliveries.0.lock().unwrap().clone();
+    assert_eq!(delivered.len(), count, "a report for every record");
+    assert!(
+        delivered.iter().all(|delivery| delivery.error.is_none()),
+        "{:?}",
+        delivered.iter().find(|delivery| delivery.error.is_some())
+    );
+    let seen = consume_all(&cluster.nodes[0], "orders", 3, count);
+    // Exactly the records sent, each once, in order, at dense offsets...
+    assert_exactly_the_sent_records(&seen, 3, count, base_timestamp);
+    // ...and each at the offset it was acknowledged with.
+    assert_acknowledged_present(&seen, &delivered, base_timestamp);
+    let mut times: Vec<Duration> = failovers.iter().map(|(_, took)| *took).collect();
+    times.sort();
+    eprintln!(
+        "failover (loss of a leader to the first acknowledgement after it; \
+         broker.session.timeout.ms={session}): {failovers:?}; p50 {:?}, max {:?}; {count} records",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}

@@ -66,17 +66,12 @@ fn a_follower_appends_the_leaders_batches_as_they_are_and_nothing_else() {
             0
         );
 
-        // A batch past the follower's end (a gap), and one whose bytes were damaged, are
+        // A batch whose bytes were damaged, and one overlapping the follower's end, are
         // refused and change nothing.
         leader.append(&producer_batch(9)).await.unwrap();
         leader.append(&producer_batch(12)).await.unwrap();
         leader.wait_durable(Offset(15)).await.unwrap();
         let all = common::read_all(&leader).await;
-        let gap = &all[4];
-        assert!(matches!(
-            follower.append_replicated(gap).await,
-            Err(LogError::Batch(_))
-        ));
         let mut damaged = all[3].clone();
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
@@ -84,18 +79,38 @@ fn a_follower_appends_the_leaders_batches_as_they_are_and_nothing_else() {
             follower.append_replicated(&damaged).await,
             Err(LogError::Batch(_))
         ));
+        let mut overlapping = all[3].clone();
+        storage::record_batch::assign_offset(&mut overlapping, Offset(8), 0);
+        assert!(matches!(
+            follower.append_replicated(&overlapping).await,
+            Err(LogError::Batch(_))
+        ));
         assert_eq!(follower.log_end_offset(), Offset(9));
+
+        // A gap (the leader's cleaner dropped the batch at 9..12) is filled with an empty
+        // batch: the follower's offsets stay the leader's.
+        follower.append_replicated(&all[4]).await.unwrap();
+        assert_eq!(follower.log_end_offset(), Offset(15));
+        follower.wait_durable(Offset(15)).await.unwrap();
+        let copied = common::read_all(&follower).await;
+        let filler = BatchHeader::parse(&copied[3]).unwrap();
+        assert_eq!(
+            (filler.base_offset, filler.next_offset()),
+            (Offset(9), Offset(12))
+        );
+        assert_eq!(filler.records_count, 0);
+        assert_eq!(copied[4], all[4]);
 
         // The producer state came along: the producer's retry of a replicated batch is a
         // duplicate on the follower's log too.
-        let retry = follower.append(&producer_batch(6)).await.unwrap();
+        let retry = follower.append(&producer_batch(12)).await.unwrap();
         assert!(retry.duplicate);
-        assert_eq!(retry.base_offset, Offset(6));
+        assert_eq!(retry.base_offset, Offset(12));
 
         // What the follower made durable survives its crash.
         let image = disk.crash_image(3);
         let reopened = open(&image, "/data/follower/t-0").await;
-        assert_eq!(reopened.log_end_offset(), Offset(9));
+        assert_eq!(reopened.log_end_offset(), Offset(15));
         let header = BatchHeader::parse(&common::read_all(&reopened).await[2]).unwrap();
         assert_eq!(header.base_sequence, 6);
     });
@@ -126,5 +141,67 @@ fn the_replication_bound_holds_the_high_watermark_back_until_lifted() {
         );
         log.set_replicated_high_watermark(None);
         assert_eq!(log.high_watermark(), Offset(3));
+    });
+}
+
+/// Batches carry the epoch their leader appended them in, and the epoch cache answers where
+/// each epoch ends, on the leader and on a follower that copied it. A closed follower log
+/// truncated to an offset keeps only the whole batches below it (a batch spanning the offset
+/// goes whole), with its epochs and producer state to match, and stays so through a crash.
+#[test]
+fn epochs_end_where_the_next_begins_and_a_truncated_log_keeps_only_what_is_below() {
+    common::run(async {
+        let disk = SimDisk::new(13);
+        let leader = open(&disk, "/data/leader/t-0").await;
+        assert_eq!(leader.latest_epoch(), None);
+        leader.append(&producer_batch(0)).await.unwrap();
+        leader.append(&producer_batch(3)).await.unwrap();
+        leader.set_leader_epoch(2);
+        leader.append(&producer_batch(6)).await.unwrap();
+        leader.wait_durable(Offset(9)).await.unwrap();
+        let batches = common::read_all(&leader).await;
+        let epochs: Vec<i32> = batches
+            .iter()
+            .map(|batch| BatchHeader::parse(batch).unwrap().partition_leader_epoch)
+            .collect();
+        assert_eq!(epochs, vec![0, 0, 2]);
+        assert_eq!(leader.latest_epoch(), Some(2));
+        assert_eq!(leader.end_offset_for_epoch(0), Some((0, Offset(6))));
+        assert_eq!(leader.end_offset_for_epoch(1), Some((0, Offset(6))));
+        assert_eq!(leader.end_offset_for_epoch(2), Some((2, Offset(9))));
+        assert_eq!(leader.end_offset_for_epoch(-1), None);
+
+        let directory = "/data/follower/t-0";
+        let follower = open(&disk, directory).await;
+        follower.append_replicated(&batches.concat()).await.unwrap();
+        follower.wait_durable(Offset(9)).await.unwrap();
+        assert_eq!(follower.end_offset_for_epoch(0), Some((0, Offset(6))));
+        assert_eq!(follower.latest_epoch(), Some(2));
+        follower.close().await.unwrap();
+
+        // Offset 7 is inside the last batch: it goes whole.
+        let context = common::simulated(&disk, 64 << 20);
+        let end = PartitionLog::truncate_closed(&context, Path::new(directory), Offset(7))
+            .await
+            .unwrap();
+        assert_eq!(end, Offset(6));
+        let truncated = open(&disk, directory).await;
+        assert_eq!(truncated.log_end_offset(), Offset(6));
+        assert_eq!(common::read_all(&truncated).await, batches[..2].to_vec());
+        assert_eq!(
+            truncated.latest_epoch(),
+            Some(0),
+            "epoch 2 is gone with its batch"
+        );
+        // The producer's third batch is no longer known: appended again, it is new.
+        let again = truncated.append(&producer_batch(6)).await.unwrap();
+        assert!(!again.duplicate);
+        assert_eq!(again.base_offset, Offset(6));
+        truncated.wait_durable(Offset(9)).await.unwrap();
+
+        let image = disk.crash_image(5);
+        let reopened = open(&image, directory).await;
+        assert_eq!(reopened.log_end_offset(), Offset(9));
+        assert_eq!(reopened.end_offset_for_epoch(0), Some((0, Offset(9))));
     });
 }

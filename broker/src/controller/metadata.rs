@@ -371,7 +371,7 @@ impl ClusterMetadata {
             }
             MetadataChange::NodeFenced { node_id } => {
                 self.fenced.insert(*node_id);
-                self.shrink_isrs_without(*node_id);
+                self.fence_replicas_of(*node_id);
                 self.version += 1;
             }
             MetadataChange::NodeUnfenced { node_id } => {
@@ -398,24 +398,48 @@ impl ClusterMetadata {
         }
     }
 
-    /// A fenced node's replicas leave every ISR they follow in, as KRaft's controller removes
-    /// a fenced broker from ISRs: the leader no longer waits for them, and they come back
-    /// through their leader's AlterPartition once caught up. Part of applying `NodeFenced`,
-    /// so every node's copy shrinks the same ISRs at the same entry. A leader on the node is
-    /// kept, and so is the last member of an ISR: whoever is last in sync holds what was
-    /// acknowledged.
-    fn shrink_isrs_without(&mut self, node: i32) {
+    /// What fencing a node does to the partitions it holds replicas of, as KRaft's controller
+    /// does it. Part of applying `NodeFenced`, so every node's copy changes the same
+    /// partitions at the same entry:
+    /// - its follower replicas leave every ISR: the leader no longer waits for them, and they
+    ///   come back through their leader's AlterPartition once caught up;
+    /// - a partition it leads gets a new leader, in a new leader epoch: the first replica, in
+    ///   replica order, that is in the ISR and on an unfenced node. Every ISR member holds
+    ///   every acknowledged record, so the election is clean (`unclean.leader.election.enable`
+    ///   is false). With no such replica the partition keeps its leader and waits for it;
+    /// - the last member of an ISR stays: whoever was last in sync holds what was
+    ///   acknowledged.
+    fn fence_replicas_of(&mut self, node: i32) {
+        let fenced = &self.fenced;
         for topic in self.topics.values_mut() {
             for index in 0..topic.partition_count() {
                 let Some(mut leadership) = topic.leadership(index) else {
                     continue;
                 };
-                let before = leadership.isr.len();
-                let leader = leadership.leader;
-                leadership
+                let on_node = |broker: &i32| broker_place(*broker).0 == node;
+                let remaining: Vec<i32> = leadership
                     .isr
-                    .retain(|broker| *broker == leader || broker_place(*broker).0 != node);
-                if leadership.isr.is_empty() || leadership.isr.len() == before {
+                    .iter()
+                    .copied()
+                    .filter(|broker| !on_node(broker))
+                    .collect();
+                if on_node(&leadership.leader) {
+                    let elected = topic.replicas[index].iter().copied().find(|broker| {
+                        remaining.contains(broker) && !fenced.contains(&broker_place(*broker).0)
+                    });
+                    let Some(elected) = elected else {
+                        continue;
+                    };
+                    leadership.leader = elected;
+                    leadership.leader_epoch += 1;
+                    leadership.isr = remaining;
+                } else if remaining.len() < leadership.isr.len() && !remaining.is_empty() {
+                    let leader = leadership.leader;
+                    // The leader stays a member, whatever node it is on.
+                    leadership
+                        .isr
+                        .retain(|broker| *broker == leader || !on_node(broker));
+                } else {
                     continue;
                 }
                 leadership.partition_epoch += 1;
@@ -975,10 +999,12 @@ mod tests {
         metadata
     }
 
-    /// A fenced node leaves the ISRs it follows in, each with a new partition epoch; the ISR
-    /// of a partition it leads keeps it, and so does an ISR it is the last of.
+    /// A fenced node leaves the ISRs it follows in, each with a new partition epoch; a
+    /// partition it leads gets the first in-sync replica on a live node as leader, in a new
+    /// leader epoch; an ISR it is the last of keeps it, and so does a partition with no other
+    /// replica in sync, which waits for its leader.
     #[test]
-    fn a_fenced_node_leaves_the_isrs_it_follows_in() {
+    fn a_fenced_node_leaves_the_isrs_and_its_leaderships_go_to_the_isr() {
         let mut metadata = replicated(vec![
             vec![0, 1000, 2000],
             vec![2000, 0, 1000],
@@ -1000,13 +1026,28 @@ mod tests {
         assert_eq!(first.isr, vec![0, 1000]);
         assert_eq!(first.partition_epoch, 1);
         let led = topic.leadership(1).unwrap();
-        assert_eq!(led.isr, vec![2000, 0, 1000], "its leader stays");
-        assert_eq!(led.partition_epoch, 0);
+        assert_eq!(led.leader, 0, "the first in-sync replica of the others");
+        assert_eq!(led.leader_epoch, 1);
+        assert_eq!(led.partition_epoch, 1);
+        assert_eq!(led.isr, vec![0, 1000]);
         assert_eq!(
             topic.leadership(2).unwrap().isr,
             vec![2001],
             "the last in sync stays"
         );
+
+        // Node 0 goes too: partition 1's only other in-sync replica is node 1's.
+        metadata.apply(&MetadataChange::NodeFenced { node_id: 0 });
+        let led = metadata.topics["t"].leadership(1).unwrap();
+        assert_eq!(
+            (led.leader, led.leader_epoch, led.isr),
+            (1000, 2, vec![1000])
+        );
+        // And node 1: nobody else is in sync, so the partition waits for it.
+        metadata.apply(&MetadataChange::NodeFenced { node_id: 1 });
+        let waiting = metadata.topics["t"].leadership(1).unwrap();
+        assert_eq!((waiting.leader, waiting.leader_epoch), (1000, 2));
+        assert_eq!(waiting.isr, vec![1000]);
     }
 
     /// A follower that installs a snapshot gets the leaderships and ISRs the leader has.

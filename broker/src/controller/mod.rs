@@ -97,6 +97,13 @@ pub enum ControllerRequest {
         node_id: i32,
         incarnation: uuid::Uuid,
     },
+    /// A node is stopping (SIGTERM): it is fenced now, so the partitions it leads move to
+    /// their ISR and its replicas leave the ISRs before it goes (Kafka's controlled
+    /// shutdown). Answered by `Topics` (empty) once committed.
+    ControlledShutdown {
+        node_id: i32,
+        incarnation: uuid::Uuid,
+    },
     /// A partition's leader changes its ISR (Kafka's AlterPartition): the new ISR, made
     /// against the leadership of `partition_epoch`. Answered by `Topics` (empty) once
     /// committed, or `Failed` with the Kafka error's name first.
@@ -201,6 +208,9 @@ pub struct Controller {
     heartbeats: RefCell<BTreeMap<i32, std::time::Instant>>,
     leading_since: std::cell::Cell<Option<std::time::Instant>>,
     leading_term: std::cell::Cell<u64>,
+    /// Node starts that announced their controlled shutdown: a heartbeat of theirs that
+    /// arrives after it does not unfence them.
+    shut_down: RefCell<std::collections::BTreeSet<(i32, uuid::Uuid)>>,
 }
 
 /// How a heartbeat's refusal starts when the node must register again.
@@ -215,6 +225,7 @@ impl Controller {
             heartbeats: RefCell::new(BTreeMap::new()),
             leading_since: std::cell::Cell::new(None),
             leading_term: std::cell::Cell::new(0),
+            shut_down: RefCell::new(Default::default()),
         }
     }
 
@@ -335,6 +346,25 @@ impl Controller {
             ControllerRequest::DescribeQuorum | ControllerRequest::Heartbeat { .. } => {
                 ControllerReply::Failed("answered above".into())
             }
+            ControllerRequest::ControlledShutdown {
+                node_id,
+                incarnation,
+            } => {
+                self.shut_down.borrow_mut().insert((node_id, incarnation));
+                if shard.metadata().fenced.contains(&node_id) {
+                    return ControllerReply::Topics(Vec::new());
+                }
+                match self.publish(MetadataChange::NodeFenced { node_id }).await {
+                    Ok(()) => {
+                        info!(
+                            node = node_id,
+                            "a node is shutting down: fenced, its leaderships moved to the ISRs"
+                        );
+                        ControllerReply::Topics(Vec::new())
+                    }
+                    Err(reason) => ControllerReply::Failed(reason),
+                }
+            }
             ControllerRequest::AlterPartition {
                 topic,
                 partition,
@@ -454,6 +484,11 @@ impl Controller {
                 "{UNREGISTERED}: node {node_id} has no registration of this start"
             ));
         }
+        if self.shut_down.borrow().contains(&(node_id, incarnation)) {
+            return ControllerReply::Failed(format!(
+                "node {node_id} is shutting down; its heartbeats do not unfence it"
+            ));
+        }
         self.heartbeats
             .borrow_mut()
             .insert(node_id, std::time::Instant::now());
@@ -568,6 +603,7 @@ impl Controller {
                 | ControllerRequest::AlterConfigs { .. }
                 | ControllerRequest::CreatePartitions { .. }
                 | ControllerRequest::AlterPartition { .. }
+                | ControllerRequest::ControlledShutdown { .. }
         );
         let cluster = host.metadata().committed_cluster_id();
         match quorum::calls::call(me, voter, cluster.as_deref(), request).await {
@@ -604,7 +640,8 @@ impl Controller {
         // A node speaks for itself only: its registration and heartbeats carry its own id.
         let speaks_for = match &request {
             ControllerRequest::RegisterNode(registration) => Some(registration.node_id),
-            ControllerRequest::Heartbeat { node_id, .. } => Some(*node_id),
+            ControllerRequest::Heartbeat { node_id, .. }
+            | ControllerRequest::ControlledShutdown { node_id, .. } => Some(*node_id),
             ControllerRequest::AlterPartition { leader, .. } => {
                 Some(metadata::broker_place(*leader).0)
             }

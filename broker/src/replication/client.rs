@@ -7,18 +7,30 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseHeader,
+    ApiKey, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use shards::net::{Connection, ConnectionWriter};
 
-use crate::controller::quorum::transport::{read_frames, resolve, FrameReader};
+use crate::controller::quorum::transport::{read_frames_up_to, resolve, FrameReader};
 
-/// The Fetch version followers send: the last one with `replica_id` in the body and topic
-/// names (v13 moves to topic ids, v15 moves the replica id into `replica_state`).
-pub const FETCH_VERSION: i16 = 12;
+/// The Fetch version followers send: topic ids (a topic deleted and created again under its
+/// name is another topic), and `replica_id` still in the body (v15 moves it into
+/// `replica_state`).
+pub const FETCH_VERSION: i16 = 13;
+/// OffsetForLeaderEpoch v4: with `replica_id`, flexible.
+pub const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest response taken: what a fetch asks for at most (32 MiB) plus one batch of the
+/// largest `max.message.bytes` (128 MiB), which KIP-74 returns whole, and its framing.
+const RESPONSE_BYTES_MAX: usize = 32 * 1024 * 1024 + 128 * 1024 * 1024 + 1024 * 1024;
+
+/// What a response may decode to, at most, per byte of it: a peer's answer of many tiny
+/// entries is refused before it is decoded into many large ones (as a request is).
+const DECODE_AMPLIFICATION_MAX: usize = 32;
 
 pub struct Client {
     reader: FrameReader,
@@ -39,7 +51,7 @@ impl Client {
             .map_err(|error| format!("connecting to {address}: {error}"))?;
         let (reader, writer) = connection.split();
         Ok(Client {
-            reader: read_frames(reader),
+            reader: read_frames_up_to(reader, RESPONSE_BYTES_MAX),
             writer,
             next_correlation_id: 0,
             address,
@@ -53,10 +65,34 @@ impl Client {
         request: &FetchRequest,
         timeout: Duration,
     ) -> Result<FetchResponse, String> {
+        self.call(ApiKey::Fetch, FETCH_VERSION, request, timeout)
+            .await
+    }
+
+    /// One OffsetForLeaderEpoch (a follower asking its new leader where its epoch ends).
+    pub async fn offset_for_leader_epoch(
+        &mut self,
+        request: &OffsetForLeaderEpochRequest,
+        timeout: Duration,
+    ) -> Result<OffsetForLeaderEpochResponse, String> {
+        self.call(
+            ApiKey::OffsetForLeaderEpoch,
+            OFFSET_FOR_LEADER_EPOCH_VERSION,
+            request,
+            timeout,
+        )
+        .await
+    }
+
+    async fn call<Q: Encodable, R: Decodable>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        request: &Q,
+        timeout: Duration,
+    ) -> Result<R, String> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let api_key = ApiKey::Fetch;
-        let version = FETCH_VERSION;
         let mut frame = BytesMut::with_capacity(256);
         frame.put_i32(0);
         let encoded: Result<(), String> = (|| {
@@ -86,7 +122,7 @@ impl Client {
         };
         let body = shards::task::timeout(timeout, exchange)
             .await
-            .ok_or_else(|| format!("{} did not answer a fetch in {timeout:?}", self.address))??;
+            .ok_or_else(|| format!("{} did not answer in {timeout:?}", self.address))??;
         let mut body = Bytes::from(body);
         let header_version = api_key.response_header_version(version);
         let header = ResponseHeader::decode(&mut body, header_version)
@@ -97,14 +133,25 @@ impl Client {
                 self.address, header.correlation_id
             ));
         }
-        crate::kafka::wire::shape::check_response_body(
+        let decoded = crate::kafka::wire::shape::check_response_body(
             api_key,
             version,
             header_version >= 1,
             &body,
         )
         .map_err(|error| format!("{}: {error}", self.address))?;
-        FetchResponse::decode(&mut body, version)
-            .map_err(|error| format!("{}: a malformed fetch response: {error}", self.address))
+        if decoded > body.len().max(4096) * DECODE_AMPLIFICATION_MAX {
+            return Err(format!(
+                "{}: a response of {} bytes that would decode to {decoded}",
+                self.address,
+                body.len()
+            ));
+        }
+        R::decode(&mut body, version).map_err(|error| {
+            format!(
+                "{}: a malformed {api_key:?} response: {error}",
+                self.address
+            )
+        })
     }
 }

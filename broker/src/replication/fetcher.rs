@@ -2,18 +2,24 @@
 //! shard, one Fetch at a time for every partition this shard follows from it (Kafka's replica
 //! fetcher thread, as a task on the follower's shard).
 //!
-//! Each round fetches from every followed log's end, appends what comes back, and waits until
-//! it is durable (or written, for a topic in the relaxed flush mode) before the next round, so
+//! Before it fetches in a new leader epoch, each log is checked against the leader's
+//! (OffsetForLeaderEpoch, KIP-279) and truncated where they diverge. Each round then fetches
+//! from every followed log's end, appends what comes back, and waits until it is durable (or written, for a topic in the relaxed flush mode) before the next round, so
 //! the fetch offset the leader takes as this follower's position is always something this
 //! follower would keep through a crash. The task ends when this shard follows nothing from the
 //! leader any more; the shard starts another if that changes.
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+};
 use storage::Offset;
 use tracing::{debug, info, warn};
 
@@ -37,11 +43,30 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
     let me = shard.broker_id();
     let mut client: Option<Client> = None;
     let mut backoff = BACKOFF_MIN;
+    let mut round = 0usize;
     info!(leader, "replica fetcher started");
     loop {
-        let followed = shard.followed_from(leader);
+        let mut followed = shard.followed_from(leader);
         if followed.is_empty() || shard.is_closing() {
             break;
+        }
+        // Each round starts at another partition, so a full response does not always leave
+        // the same ones out (Kafka's fetcher rotates too).
+        round = round.wrapping_add(1);
+        let turn = round % followed.len();
+        followed.rotate_left(turn);
+        let now = Instant::now();
+        let (ready, resting): (Vec<Rc<Replica>>, Vec<Rc<Replica>>) = followed
+            .into_iter()
+            .partition(|replica| replica.may_fetch(now));
+        if ready.is_empty() {
+            let next = resting
+                .iter()
+                .filter_map(|replica| replica.fetch_not_before())
+                .min()
+                .unwrap_or(now + BACKOFF_MIN);
+            shards::task::sleep(next.saturating_duration_since(now).max(BACKOFF_MIN / 5)).await;
+            continue;
         }
         let failed = async {
             if client.is_none() {
@@ -53,19 +78,24 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
             let Some(connected) = client.as_mut() else {
                 return Err("no connection".to_string());
             };
-            let request =
-                fetch_request(me, &followed, wait, partition_max_bytes, response_max_bytes);
+            // A log first checked against this leader epoch (KIP-279) fetches next round.
+            let unchecked: Vec<Rc<Replica>> = ready
+                .iter()
+                .filter(|replica| !replica.checked_for_epoch())
+                .cloned()
+                .collect();
+            if !unchecked.is_empty() {
+                check_epochs(&shard, connected, me, &unchecked, backoff_max).await?;
+                return Ok(());
+            }
+            let request = fetch_request(me, &ready, wait, partition_max_bytes, response_max_bytes);
             let response = connected.fetch(&request, wait + ANSWER_GRACE).await?;
-            apply(&followed, response).await
+            apply(&ready, response, backoff_max).await;
+            Ok(())
         }
         .await;
         match failed {
-            Ok(false) => backoff = BACKOFF_MIN,
-            Ok(true) => {
-                // A partition refused (not the leader yet, or any more): the metadata moves on.
-                shards::task::sleep(backoff).await;
-                backoff = (backoff * 2).min(backoff_max);
-            }
+            Ok(()) => backoff = BACKOFF_MIN,
             Err(reason) => {
                 debug!(leader, %reason, "replica fetch failed");
                 client = None;
@@ -76,6 +106,119 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
     }
     shard.fetcher_stopped(leader);
     info!(leader, "replica fetcher stopped");
+}
+
+/// Asks the leader where each log's newest epoch ends and truncates the logs that hold more
+/// of it (or of any older epoch) than the leader does: they hold what the leader never had or
+/// what a previous leader wrote and no ISR kept, none of it acknowledged.
+async fn check_epochs(
+    shard: &Rc<Shard>,
+    client: &mut Client,
+    me: i32,
+    replicas: &[Rc<Replica>],
+    backoff_max: Duration,
+) -> Result<(), String> {
+    let mut asked = Vec::new();
+    let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+    for replica in replicas {
+        let Some(latest) = replica.log.latest_epoch() else {
+            // An empty log cannot diverge.
+            replica.set_checked_for_epoch(replica.leader_epoch());
+            continue;
+        };
+        asked.push((replica.clone(), latest));
+        let partition = OffsetForLeaderPartition::default()
+            .with_partition(replica.partition)
+            .with_current_leader_epoch(replica.leader_epoch())
+            .with_leader_epoch(latest);
+        match topics.last_mut() {
+            Some(topic) if *topic.topic.0 == *replica.topic => topic.partitions.push(partition),
+            _ => topics.push(
+                OffsetForLeaderTopic::default()
+                    .with_topic(topic_name(&replica.topic))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_topics(topics);
+    let response = client
+        .offset_for_leader_epoch(&request, ANSWER_GRACE)
+        .await?;
+    let answers: HashMap<(&str, i32), (i16, i32, i64)> = response
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(move |partition| {
+                (
+                    (&*topic.topic.0, partition.partition),
+                    (
+                        partition.error_code,
+                        partition.leader_epoch,
+                        partition.end_offset,
+                    ),
+                )
+            })
+        })
+        .collect();
+    for (replica, latest) in asked {
+        let Some((error, epoch, end)) = answers.get(&(&*replica.topic, replica.partition)).copied()
+        else {
+            replica.rest(backoff_max);
+            continue;
+        };
+        if error != ErrorCode::None.code() {
+            // Not the leader yet (it applies the election after us), or fenced: again soon.
+            replica.rest(BACKOFF_MIN);
+            continue;
+        }
+        let log_end = replica.log.log_end_offset();
+        let target = divergence(&replica, latest, epoch, end).min(log_end);
+        if target < log_end {
+            info!(
+                topic = %replica.topic,
+                partition = replica.partition,
+                log_end_offset = log_end.0,
+                truncate_to = target.0,
+                leader_epoch = replica.leader_epoch(),
+                "the log holds more than the new leader: truncating"
+            );
+            if let Err(reason) = shard
+                .truncate_replica(&replica.topic, replica.partition, target)
+                .await
+            {
+                warn!(topic = %replica.topic, partition = replica.partition, %reason, "cannot truncate");
+                replica.rest(backoff_max);
+            }
+            // The reopened log is a new replica: it is checked again, and then agrees.
+            continue;
+        }
+        replica.set_checked_for_epoch(replica.leader_epoch());
+    }
+    Ok(())
+}
+
+/// Where a follower's log stops agreeing with its leader's, from the leader's answer to
+/// OffsetForLeaderEpoch for the follower's newest epoch `latest` (KIP-279): the end the leader
+/// gives for that epoch, or, if the leader answered for an older epoch, the earlier of the
+/// ends both logs give for that one. An undefined answer falls back to the follower's high
+/// watermark, as Kafka's does.
+fn divergence(replica: &Replica, latest: i32, epoch: i32, end: i64) -> Offset {
+    if epoch < 0 || end < 0 {
+        return replica.log.high_watermark();
+    }
+    let leader_end = Offset(end);
+    if epoch == latest {
+        return leader_end;
+    }
+    match replica.log.end_offset_for_epoch(epoch) {
+        Some((_, own_end)) => own_end.min(leader_end),
+        None => leader_end,
+    }
 }
 
 fn fetch_request(
@@ -94,10 +237,10 @@ fn fetch_request(
             .with_log_start_offset(replica.log.log_start_offset().0)
             .with_partition_max_bytes(partition_max_bytes);
         match topics.last_mut() {
-            Some(topic) if *topic.topic.0 == *replica.topic => topic.partitions.push(partition),
+            Some(topic) if topic.topic_id == replica.topic_id => topic.partitions.push(partition),
             _ => topics.push(
                 FetchTopic::default()
-                    .with_topic(topic_name(&replica.topic))
+                    .with_topic_id(replica.topic_id)
                     .with_partitions(vec![partition]),
             ),
         }
@@ -114,23 +257,22 @@ fn fetch_request(
 }
 
 /// Appends what the leader sent and waits until it is durable; then takes the leader's high
-/// watermark. Returns whether a partition was refused (the caller backs off).
-async fn apply(followed: &[Rc<Replica>], response: FetchResponse) -> Result<bool, String> {
+/// watermark. A partition the leader refused rests (alone: the others go on).
+async fn apply(followed: &[Rc<Replica>], response: FetchResponse, backoff_max: Duration) {
     if response.error_code != 0 {
-        return Err(format!(
-            "the leader refused the fetch ({})",
-            response.error_code
-        ));
+        for replica in followed {
+            replica.rest(backoff_max);
+        }
+        return;
     }
-    let by_key: HashMap<(&str, i32), &Rc<Replica>> = followed
+    let by_key: HashMap<(uuid::Uuid, i32), &Rc<Replica>> = followed
         .iter()
-        .map(|replica| ((&*replica.topic, replica.partition), replica))
+        .map(|replica| ((replica.topic_id, replica.partition), replica))
         .collect();
-    let mut refused = false;
     let mut appended: Vec<(&Rc<Replica>, Offset)> = Vec::new();
     for topic in &response.responses {
         for partition in &topic.partitions {
-            let Some(replica) = by_key.get(&(&*topic.topic.0, partition.partition_index)) else {
+            let Some(replica) = by_key.get(&(topic.topic_id, partition.partition_index)) else {
                 continue;
             };
             if partition.error_code != ErrorCode::None.code() {
@@ -139,18 +281,19 @@ async fn apply(followed: &[Rc<Replica>], response: FetchResponse) -> Result<bool
                         topic = %replica.topic,
                         partition = replica.partition,
                         log_end_offset = replica.log.log_end_offset().0,
-                        "the leader does not hold this follower's log end (its log starts \
-                         later); the replica stays out of the ISR"
+                        "the leader does not hold this follower's log end; checking the log \
+                         against the leader again"
                     );
+                    replica.recheck();
                 }
-                refused = true;
+                replica.rest(BACKOFF_MIN);
                 continue;
             }
             if let Some(records) = &partition.records {
                 if !records.is_empty() {
                     if let Err(error) = replica.log.append_replicated(records).await {
                         warn!(topic = %replica.topic, partition = replica.partition, %error, "cannot append what the leader sent");
-                        refused = true;
+                        replica.rest(backoff_max);
                         continue;
                     }
                 }
@@ -163,11 +306,10 @@ async fn apply(followed: &[Rc<Replica>], response: FetchResponse) -> Result<bool
         let end = replica.log.log_end_offset();
         if let Err(error) = replica.log.wait_acknowledgeable(end).await {
             warn!(topic = %replica.topic, partition = replica.partition, %error, "a replicated batch did not become durable");
-            refused = true;
+            replica.rest(backoff_max);
         }
     }
     for (replica, high_watermark) in appended {
         replica.bound_high_watermark(Some(high_watermark));
     }
-    Ok(refused)
 }

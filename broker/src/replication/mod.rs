@@ -17,8 +17,10 @@
 //!   that have not caught up for `replica.lag.time.max.ms`, and adds back those that caught
 //!   up with the high watermark. The controller itself removes a fenced node's replicas.
 //!
-//! The leader never changes in this increment (leader election is the next), so no follower
-//! ever holds what its leader does not, and nothing is truncated.
+//! - **A new leader** (the controller elects one from the ISR when the leader's node is
+//!   fenced) stamps its batches with its leader epoch. A follower checks its log against the
+//!   leader's before it fetches in a new epoch (OffsetForLeaderEpoch, KIP-279) and truncates
+//!   where they diverge, so it never keeps records its new leader does not have.
 
 pub mod client;
 pub mod fetcher;
@@ -54,18 +56,34 @@ struct State {
     /// When this broker last became the leader (followers that never fetched count as caught
     /// up then).
     leading_since: Instant,
+    /// The log's end when this leadership began: a follower rejoins the ISR only once it has
+    /// that much (Kafka's leader-epoch start offset), whatever the high watermark says.
+    leading_from: Offset,
 }
 
 /// A local replica of a replicated partition.
 pub struct Replica {
     pub topic: Rc<str>,
+    pub topic_id: uuid::Uuid,
     pub partition: i32,
     pub log: Rc<PartitionLog>,
     /// This shard's broker id.
     me: i32,
     state: RefCell<State>,
-    /// An AlterPartition is on its way to the controller: one at a time per partition.
-    altering: Cell<bool>,
+    /// The ISR an AlterPartition on its way to the controller asks for: one at a time per
+    /// partition. Until it is decided the high watermark counts the union of both ISRs
+    /// (Kafka's maximal ISR), so a follower joining is not left without what is acknowledged
+    /// meanwhile.
+    altering: RefCell<Option<Vec<i32>>>,
+    /// As follower: the leader epoch for which this log was checked against its leader
+    /// (truncated where it diverged) and may fetch.
+    checked_epoch: Cell<Option<i32>>,
+    /// The leadership changed (wakes acks=all produces waiting on a leader that lost it).
+    changed: event_listener::Event,
+    /// As follower: the leader refused this partition's last fetch; not again before this.
+    resting_until: Cell<Option<Instant>>,
+    /// Each pause doubles while the leader keeps refusing.
+    rest_length: Cell<Duration>,
 }
 
 /// An ISR change the leader asks the controller for.
@@ -78,14 +96,17 @@ pub struct IsrChange {
 impl Replica {
     pub fn new(
         topic: Rc<str>,
+        topic_id: uuid::Uuid,
         partition: i32,
         log: Rc<PartitionLog>,
         me: i32,
         leadership: Leadership,
         replicas: Vec<i32>,
     ) -> Rc<Replica> {
+        let leading_from = log.log_end_offset();
         let replica = Rc::new(Replica {
             topic,
+            topic_id,
             partition,
             log,
             me,
@@ -94,11 +115,69 @@ impl Replica {
                 replicas,
                 followers: HashMap::new(),
                 leading_since: Instant::now(),
+                leading_from,
             }),
-            altering: Cell::new(false),
+            altering: RefCell::new(None),
+            checked_epoch: Cell::new(None),
+            changed: event_listener::Event::new(),
+            resting_until: Cell::new(None),
+            rest_length: Cell::new(Duration::ZERO),
         });
+        if replica.is_leader() {
+            replica.log.set_leader_epoch(replica.leader_epoch());
+        }
         replica.bound_high_watermark(None);
         replica
+    }
+
+    /// A listener that fires when the leadership next changes.
+    pub fn changes(&self) -> event_listener::EventListener {
+        self.changed.listen()
+    }
+
+    /// As follower: whether this log was checked against the current leader epoch.
+    pub fn checked_for_epoch(&self) -> bool {
+        self.checked_epoch.get() == Some(self.leader_epoch())
+    }
+
+    pub fn set_checked_for_epoch(&self, epoch: i32) {
+        self.checked_epoch.set(Some(epoch));
+    }
+
+    /// Checks the log against the leader again before the next fetch.
+    pub fn recheck(&self) {
+        self.checked_epoch.set(None);
+    }
+
+    /// As follower: whether this partition may be fetched now (it is not resting after a
+    /// refusal). A partition that may fetch again has its pauses start over.
+    pub fn may_fetch(&self, now: Instant) -> bool {
+        match self.resting_until.get() {
+            Some(until) if until > now => false,
+            Some(_) => {
+                self.resting_until.set(None);
+                true
+            }
+            None => {
+                self.rest_length.set(Duration::ZERO);
+                true
+            }
+        }
+    }
+
+    pub fn fetch_not_before(&self) -> Option<Instant> {
+        self.resting_until.get()
+    }
+
+    /// The leader refused this partition: it rests, twice as long as last time, from 50 ms up
+    /// to `max`, while the fetcher goes on with the others.
+    pub fn rest(&self, max: Duration) {
+        let length = (self.rest_length.get() * 2).clamp(
+            Duration::from_millis(50),
+            max.max(Duration::from_millis(50)),
+        );
+        self.rest_length.set(length);
+        self.resting_until.set(Some(Instant::now() + length));
     }
 
     pub fn is_leader(&self) -> bool {
@@ -150,11 +229,19 @@ impl Replica {
         if became_leader {
             state.followers.clear();
             state.leading_since = Instant::now();
+            state.leading_from = self.log.log_end_offset();
+            self.log.set_leader_epoch(leadership.leader_epoch);
         }
+        let moved = state.leadership.leader != leadership.leader
+            || state.leadership.leader_epoch != leadership.leader_epoch;
         state.leadership = leadership;
         state.replicas = replicas;
         drop(state);
+        if moved {
+            self.checked_epoch.set(None);
+        }
         self.bound_high_watermark(None);
+        self.changed.notify(usize::MAX);
     }
 
     /// Sets the log's high-watermark bound from what the ISR holds: as leader, the lowest
@@ -174,13 +261,18 @@ impl Replica {
             }
             return;
         }
+        let pending = self.altering.borrow();
         let followers: Vec<i32> = state
             .leadership
             .isr
             .iter()
+            .chain(pending.iter().flatten())
             .copied()
             .filter(|broker| *broker != self.me)
+            .collect::<std::collections::BTreeSet<i32>>()
+            .into_iter()
             .collect();
+        drop(pending);
         if followers.is_empty() {
             self.log.set_replicated_high_watermark(None);
             return;
@@ -248,9 +340,34 @@ impl Replica {
             } else if position >= progress.servable_at_last_fetch {
                 progress.caught_up_at = progress.caught_up_at.max(progress.last_fetch_at);
             }
-            progress.position = progress.position.max(position);
+            let went_back = position < progress.position;
+            progress.position = position;
             progress.last_fetch_at = now;
             progress.servable_at_last_fetch = servable;
+            if went_back {
+                // Its log lost what it had reported (a replaced disk, a cut tail): it is not
+                // in sync, whatever it had before, until it has it all again.
+                progress.caught_up_at = leading_since.min(progress.caught_up_at);
+                let in_isr = state.leadership.isr.contains(&follower);
+                drop(state);
+                self.bound_high_watermark(None);
+                if in_isr && self.altering.borrow().is_none() {
+                    let state = self.state.borrow();
+                    let isr = state
+                        .leadership
+                        .isr
+                        .iter()
+                        .copied()
+                        .filter(|broker| *broker != follower)
+                        .collect();
+                    return Ok(Some(self.isr_change(
+                        &state,
+                        isr,
+                        "a follower's log went back below what it had reported",
+                    )));
+                }
+                return Ok(None);
+            }
         }
         self.bound_high_watermark(None);
         Ok(self.expansion(follower))
@@ -260,11 +377,11 @@ impl Replica {
     /// watermark (Kafka's condition), and no other change is on its way.
     fn expansion(&self, follower: i32) -> Option<IsrChange> {
         let state = self.state.borrow();
-        if self.altering.get() || state.leadership.isr.contains(&follower) {
+        if self.altering.borrow().is_some() || state.leadership.isr.contains(&follower) {
             return None;
         }
         let position = state.followers.get(&follower)?.position;
-        if position < self.log.high_watermark() {
+        if position < self.log.high_watermark() || position < state.leading_from {
             return None;
         }
         let mut isr = state.leadership.isr.clone();
@@ -275,7 +392,7 @@ impl Replica {
     /// The ISR without the followers that have not caught up within `lag_max`, if any.
     pub fn shrinkage(&self, now: Instant, lag_max: Duration) -> Option<IsrChange> {
         let state = self.state.borrow();
-        if self.altering.get() || state.leadership.leader != self.me {
+        if self.altering.borrow().is_some() || state.leadership.leader != self.me {
             return None;
         }
         let lagging = |broker: &i32| {
@@ -320,13 +437,20 @@ impl Replica {
         }
     }
 
-    /// Marks an ISR change as on its way (false if one already is).
-    pub fn begin_altering(&self) -> bool {
-        !self.altering.replace(true)
+    /// Marks an ISR change asking for `isr` as on its way (false if one already is).
+    pub fn begin_altering(&self, isr: &[i32]) -> bool {
+        let mut altering = self.altering.borrow_mut();
+        if altering.is_some() {
+            return false;
+        }
+        *altering = Some(isr.to_vec());
+        true
     }
 
+    /// The change was decided (or failed): the ISR is the metadata's again.
     pub fn end_altering(&self) {
-        self.altering.set(false);
+        self.altering.borrow_mut().take();
+        self.bound_high_watermark(None);
     }
 }
 
@@ -398,6 +522,7 @@ mod tests {
             let replicas = vec![0, 1000, 2000];
             let replica = Replica::new(
                 "t".into(),
+                uuid::Uuid::nil(),
                 0,
                 log.clone(),
                 0,
@@ -443,6 +568,7 @@ mod tests {
             let replicas = vec![0, 1000, 2000];
             let replica = Replica::new(
                 "t".into(),
+                uuid::Uuid::nil(),
                 0,
                 log.clone(),
                 0,
@@ -459,7 +585,7 @@ mod tests {
             // 1000 last had everything the leader could serve at `start`.
             let change = replica.shrinkage(start + lag + lag / 6, lag).unwrap();
             assert_eq!(isr_of(&change), (vec![0, 2000], 0));
-            assert!(replica.begin_altering());
+            assert!(replica.begin_altering(&[0, 2000]));
             assert!(
                 replica.shrinkage(start + lag * 2, lag).is_none(),
                 "one at a time"

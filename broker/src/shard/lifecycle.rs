@@ -76,7 +76,7 @@ impl Shard {
 
     /// Tells the controller (later, from a task of its own: this may run while the controller is
     /// busy publishing the change that opened the partition) that partitions cannot be served.
-    fn report_offline(self: &Rc<Self>, partitions: Vec<OfflinePartition>) {
+    pub(super) fn report_offline(self: &Rc<Self>, partitions: Vec<OfflinePartition>) {
         if partitions.is_empty() {
             return;
         }
@@ -140,6 +140,29 @@ impl Shard {
         }
         self.report_offline(offline);
         slots
+    }
+
+    /// Opens a partition's log again after it was closed and changed on disk (a follower's
+    /// truncation): recovered as after a crash, with its flusher and observer.
+    pub(super) async fn open_partition(
+        self: &Rc<Self>,
+        topic: &str,
+        partition: i32,
+        config: storage::LogConfig,
+    ) -> Result<Rc<PartitionLog>, String> {
+        let index = usize::try_from(partition).map_err(|_| "a negative partition".to_string())?;
+        let directory = self.partition_directory(topic, index);
+        let log = PartitionLog::open(&self.log_context, &directory, config, false)
+            .await
+            .map_err(|error| error.to_string())?;
+        log.set_observer(Rc::new(PartitionObserver {
+            shard: Rc::downgrade(self),
+            topic: topic.to_string(),
+            partition,
+        }));
+        spawn_in(Queue::Requests, log.clone().run_write_path()).detach();
+        spawn_in(Queue::Background, log.clone().run_upkeep()).detach();
+        Ok(log)
     }
 
     /// A new partition starts empty. A directory of the same name can only be left over from a
@@ -424,6 +447,7 @@ impl Shard {
             endpoints: self.node.advertised.clone(),
             rack: self.node.rack.clone(),
         };
+        self.incarnation.set(Some(registration.incarnation));
         if let Some((_, session)) = heartbeat {
             let shard = self.clone();
             shards::task::spawn(async move {
@@ -438,6 +462,10 @@ impl Shard {
             let mut registered = false;
             let mut attempts = 0u32;
             loop {
+                // A stopping node heartbeats no more: its controlled shutdown fenced it.
+                if shard.is_closing() {
+                    return;
+                }
                 let request = if registered {
                     ControllerRequest::Heartbeat {
                         node_id: registration.node_id,

@@ -92,6 +92,8 @@ pub struct Shard {
     fetchers: RefCell<std::collections::HashSet<i32>>,
     /// The shard is shutting down: no fetcher starts or goes on.
     closing: Cell<bool>,
+    /// Shard 0: this start's registration with the controller.
+    incarnation: Cell<Option<uuid::Uuid>>,
     /// Incremental fetch sessions (KIP-227) of the consumers fetching from this shard.
     pub fetch_sessions: RefCell<crate::kafka::fetch_sessions::FetchSessions>,
     /// The node's config with the dynamic entries for this shard's broker layered over it
@@ -141,6 +143,7 @@ impl Shard {
             replicas: RefCell::new(HashMap::new()),
             fetchers: RefCell::new(Default::default()),
             closing: Cell::new(false),
+            incarnation: Cell::new(None),
             config: RefCell::new(Rc::new(node.config.clone())),
             fetch_sessions: RefCell::new(crate::kafka::fetch_sessions::FetchSessions::new(
                 node.config.fetch_session_slots(),

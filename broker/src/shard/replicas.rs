@@ -24,19 +24,86 @@ impl Shard {
         self.replicas.borrow().get(topic)?.get(&partition).cloned()
     }
 
-    /// Whether clients may produce to and fetch from this shard's copy of the partition: it
-    /// has one replica, or this shard leads it.
+    /// Whether clients may produce to and fetch from this shard's copy of the partition: this
+    /// shard leads it, or the metadata gives it one replica. A replicated partition whose
+    /// replica is not made yet (its log opened, the metadata change not applied) is not led.
     pub fn leads(&self, topic: &str, partition: i32) -> bool {
-        let replicas = self.replicas.borrow();
-        if replicas.is_empty() {
-            return true;
-        }
-        match replicas
+        if let Some(replica) = self
+            .replicas
+            .borrow()
             .get(topic)
             .and_then(|partitions| partitions.get(&partition))
         {
-            Some(replica) => replica.is_leader(),
-            None => true,
+            return replica.is_leader();
+        }
+        let metadata = self.metadata.borrow();
+        let replicas = metadata.topics.get(topic).and_then(|found| {
+            found
+                .replicas
+                .get(usize::try_from(partition).ok()?)
+                .map(Vec::len)
+        });
+        replicas.is_some_and(|count| count < 2)
+    }
+
+    /// Truncates a followed log to `offset` (it diverged from its new leader's): the log is
+    /// closed, cut on disk and opened again, and its replica made anew. A failure takes the
+    /// partition offline here.
+    pub async fn truncate_replica(
+        self: &Rc<Self>,
+        topic: &str,
+        partition: i32,
+        offset: storage::Offset,
+    ) -> Result<(), String> {
+        let index = usize::try_from(partition).map_err(|_| "a negative partition".to_string())?;
+        let slot = self
+            .partitions
+            .borrow()
+            .get(topic)
+            .and_then(|slots| slots.get(index).cloned())
+            .flatten();
+        let Some(PartitionSlot::Online(log)) = slot else {
+            return Err("the partition is not open here".into());
+        };
+        let config = {
+            let metadata = self.metadata.borrow();
+            let Some(found) = metadata.topics.get(topic) else {
+                return Err("the topic is gone".into());
+            };
+            self.config().log_config(&found.configs)
+        };
+        let directory = log.directory().to_path_buf();
+        let reopened = async {
+            log.close().await.map_err(|error| error.to_string())?;
+            storage::PartitionLog::truncate_closed(&self.log_context, &directory, offset)
+                .await
+                .map_err(|error| error.to_string())?;
+            self.open_partition(topic, partition, config).await
+        }
+        .await;
+        let slot = match &reopened {
+            Ok(log) => PartitionSlot::Online(log.clone()),
+            Err(reason) => PartitionSlot::Offline(reason.as_str().into()),
+        };
+        if let Some(entry) = self
+            .partitions
+            .borrow_mut()
+            .get_mut(topic)
+            .and_then(|slots| slots.get_mut(index))
+        {
+            *entry = Some(slot);
+        }
+        self.refresh_replicas();
+        match reopened {
+            Ok(_) => Ok(()),
+            Err(reason) => {
+                self.report_offline(vec![crate::controller::metadata::OfflinePartition {
+                    topic: topic.to_string(),
+                    partition,
+                    reason: reason.clone(),
+                }]);
+                Err(reason)
+            }
         }
     }
 
@@ -119,6 +186,7 @@ impl Shard {
                         }
                         _ => Replica::new(
                             Rc::from(name.as_str()),
+                            topic.topic_id,
                             partition,
                             log.clone(),
                             me,
@@ -151,18 +219,17 @@ impl Shard {
 
     /// Sends an ISR change of `replica` to the controller, from a task of its own.
     pub fn send_isr_change(self: &Rc<Self>, replica: &Rc<Replica>, change: IsrChange) {
-        if !replica.begin_altering() {
+        let crate::controller::ControllerRequest::AlterPartition { isr, .. } = &change.request
+        else {
+            return;
+        };
+        let isr = isr.clone();
+        if !replica.begin_altering(&isr) {
             return;
         }
         let shard = self.clone();
         let replica = replica.clone();
         spawn_in(Queue::Background, async move {
-            let crate::controller::ControllerRequest::AlterPartition { isr, .. } = &change.request
-            else {
-                replica.end_altering();
-                return;
-            };
-            let isr = isr.clone();
             let reply = shard.controller_request(change.request).await;
             replica.end_altering();
             match reply {
@@ -183,6 +250,34 @@ impl Shard {
             }
         })
         .detach();
+    }
+
+    /// A stopping node's controlled shutdown (Kafka's): shard 0 asks the controller to fence
+    /// this node now, so the partitions it leads move to their ISRs and its replicas leave the
+    /// ISRs while it can still answer; every shard waits until it has applied that (at most
+    /// `within`) before it stops taking requests. Nothing to do for a node alone.
+    pub async fn hand_over_leaderships(self: &Rc<Self>, within: Duration) {
+        if self.node.voters.is_empty() {
+            return;
+        }
+        let node_id = self.node.node_id;
+        let deadline = Instant::now() + within;
+        if let (true, Some(incarnation)) = (self.controller.is_some(), self.incarnation.get()) {
+            let request = crate::controller::ControllerRequest::ControlledShutdown {
+                node_id,
+                incarnation,
+            };
+            match shards::task::timeout(within, self.controller_request(request)).await {
+                Some(ControllerReply::Failed(reason)) => {
+                    warn!(%reason, "controlled shutdown refused; stopping without it")
+                }
+                None => warn!("the controller did not answer the controlled shutdown in time"),
+                Some(_) => info!("controlled shutdown: leaderships handed over"),
+            }
+        }
+        while !self.metadata.borrow().fenced.contains(&node_id) && Instant::now() < deadline {
+            shards::task::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// As leader of replicated partitions: drops from their ISRs the followers that have not

@@ -437,6 +437,8 @@ pub struct Delivery {
     pub partition: i32,
     pub offset: i64,
     pub error: Option<String>,
+    /// When the report arrived.
+    pub at: Instant,
 }
 
 #[derive(Clone, Default)]
@@ -458,12 +460,14 @@ impl ProducerContext for Deliveries {
                 partition: message.partition(),
                 offset: message.offset(),
                 error: None,
+                at: Instant::now(),
             },
             Err((error, message)) => Delivery {
                 index: *index,
                 partition: message.partition(),
                 offset: -1,
                 error: Some(error.to_string()),
+                at: Instant::now(),
             },
         };
         self.0.lock().unwrap().push(delivery);

@@ -86,6 +86,29 @@ pub fn empty_batch(original: &[u8], header: &BatchHeader) -> Vec<u8> {
     seal(batch)
 }
 
+/// A header with no records holding offsets `base..next` (fewer than 2^31 of them), in leader
+/// epoch `epoch`, with no producer: what a follower stores where its leader's compacted log has
+/// a gap (the cleaner dropped whole batches), so the follower's log stays dense and its offsets
+/// stay the leader's. Shaped like the cleaner's own empty batches.
+pub fn filler_batch(base: crate::Offset, next: crate::Offset, epoch: i32) -> Option<Vec<u8>> {
+    let delta = i32::try_from(next.0 - base.0 - 1)
+        .ok()
+        .filter(|delta| *delta >= 0)?;
+    let mut batch = vec![0u8; BATCH_HEADER_BYTES];
+    put_i64(&mut batch, crate::header::BASE_OFFSET_AT, base.0);
+    put_i32(&mut batch, crate::header::PARTITION_LEADER_EPOCH_AT, epoch);
+    batch[crate::header::MAGIC_AT] = 2;
+    put_i16(&mut batch, ATTRIBUTES_AT, 0);
+    put_i32(&mut batch, crate::header::LAST_OFFSET_DELTA_AT, delta);
+    put_i64(&mut batch, BASE_TIMESTAMP_AT, NO_TIMESTAMP);
+    put_i64(&mut batch, MAX_TIMESTAMP_AT, NO_TIMESTAMP);
+    put_i64(&mut batch, crate::header::PRODUCER_ID_AT, -1);
+    put_i16(&mut batch, crate::header::PRODUCER_EPOCH_AT, -1);
+    put_i32(&mut batch, crate::header::BASE_SEQUENCE_AT, -1);
+    put_i32(&mut batch, RECORDS_COUNT_AT, 0);
+    Some(seal(batch))
+}
+
 /// Filters one stored batch (exactly one, as stored: its CRC is checked here).
 ///
 /// `verdict(offset, key)` says whether the record at `offset` with `key` is superseded, the

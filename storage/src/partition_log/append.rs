@@ -9,7 +9,7 @@
 use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
 
-use super::{now_ms, AppendInfo, CachedBatch, LogError, PartitionLog, WritePoint, LEADER_EPOCH};
+use super::{now_ms, AppendInfo, CachedBatch, LogError, PartitionLog, WritePoint};
 use crate::io::{align_up, write_small_file};
 use crate::limits::{APPEND_PIECE_BYTES, BLOCK_BYTES, PREALLOCATE_STEP_BYTES, UNFLUSHED_MAX_BYTES};
 use crate::producer_state::SequenceCheck;
@@ -38,6 +38,12 @@ impl PartitionLog {
             self.roll().await?;
         }
         self.reserve(total_bytes).await?;
+        // Never older than the log's newest epoch: epochs only grow along a log.
+        let epoch = self
+            .leader_epoch
+            .get()
+            .max(self.latest_epoch().unwrap_or(0));
+        self.note_epoch(epoch).await?;
         // The one copy on the produce path: the stored batch differs from the produced one in
         // its offset (and, for LogAppendTime or a header that understated its newest record,
         // its max timestamp and CRC). Made before the state is borrowed, since it may yield.
@@ -64,7 +70,7 @@ impl PartitionLog {
             });
         }
         let base_offset = state.log_end_offset;
-        assign_offset(&mut stored, base_offset, LEADER_EPOCH);
+        assign_offset(&mut stored, base_offset, epoch);
         let log_append_time_ms = if rules.log_append_time {
             stamp_log_append_time(&mut stored, now);
             now
@@ -110,8 +116,9 @@ impl PartitionLog {
     /// Appends batches a leader sent to this follower, as they are: their offsets, leader epochs
     /// and producer fields are the leader's (Kafka's follower append, which assigns nothing).
     /// Each batch is checked as recovery checks a stored one (length, magic, CRC, counts).
-    /// Batches the log already holds (a fetch answered twice) are skipped; a batch that does
-    /// not start exactly at the log's end is refused, since a leader's log has no gaps. A
+    /// Batches the log already holds (a fetch answered twice) are skipped; one that overlaps
+    /// the log's end is refused; a gap before one (the leader's cleaner dropped whole
+    /// batches) is filled with an empty batch, so offsets stay the leader's. A
     /// partial batch at the end (a response cut short at its size limit) is left for the next
     /// fetch. Returns the bytes appended; acknowledge positions only once they are durable
     /// (`wait_acknowledgeable`).
@@ -124,13 +131,36 @@ impl PartitionLog {
             if header.next_offset() <= end {
                 continue;
             }
-            if header.base_offset != end {
+            if header.base_offset < end {
                 return Err(LogError::Batch(BatchError::Corrupt {
                     reason: format!(
-                        "the leader sent a batch at offset {} for a log that ends at {end}",
+                        "the leader sent a batch at offset {} inside a log that ends at {end}",
                         header.base_offset
                     ),
                 }));
+            }
+            if header.base_offset > end {
+                // The leader's cleaner dropped whole batches here: an empty batch keeps this
+                // log dense, in the epoch of what comes before it.
+                let epoch = self.latest_epoch().unwrap_or(header.partition_leader_epoch);
+                let filler = crate::record_batch::compact::filler_batch(
+                    end,
+                    header.base_offset,
+                    epoch.min(header.partition_leader_epoch),
+                )
+                .ok_or_else(|| {
+                    LogError::Batch(BatchError::Corrupt {
+                        reason: format!(
+                            "the leader sent a batch at offset {} for a log that ends at {end}",
+                            header.base_offset
+                        ),
+                    })
+                })?;
+                let Some(filler_header) = BatchHeader::parse(&filler) else {
+                    unreachable!("a filler batch has a header")
+                };
+                self.append_stored(Bytes::from(filler), filler_header)
+                    .await?;
             }
             // One copy, as on the produce path: the cache keeps this batch, not the response.
             self.append_stored(Bytes::copy_from_slice(batch), header)
@@ -153,6 +183,7 @@ impl PartitionLog {
             self.roll().await?;
         }
         self.reserve(total_bytes).await?;
+        self.note_epoch(header.partition_leader_epoch).await?;
         self.check_writable()?;
         let mut state = self.state.borrow_mut();
         if header.base_offset != state.log_end_offset {

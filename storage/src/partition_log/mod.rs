@@ -33,12 +33,14 @@
 
 mod append;
 pub mod compaction;
+mod epochs;
 mod flusher;
 mod open;
 mod read;
 mod read_ahead;
 mod retention;
 mod snapshots;
+mod truncate;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -556,6 +558,10 @@ pub struct PartitionLog {
     /// in-sync replica has made durable on a leader, the leader's high watermark on a
     /// follower. `None` while this log alone decides (a single replica).
     replicated_high: std::cell::Cell<Option<Offset>>,
+    /// Each leader epoch's first offset (`epochs`).
+    epochs: RefCell<epochs::EpochCache>,
+    /// The leader epoch this log's produced batches are stamped with (`set_leader_epoch`).
+    leader_epoch: Cell<i32>,
 }
 
 fn now_ms() -> i64 {
@@ -684,6 +690,44 @@ impl PartitionLog {
         if self.replicated_high.replace(bound) != bound {
             self.high_watermark_moved.notify(usize::MAX);
         }
+    }
+
+    /// Stamps batches produced from now on with `epoch` (this replica leads in it).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.set(epoch);
+    }
+
+    /// The newest leader epoch of the log's batches, if it holds any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.borrow().latest()
+    }
+
+    /// OffsetForLeaderEpoch (KIP-279), as Kafka answers it from its leader epoch cache: the
+    /// largest epoch of the log not newer than `requested` and the offset where it ends;
+    /// `None` (undefined) for a negative epoch or one newer than every epoch the log holds.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Option<(i32, Offset)> {
+        self.epochs
+            .borrow()
+            .end_offset_for(requested, self.log_end_offset())
+    }
+
+    /// Makes sure the epoch cache has `epoch` before a batch of it is appended at the log's end
+    /// (the append lock is held).
+    async fn note_epoch(&self, epoch: i32) -> Result<(), LogError> {
+        if !self.epochs.borrow().needs(epoch) {
+            return Ok(());
+        }
+        let mut next = self.epochs.borrow().clone();
+        next.push(
+            &*self.context.disk,
+            &self.directory,
+            epoch,
+            self.log_end_offset(),
+        )
+        .await
+        .map_err(|error| self.write_failed(error))?;
+        *self.epochs.borrow_mut() = next;
+        Ok(())
     }
 
     /// Replication's bound on the high watermark, if it bounds it.

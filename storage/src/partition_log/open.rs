@@ -352,9 +352,14 @@ impl PartitionLog {
             .await
             .filter(|offset| *offset >= log_start_offset && *offset <= log_end_offset)
             .unwrap_or(log_start_offset);
+        let epochs =
+            super::epochs::EpochCache::load(&*disk, directory, log_start_offset, log_end_offset)
+                .await?;
         let log = Rc::new_cyclic(|me| PartitionLog {
             me: me.clone(),
             replicated_high: std::cell::Cell::new(None),
+            leader_epoch: std::cell::Cell::new(epochs.latest().unwrap_or(0)),
+            epochs: std::cell::RefCell::new(epochs),
             read_ahead: std::cell::RefCell::new(super::read_ahead::ReadAhead::Idle),
             read_ahead_moved: event_listener::Event::new(),
             segments_moved: event_listener::Event::new(),

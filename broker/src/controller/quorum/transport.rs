@@ -128,14 +128,17 @@ pub(crate) struct FrameReader {
     reader: ConnectionReader,
     buffer: Vec<u8>,
     filled: usize,
+    /// The largest frame body taken.
+    limit: usize,
 }
 
 impl FrameReader {
-    fn new(reader: ConnectionReader) -> FrameReader {
+    fn new(reader: ConnectionReader, limit: usize) -> FrameReader {
         FrameReader {
             reader,
             buffer: vec![0; 64 * 1024],
             filled: 0,
+            limit,
         }
     }
 
@@ -196,7 +199,7 @@ impl FrameReader {
             self.buffer[2],
             self.buffer[3],
         ]) as usize;
-        if length > FRAME_BYTES_MAX {
+        if length > self.limit {
             return Err(format!("a frame of {length} bytes"));
         }
         if !self
@@ -212,7 +215,13 @@ impl FrameReader {
 }
 
 pub(crate) fn read_frames(reader: ConnectionReader) -> FrameReader {
-    FrameReader::new(reader)
+    FrameReader::new(reader, FRAME_BYTES_MAX)
+}
+
+/// Frames of at most `limit` bytes (a follower's fetch responses, which carry a batch of up to
+/// `max.message.bytes` whole).
+pub(crate) fn read_frames_up_to(reader: ConnectionReader, limit: usize) -> FrameReader {
+    FrameReader::new(reader, limit)
 }
 
 /// The listener's connection counts: waiting for a hello (in all and by address), and open by
@@ -449,7 +458,7 @@ async fn receive(
 ) {
     let peer_address = connection.peer_addr();
     let (reader, writer) = connection.split();
-    let mut frames = FrameReader::new(reader);
+    let mut frames = FrameReader::new(reader, FRAME_BYTES_MAX);
     let hello = shards::task::timeout(HELLO_TIMEOUT, frames.hello()).await;
     let limits = waiting.identified();
     let Some(Ok(Some(bytes))) = hello else {

@@ -20,7 +20,7 @@ use event_listener::EventListener;
 use kafka_protocol::messages::FetchRequest;
 use storage::{Offset, PartitionLog};
 
-use super::{check_leader_epoch, owned_log};
+use super::led_log;
 use crate::kafka::errors::{log_error_code, ErrorCode};
 use crate::kafka::fetch_sessions::{
     Context, FetchPosition, Outcome, PartitionKey, Reported, TopicKey, FETCH_SESSION_ID_NOT_FOUND,
@@ -53,8 +53,7 @@ impl Wanted {
     ) -> Wanted {
         let log = match name {
             None => Err(ErrorCode::UnknownTopicId),
-            Some(name) => check_leader_epoch(position.current_leader_epoch)
-                .and_then(|()| owned_log(shard, name, partition)),
+            Some(name) => led_log(shard, name, partition, position.current_leader_epoch),
         };
         Wanted {
             partition,

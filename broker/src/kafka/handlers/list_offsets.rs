@@ -7,7 +7,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{check_leader_epoch, owned_log, LEADER_EPOCH};
+use super::{leader_epoch_of, led_log};
 use crate::kafka::errors::{log_error_code, ErrorCode};
 use crate::shard::Shard;
 
@@ -21,8 +21,6 @@ pub async fn handle(
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
-    // leader_epoch exists from v4; kafka-protocol refuses to encode it earlier.
-    let leader_epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
     let read_committed = request.isolation_level == 1;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -32,8 +30,12 @@ pub async fn handle(
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(partition.partition_index);
             let outcome: Result<(i64, i64), ErrorCode> = async {
-                check_leader_epoch(partition.current_leader_epoch)?;
-                let log = owned_log(&shard, &name, partition.partition_index)?;
+                let log = led_log(
+                    &shard,
+                    &name,
+                    partition.partition_index,
+                    partition.current_leader_epoch,
+                )?;
                 let upper = if read_committed {
                     log.last_stable_offset()
                 } else {
@@ -57,10 +59,15 @@ pub async fn handle(
             }
             .await;
             partitions.push(match outcome {
+                // leader_epoch exists from v4; kafka-protocol refuses to encode it earlier.
                 Ok((timestamp, offset)) => response
                     .with_timestamp(timestamp)
                     .with_offset(offset)
-                    .with_leader_epoch(leader_epoch),
+                    .with_leader_epoch(if version >= 4 {
+                        leader_epoch_of(&shard, &name, partition.partition_index)
+                    } else {
+                        -1
+                    }),
                 Err(code) => response
                     .with_error_code(code.code())
                     .with_timestamp(-1)

@@ -67,7 +67,9 @@ impl PartitionState {
                 error: ErrorCode::LeaderNotAvailable,
                 leader: BrokerId(-1),
                 leader_epoch: leadership.leader_epoch,
-                isr,
+                // A partition of one replica that cannot be served has nothing in sync (as
+                // before replication); a replicated one shows who holds what it acknowledged.
+                isr: if replicas.len() > 1 { isr } else { Vec::new() },
                 offline,
                 replicas,
             }

@@ -64,19 +64,39 @@ pub fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
-/// The single leader epoch of a single-node log (see `storage::partition_log::LEADER_EPOCH`).
-pub const LEADER_EPOCH: i32 = storage::partition_log::LEADER_EPOCH;
+/// The leader epoch this shard serves a partition in: its replica's, or 0 for a partition of
+/// one replica (its leader never changes).
+pub fn leader_epoch_of(shard: &Shard, topic: &str, partition: i32) -> i32 {
+    shard
+        .replica(topic, partition)
+        .map_or(0, |replica| replica.leader_epoch())
+}
 
-/// Checks a client's `current_leader_epoch` against ours, as Kafka does (KIP-320): -1 means
+/// Checks a client's `current_leader_epoch` against `ours`, as Kafka does (KIP-320): -1 means
 /// "not checked", a newer epoch is one this broker has not seen, an older one is fenced.
-pub fn check_leader_epoch(current_leader_epoch: i32) -> Result<(), ErrorCode> {
-    if current_leader_epoch < 0 || current_leader_epoch == LEADER_EPOCH {
+pub fn check_leader_epoch(current_leader_epoch: i32, ours: i32) -> Result<(), ErrorCode> {
+    if current_leader_epoch < 0 || current_leader_epoch == ours {
         Ok(())
-    } else if current_leader_epoch > LEADER_EPOCH {
+    } else if current_leader_epoch > ours {
         Err(ErrorCode::UnknownLeaderEpoch)
     } else {
         Err(ErrorCode::FencedLeaderEpoch)
     }
+}
+
+/// The log of a partition this shard leads, checked against the client's
+/// `current_leader_epoch` first.
+pub fn led_log(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<Rc<PartitionLog>, ErrorCode> {
+    check_leader_epoch(
+        current_leader_epoch,
+        leader_epoch_of(shard, topic, partition),
+    )?;
+    owned_log(shard, topic, partition)
 }
 
 /// The log of a partition this shard leads, or the error code a client should get.

@@ -1,4 +1,7 @@
-//! OffsetForLeaderEpoch (key 23): a single-node log has one epoch, 0, that ends at the log end.
+//! OffsetForLeaderEpoch (key 23): where a leader epoch ends in the leader's log (KIP-279), from
+//! the log's leader epoch cache, as Kafka's leader answers it. Consumers ask it to detect a
+//! truncated log after a leader change (KIP-320); followers ask it before they fetch from a new
+//! leader. A log from before epochs has one epoch, 0, that ends at the log end.
 
 use std::rc::Rc;
 
@@ -7,7 +10,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{check_leader_epoch, owned_log, LEADER_EPOCH};
+use super::{leader_epoch_of, led_log};
 use crate::shard::Shard;
 
 pub fn handle(
@@ -24,16 +27,38 @@ pub fn handle(
                 .into_iter()
                 .map(|partition| {
                     let response = EpochEndOffset::default().with_partition(partition.partition);
-                    let outcome = check_leader_epoch(partition.current_leader_epoch)
-                        .and_then(|()| owned_log(&shard, &name, partition.partition));
+                    let outcome = led_log(
+                        &shard,
+                        &name,
+                        partition.partition,
+                        partition.current_leader_epoch,
+                    );
                     match outcome {
-                        // Epochs we never had (newer, or negative) are undefined, as in Kafka.
-                        Ok(_) if partition.leader_epoch != LEADER_EPOCH => {
-                            response.with_leader_epoch(-1).with_end_offset(-1)
+                        Ok(log) => {
+                            let current = leader_epoch_of(&shard, &name, partition.partition);
+                            let requested = partition.leader_epoch;
+                            let answer = match log.end_offset_for_epoch(requested) {
+                                Some(answer) => Some(answer),
+                                // Older than this leadership, newer than any batch: it ends
+                                // where this leadership began (Kafka's leader has the entry).
+                                None if (0..current).contains(&requested) => Some((
+                                    log.latest_epoch().unwrap_or(requested),
+                                    log.log_end_offset(),
+                                )),
+                                // A single-node log's one epoch, if it holds no batch yet.
+                                None if requested == current && log.latest_epoch().is_none() => {
+                                    Some((current, log.log_end_offset()))
+                                }
+                                // Epochs we never had (newer, or negative) are undefined.
+                                None => None,
+                            };
+                            match answer {
+                                Some((epoch, end)) => {
+                                    response.with_leader_epoch(epoch).with_end_offset(end.0)
+                                }
+                                None => response.with_leader_epoch(-1).with_end_offset(-1),
+                            }
                         }
-                        Ok(log) => response
-                            .with_leader_epoch(LEADER_EPOCH)
-                            .with_end_offset(log.log_end_offset().0),
                         Err(code) => response
                             .with_error_code(code.code())
                             .with_leader_epoch(-1)

@@ -213,6 +213,47 @@ async fn wait_timed(
     Ok(())
 }
 
+/// Why an acks=all batch was not acknowledged before its timeout.
+enum Unreplicated {
+    Log(LogError),
+    /// The leadership moved: the high watermark of this copy no longer says anything.
+    LostLeadership,
+}
+
+impl From<LogError> for Unreplicated {
+    fn from(error: LogError) -> Unreplicated {
+        Unreplicated::Log(error)
+    }
+}
+
+/// Waits until the high watermark passes the batch ending at `last_offset`, or this replica
+/// stops leading.
+async fn wait_replicated(
+    replica: &Replica,
+    log: &PartitionLog,
+    last_offset: Offset,
+) -> Result<(), Unreplicated> {
+    let end = Offset(last_offset.0 + 1);
+    loop {
+        let changed = replica.changes();
+        if log.high_watermark() >= end {
+            return Ok(());
+        }
+        if !replica.is_leader() {
+            return Err(Unreplicated::LostLeadership);
+        }
+        let replicated =
+            futures_lite::future::or(async { Some(log.wait_high_watermark(end).await) }, async {
+                changed.await;
+                None
+            })
+            .await;
+        if let Some(result) = replicated {
+            return result.map_err(Unreplicated::Log);
+        }
+    }
+}
+
 impl AppendPhase {
     pub fn wants_response(&self) -> bool {
         self.acks != 0
@@ -236,17 +277,25 @@ impl AppendPhase {
                         let waited = shards::task::timeout(left, async {
                             wait_timed(&self.metrics, &log, info.last_offset, waiting_since)
                                 .await?;
-                            if replica.is_some() {
+                            match &replica {
                                 // acks=all: on disk on every in-sync replica.
-                                log.wait_high_watermark(Offset(info.last_offset.0 + 1))
-                                    .await?;
+                                Some(replica) => {
+                                    wait_replicated(replica, &log, info.last_offset).await
+                                }
+                                None => Ok(()),
                             }
-                            Ok::<(), LogError>(())
                         })
                         .await;
                         waiting_since = Instant::now();
                         let min_insync = log.min_insync_replicas();
                         match waited {
+                            Some(Err(Unreplicated::LostLeadership)) => Err(PartitionError::new(
+                                ErrorCode::NotLeaderOrFollower,
+                                "this replica stopped leading the partition before the \
+                                     batch was on every in-sync replica; retry on the new \
+                                     leader (an idempotent retry is answered with its offsets \
+                                     if it got there)",
+                            )),
                             Some(Ok(()))
                                 if replica.as_ref().is_some_and(|replica| {
                                     (replica.isr_len() as i64) < min_insync
@@ -262,7 +311,9 @@ impl AppendPhase {
                                 ))
                             }
                             Some(Ok(())) => Ok(info),
-                            Some(Err(error)) => Err(PartitionError::from_log(&error)),
+                            Some(Err(Unreplicated::Log(error))) => {
+                                Err(PartitionError::from_log(&error))
+                            }
                             None => Err(PartitionError::new(
                                 ErrorCode::RequestTimedOut,
                                 "the batch was not durable on every in-sync replica within \

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 
 use super::fetch::{any_of, position_of, read_once, Wanted, WantedTopic};
-use super::{check_leader_epoch, owned_log};
+use super::led_log;
 use crate::kafka::errors::ErrorCode;
 use crate::kafka::wire::fetch_response::encode_fetch_response;
 use crate::kafka::Response;
@@ -48,22 +48,23 @@ pub async fn handle(
                     let position = position_of(partition);
                     let served = match name.as_deref() {
                         None => Err(ErrorCode::UnknownTopicId),
-                        Some(name) => check_leader_epoch(position.current_leader_epoch)
-                            .and_then(|()| owned_log(&shard, name, partition.partition))
-                            .and_then(|log| {
-                                let replica = shard
-                                    .replica(name, partition.partition)
-                                    .ok_or(ErrorCode::NotLeaderOrFollower)?;
-                                let change = replica.follower_fetched(
-                                    follower,
-                                    position.fetch_offset,
-                                    now,
-                                )?;
-                                if let Some(change) = change {
-                                    shard.send_isr_change(&replica, change);
-                                }
-                                Ok(log)
-                            }),
+                        Some(name) => led_log(
+                            &shard,
+                            name,
+                            partition.partition,
+                            position.current_leader_epoch,
+                        )
+                        .and_then(|log| {
+                            let replica = shard
+                                .replica(name, partition.partition)
+                                .ok_or(ErrorCode::NotLeaderOrFollower)?;
+                            let change =
+                                replica.follower_fetched(follower, position.fetch_offset, now)?;
+                            if let Some(change) = change {
+                                shard.send_isr_change(&replica, change);
+                            }
+                            Ok(log)
+                        }),
                     };
                     Wanted {
                         partition: partition.partition,

@@ -311,10 +311,20 @@ const FETCH_RESPONSE: &[Field] = &[
     ])),
 ];
 
+/// OffsetForLeaderEpochResponse, as a follower reads its new leader's answer.
+const OFFSET_FOR_LEADER_EPOCH_RESPONSE: &[Field] = &[
+    from(2, I32),
+    all(Structs(&[
+        all(Str),
+        all(Structs(&[all(I16), all(I32), from(1, I32), all(I64)])),
+    ])),
+];
+
 /// The field layout of a response body the broker decodes.
 fn response_layout(api_key: ApiKey) -> Option<&'static [Field]> {
     match api_key {
         ApiKey::Fetch => Some(FETCH_RESPONSE),
+        ApiKey::OffsetForLeaderEpoch => Some(OFFSET_FOR_LEADER_EPOCH_RESPONSE),
         _ => None,
     }
 }
@@ -632,6 +642,24 @@ mod tests {
             let flexible = FetchResponse::header_version(version) >= 1;
             check_response_body(ApiKey::Fetch, version, flexible, &encoded)
                 .unwrap_or_else(|error| panic!("v{version}: {error}"));
+        }
+        use kafka_protocol::messages::offset_for_leader_epoch_response::{
+            EpochEndOffset, OffsetForLeaderTopicResult,
+        };
+        let epochs = OffsetForLeaderEpochResponse::default().with_topics(vec![
+            OffsetForLeaderTopicResult::default()
+                .with_topic(TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("topic"),
+                ))
+                .with_partitions(vec![EpochEndOffset::default(), EpochEndOffset::default()]),
+        ]);
+        for version in 2..=4 {
+            let mut encoded = BytesMut::new();
+            epochs.encode(&mut encoded, version).unwrap();
+            let flexible = OffsetForLeaderEpochResponse::header_version(version) >= 1;
+            let checked =
+                check_response_body(ApiKey::OffsetForLeaderEpoch, version, flexible, &encoded);
+            assert!(checked.is_ok(), "v{version}: {checked:?}");
         }
         let mut encoded = BytesMut::new();
         response.encode(&mut encoded, 12).unwrap();
