@@ -704,3 +704,137 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
         times[times.len() - 1]
     );
 }
+
+/// The broker that coordinates `group`, as `node` answers FindCoordinator; `None` while none
+/// does.
+fn coordinator_of(node: &Broker, group: &str) -> Option<i32> {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    let found: FindCoordinatorResponse = kafka_call(
+        &mut connect(&node.bootstrap),
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(text(group)),
+    );
+    (found.error_code == 0).then_some(found.node_id.0)
+}
+
+fn committed_of(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> Vec<i64> {
+    use rdkafka::consumer::Consumer;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let offsets = consumer
+        .committed_offsets(wanted, Duration::from_secs(30))
+        .unwrap();
+    (0..partitions)
+        .map(
+            |partition| match offsets.find_partition(topic, partition).unwrap().offset() {
+                rdkafka::Offset::Offset(offset) => offset,
+                _ => -1,
+            },
+        )
+        .collect()
+}
+
+/// `__consumer_offsets` is replicated like any topic (`offsets.topic.replication.factor`, 3),
+/// and the group coordinator moves with the leadership of its partition: when the
+/// coordinator's node is killed, the partition's new leader loads the group's commits from its
+/// replica, and a consumer of the group resumes exactly where the last commit was, never
+/// earlier, and commits on from there.
+#[test]
+fn the_group_coordinator_moves_with_its_offsets_partition_and_commits_never_go_back() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::Message;
+    let mut cluster = start_cluster(
+        3,
+        &[
+            "--set",
+            "broker.session.timeout.ms=2000",
+            "--set",
+            "broker.heartbeat.interval.ms=250",
+        ],
+    );
+    let shards = cluster.nodes[0].shard_addresses.len();
+    for node in &cluster.nodes {
+        until("every node's shards", || {
+            metadata(node).brokers.len() == 3 * shards
+        });
+    }
+    create_replicated_topic(
+        &cluster.nodes[0],
+        "events",
+        2,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let (producer, deliveries) = producer(&cluster.nodes[0], &[("acks", "all")]);
+    send_records(&producer, "events", 2, 0..200, now_ms());
+    assert!(flush(&producer, &deliveries)
+        .iter()
+        .all(|delivery| delivery.error.is_none()));
+    let group_consumer = |node: &Broker| -> BaseConsumer {
+        let mut config = node.client_config();
+        config
+            .set("group.id", "movers")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000");
+        config.create().unwrap()
+    };
+    let read_until = |consumer: &BaseConsumer, wanted: usize| {
+        let mut read = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while read < wanted {
+            assert!(Instant::now() < deadline, "read {read} of {wanted}");
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                assert!(message.offset() >= 0);
+                read += 1;
+            }
+        }
+        read
+    };
+    let first = group_consumer(&cluster.nodes[0]);
+    first.subscribe(&["events"]).unwrap();
+    read_until(&first, 100);
+    first.commit_consumer_state(CommitMode::Sync).unwrap();
+    let before = committed_of(&first, "events", 2);
+    // -1: nothing read from that partition yet.
+    let total = |committed: &[i64]| committed.iter().map(|offset| offset.max(&0)).sum::<i64>();
+    assert!(total(&before) >= 100, "{before:?}");
+    drop(first);
+
+    let (_, _, replicas, _) = partition_state(&cluster.nodes[0], "__consumer_offsets", 0);
+    assert_eq!(replicas.len(), 3, "offsets.topic.replication.factor");
+    let coordinator = coordinator_of(&cluster.nodes[0], "movers").unwrap();
+    let victim = (coordinator / 1000) as usize;
+    let asked = (victim + 1) % 3;
+    cluster.nodes[victim].kill();
+    until("a coordinator on another node", || {
+        coordinator_of(&cluster.nodes[asked], "movers")
+            .is_some_and(|broker| broker / 1000 != victim as i32)
+    });
+    let second = group_consumer(&cluster.nodes[asked]);
+    assert_eq!(
+        committed_of(&second, "events", 2),
+        before,
+        "the new coordinator has every commit"
+    );
+    second.subscribe(&["events"]).unwrap();
+    let remaining = 200 - total(&before) as usize;
+    read_until(&second, remaining);
+    second.commit_consumer_state(CommitMode::Sync).unwrap();
+    let after = committed_of(&second, "events", 2);
+    assert!(
+        after
+            .iter()
+            .zip(&before)
+            .all(|(after, before)| after >= before),
+        "{before:?} then {after:?}"
+    );
+    assert_eq!(total(&after), 200);
+}

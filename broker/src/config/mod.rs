@@ -338,6 +338,20 @@ const BROKER_CONFIGS: &[(&str, &str, Kind)] = &[
     // Consumer groups (Kafka's names). Kafka makes 50 offsets partitions; each costs a
     // directory and a flusher task on its shard, so we start with 16 (Redpanda's choice).
     ("offsets.topic.num.partitions", "16", Kind::Long { min: 1 }),
+    // Kafka's default. A node alone (no controller.quorum.voters) makes it 1; a cluster
+    // creates the offsets topic once this many nodes are live, as Kafka does.
+    (
+        "offsets.topic.replication.factor",
+        "3",
+        Kind::Bounded { min: 1, max: 32767 },
+    ),
+    // Kafka's offsets.commit.timeout.ms: how long a commit waits for the offsets partition's
+    // ISR before REQUEST_TIMED_OUT.
+    (
+        "offsets.commit.timeout.ms",
+        "5000",
+        Kind::Long { min: 1 },
+    ),
     (
         "offsets.topic.segment.bytes",
         "104857600",
@@ -556,6 +570,8 @@ pub struct ConfigEntry {
 pub struct GroupSettings {
     pub offsets_partitions: i32,
     pub offsets_segment_bytes: i64,
+    pub offsets_replication_factor: usize,
+    pub offsets_commit_timeout: Duration,
     pub offset_metadata_max_bytes: usize,
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
@@ -900,6 +916,9 @@ impl BrokerConfig {
                 .clamp(1, crate::limits::PARTITIONS_PER_TOPIC_MAX as i64)
                 as i32,
             offsets_segment_bytes: self.long("offsets.topic.segment.bytes"),
+            offsets_replication_factor: self.long("offsets.topic.replication.factor").max(1)
+                as usize,
+            offsets_commit_timeout: millis("offsets.commit.timeout.ms"),
             // The stored record's metadata string has an i16 length.
             offset_metadata_max_bytes: self
                 .long("offset.metadata.max.bytes")

@@ -695,17 +695,47 @@ impl Controller {
             return Vec::new();
         }
         let settings = shard.node().config.group_settings();
-        let brokers = candidate_brokers(shard).ids;
-        let placement = ClusterMetadata::place(
-            &shard.metadata().partitions_on(&brokers),
-            settings.offsets_partitions as usize,
-            &mut vec![0; brokers.len()],
-        );
+        let candidates = candidate_brokers(shard);
+        // Kafka's rule: the offsets topic waits until the cluster has the nodes its
+        // replication factor needs (a node alone has one replica, whatever it says).
+        let replication_factor = if shard.node().voters.is_empty() {
+            1
+        } else {
+            settings.offsets_replication_factor
+        };
+        if replication_factor > candidates.nodes() {
+            return vec![TopicOutcome::failed(
+                OFFSETS_TOPIC,
+                ErrorCode::CoordinatorNotAvailable,
+                format!(
+                    "{OFFSETS_TOPIC} needs {replication_factor} live nodes \
+                     (offsets.topic.replication.factor); {} are live",
+                    candidates.nodes()
+                ),
+            )];
+        }
+        let existing = shard.metadata().partitions_on(&candidates.ids);
+        let mut extra = vec![0; candidates.ids.len()];
+        let replicas = if replication_factor == 1 {
+            on_brokers(
+                &candidates.ids,
+                ClusterMetadata::place(&existing, settings.offsets_partitions as usize, &mut extra),
+            )
+        } else {
+            ClusterMetadata::place_replicas(
+                &candidates.ids,
+                &candidates.racks,
+                &existing,
+                settings.offsets_partitions as usize,
+                replication_factor,
+                &mut extra,
+            )
+        };
         let topic = TopicMetadata {
             name: OFFSETS_TOPIC.to_string(),
             topic_id: uuid::Uuid::new_v4(),
             leaderships: Vec::new(),
-            replicas: on_brokers(&brokers, placement),
+            replicas,
             configs: BTreeMap::from([
                 ("cleanup.policy".to_string(), "compact".to_string()),
                 (

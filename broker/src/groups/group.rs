@@ -1140,6 +1140,8 @@ mod tests {
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             offsets_partitions: 1,
             offsets_segment_bytes: 1 << 20,
+            offsets_replication_factor: 1,
+            offsets_commit_timeout: Duration::from_secs(5),
             offset_metadata_max_bytes: 4096,
             min_session_timeout: Duration::from_millis(100),
             max_session_timeout: Duration::from_secs(600),

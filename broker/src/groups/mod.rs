@@ -127,6 +127,21 @@ impl GroupCoordinator {
         groups.retain(|_, group| !group.is_forgettable());
     }
 
+    /// Gives up offsets partition `partition` (another broker leads it now): its groups are
+    /// forgotten here, and reloaded by the new leader from the replicated log.
+    pub fn unload(&self, partition: i32, partitions: i32) {
+        self.logs.borrow_mut().remove(&partition);
+        self.groups
+            .borrow_mut()
+            .retain(|group_id, _| partition_for(group_id, partitions) != partition);
+        info!(partition, "offsets partition handed over");
+    }
+
+    /// Whether this shard coordinates the groups of `partition` now.
+    pub fn holds(&self, partition: i32) -> bool {
+        self.logs.borrow().contains_key(&partition)
+    }
+
     /// Takes over offsets partition `partition`: replays its log into the groups it holds.
     pub async fn load(&self, partition: i32, log: Rc<PartitionLog>) {
         let started = Instant::now();
@@ -323,6 +338,21 @@ impl GroupCoordinator {
                     warn!(%error, "committed offsets did not reach the disk");
                     ErrorCode::CoordinatorNotAvailable
                 })?;
+            // A replicated offsets partition: on every in-sync replica, as Kafka commits with
+            // acks=all (the high watermark is the durable offset with one replica).
+            let replicated = shards::task::timeout(
+                self.settings.offsets_commit_timeout,
+                log.wait_high_watermark(Offset(last.0 + 1)),
+            )
+            .await;
+            match replicated {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    warn!(%error, "committed offsets did not reach the ISR");
+                    return Err(ErrorCode::CoordinatorNotAvailable);
+                }
+                None => return Err(ErrorCode::RequestTimedOut),
+            }
         }
         for ((topic, partition, value), log_offset) in written {
             self.with_group(group_id, true, |group| {

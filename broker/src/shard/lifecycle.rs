@@ -121,7 +121,9 @@ impl Shard {
                     }));
                     spawn_in(Queue::Requests, log.clone().run_write_path()).detach();
                     spawn_in(Queue::Background, log.clone().run_upkeep()).detach();
-                    if topic.name == OFFSETS_TOPIC {
+                    // A replicated offsets partition is taken over by its leader only
+                    // (`refresh_coordination`), after the metadata is applied.
+                    if topic.name == OFFSETS_TOPIC && topic.replicas[index].len() < 2 {
                         self.groups.load(index as i32, log.clone()).await;
                     }
                     PartitionSlot::Online(log)

@@ -94,6 +94,8 @@ pub struct Shard {
     closing: Cell<bool>,
     /// Shard 0: this start's registration with the controller.
     incarnation: Cell<Option<uuid::Uuid>>,
+    /// Offsets partitions whose groups are being loaded after a leadership change.
+    loading: RefCell<std::collections::BTreeSet<i32>>,
     /// Incremental fetch sessions (KIP-227) of the consumers fetching from this shard.
     pub fetch_sessions: RefCell<crate::kafka::fetch_sessions::FetchSessions>,
     /// The node's config with the dynamic entries for this shard's broker layered over it
@@ -144,6 +146,7 @@ impl Shard {
             fetchers: RefCell::new(Default::default()),
             closing: Cell::new(false),
             incarnation: Cell::new(None),
+            loading: RefCell::new(Default::default()),
             config: RefCell::new(Rc::new(node.config.clone())),
             fetch_sessions: RefCell::new(crate::kafka::fetch_sessions::FetchSessions::new(
                 node.config.fetch_session_slots(),

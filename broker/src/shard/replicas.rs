@@ -201,6 +201,7 @@ impl Shard {
             }
         }
         *self.replicas.borrow_mut() = next;
+        self.refresh_coordination();
         let leaders: std::collections::BTreeSet<i32> = self
             .all_replicas()
             .iter()
@@ -213,6 +214,71 @@ impl Shard {
         for leader in leaders {
             if leader >= 0 {
                 self.start_fetcher(leader);
+            }
+        }
+    }
+
+    /// The group coordinator follows the leadership of its `__consumer_offsets` partitions:
+    /// a partition this shard now leads is loaded (its groups replayed from the replicated
+    /// log, from a task of its own: meanwhile its groups get COORDINATOR_NOT_AVAILABLE), and
+    /// one it no longer leads is unloaded. The transaction coordinator will move the same way
+    /// with `__transaction_state`.
+    fn refresh_coordination(self: &Rc<Self>) {
+        let Some(count) = self
+            .metadata
+            .borrow()
+            .topics
+            .get(crate::groups::OFFSETS_TOPIC)
+            .map(|topic| topic.partition_count() as i32)
+        else {
+            return;
+        };
+        let local: Vec<(i32, Option<Rc<storage::PartitionLog>>)> = self
+            .partitions
+            .borrow()
+            .get(crate::groups::OFFSETS_TOPIC)
+            .map(|slots| {
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, slot)| {
+                        let log = match slot.as_ref()? {
+                            PartitionSlot::Online(log) => Some(log.clone()),
+                            PartitionSlot::Offline(_) => None,
+                        };
+                        Some((index as i32, log))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (partition, log) in local {
+            // A partition of one replica is loaded once, when it opens (`open_topic`).
+            if self
+                .replica(crate::groups::OFFSETS_TOPIC, partition)
+                .is_none()
+            {
+                continue;
+            }
+            let leads = self.leads(crate::groups::OFFSETS_TOPIC, partition);
+            let held = self.groups.holds(partition);
+            match (leads, log) {
+                (true, Some(log)) if !held => {
+                    if !self.loading.borrow_mut().insert(partition) {
+                        continue;
+                    }
+                    let shard = self.clone();
+                    spawn_in(Queue::Background, async move {
+                        shard.groups.load(partition, log).await;
+                        shard.loading.borrow_mut().remove(&partition);
+                        // The leadership may have moved on while it loaded.
+                        if !shard.leads(crate::groups::OFFSETS_TOPIC, partition) {
+                            shard.groups.unload(partition, count);
+                        }
+                    })
+                    .detach();
+                }
+                (false, _) if held => self.groups.unload(partition, count),
+                _ => {}
             }
         }
     }
