@@ -453,15 +453,13 @@ fn replicas_follow_their_leader_and_the_isr_decides_acks_all() {
     );
     // The topic that needs two is answered once the paused node is fenced.
     let two_leader = partition_state(&cluster.nodes[asked], "two", 0).1;
-    assert_eq!(
-        produce_acks_all(
-            &address_of(&cluster.nodes[asked], two_leader),
-            "two",
-            0,
-            30_000
-        ),
-        0
+    let answer = produce_acks_all(
+        &address_of(&cluster.nodes[asked], two_leader),
+        "two",
+        0,
+        30_000,
     );
+    assert_eq!(answer, 0);
     cluster.nodes[victim].kill();
     until("the dead node's replicas to leave the ISRs", || {
         ["two", "three"].iter().all(|topic| {

@@ -205,3 +205,53 @@ fn epochs_end_where_the_next_begins_and_a_truncated_log_keeps_only_what_is_below
         assert_eq!(reopened.end_offset_for_epoch(0), Some((0, Offset(9))));
     });
 }
+
+/// A follower's log refuses produced batches (a produce that waited while its replica stopped
+/// leading must not land there). A sealed log takes nothing at all, and its waiters fail
+/// rather than hang. A log whose epoch cache cannot be read answers no epoch, and is known
+/// again once it is cut back to its start.
+#[test]
+fn a_followers_log_refuses_produce_a_sealed_one_everything_and_lost_epochs_are_not_guessed() {
+    common::run(async {
+        let disk = SimDisk::new(14);
+        let directory = "/data/t-0";
+        let log = open(&disk, directory).await;
+        log.append(&producer_batch(0)).await.unwrap();
+        log.set_leading(false);
+        assert!(matches!(
+            log.append(&producer_batch(3)).await,
+            Err(LogError::NotLeader)
+        ));
+        log.set_leading(true);
+        log.append(&producer_batch(3)).await.unwrap();
+        log.wait_durable(Offset(6)).await.unwrap();
+        log.seal("a test").await.unwrap();
+        assert!(log.append(&producer_batch(6)).await.is_err());
+        assert!(log.wait_durable(Offset(100)).await.is_err(), "no hang");
+
+        // Both slots of the epoch cache damaged.
+        for slot in 0..2 {
+            let path = Path::new(directory).join(format!("leader-epoch-checkpoint-{slot}"));
+            if disk.file_bytes(&path).is_some() {
+                assert!(disk.corrupt_byte(&path, 20));
+            } else {
+                let context = common::simulated(&disk, 1 << 20);
+                let file = context.disk.open(&path, true).await.unwrap();
+                file.write_blocks(0, &[&[7u8; 64]]).await.unwrap();
+                file.fdatasync().await.unwrap();
+            }
+        }
+        let damaged = open(&disk, directory).await;
+        assert!(!damaged.epochs_known());
+        assert_eq!(damaged.end_offset_for_epoch(0), None);
+        assert_eq!(damaged.latest_epoch(), None);
+        damaged.seal("a test").await.unwrap();
+        let context = common::simulated(&disk, 64 << 20);
+        PartitionLog::truncate_closed(&context, Path::new(directory), Offset(0))
+            .await
+            .unwrap();
+        let restarted = open(&disk, directory).await;
+        assert!(restarted.epochs_known());
+        assert_eq!(restarted.log_end_offset(), Offset(0));
+    });
+}

@@ -363,6 +363,17 @@ impl ClusterMetadata {
                 self.next_producer_id = self.next_producer_id.max(*next);
             }
             MetadataChange::NodeRegistered(registration) => {
+                // A new start of a node that was not fenced (it came back within its session):
+                // it is fenced first, as KRaft fences a new incarnation, so its replicas leave
+                // the ISRs and its leaderships move. Whatever its disk lost, it comes back as
+                // a follower that catches up, never as a leader or in-sync replica on trust.
+                let restarted = self
+                    .nodes
+                    .get(&registration.node_id)
+                    .is_some_and(|known| known.incarnation != registration.incarnation);
+                if restarted && self.fenced.insert(registration.node_id) {
+                    self.fence_replicas_of(registration.node_id);
+                }
                 self.nodes
                     .insert(registration.node_id, registration.clone());
                 // A registration is a node alive: it heartbeats from here on.
@@ -1071,5 +1082,32 @@ mod tests {
         }
         assert_eq!(follower.topics, leader.topics);
         assert_eq!(follower.changes_to(&leader).len(), 0);
+    }
+
+    /// A node that starts again before it was fenced (a new incarnation) is fenced first: its
+    /// leaderships go to the ISR and it leaves the ISRs, so it comes back as a follower
+    /// whatever its disk lost. The same registration again changes nothing.
+    #[test]
+    fn a_new_start_of_a_node_is_fenced_before_it_is_taken_back() {
+        let registration = |node_id: i32| NodeRegistration {
+            node_id,
+            incarnation: uuid::Uuid::new_v4(),
+            endpoints: vec![("host".into(), 9092)],
+            rack: None,
+        };
+        let mut metadata = replicated(vec![vec![1000, 0], vec![0, 1000]]);
+        let first = registration(1);
+        metadata.apply(&MetadataChange::NodeRegistered(first.clone()));
+        metadata.apply(&MetadataChange::NodeRegistered(first));
+        assert_eq!(metadata.topics["t"].leadership(0).unwrap().leader_epoch, 0);
+        metadata.apply(&MetadataChange::NodeRegistered(registration(1)));
+        let topic = &metadata.topics["t"];
+        let moved = topic.leadership(0).unwrap();
+        assert_eq!(
+            (moved.leader, moved.leader_epoch, moved.isr),
+            (0, 1, vec![0])
+        );
+        assert_eq!(topic.leadership(1).unwrap().isr, vec![0]);
+        assert!(!metadata.fenced.contains(&1), "registered, so unfenced");
     }
 }

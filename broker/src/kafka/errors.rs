@@ -32,6 +32,7 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
         LogError::Batch(batch) => batch_error_code(batch),
         LogError::Producer(producer) => producer_error_code(producer),
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::NotLeader => ErrorCode::NotLeaderOrFollower,
         LogError::Io(_)
         | LogError::Offline { .. }
         | LogError::NoSpace { .. }

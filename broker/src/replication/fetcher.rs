@@ -89,8 +89,19 @@ pub async fn run(shard: Rc<Shard>, leader: i32) {
                 return Ok(());
             }
             let request = fetch_request(me, &ready, wait, partition_max_bytes, response_max_bytes);
+            let asked_of: Vec<(i32, i32)> = ready
+                .iter()
+                .map(|replica| replica.leadership_key())
+                .collect();
             let response = connected.fetch(&request, wait + ANSWER_GRACE).await?;
-            apply(&ready, response, backoff_max).await;
+            // What a deposed leader sent while the fetch was out is not the new leader's.
+            let still: Vec<Rc<Replica>> = ready
+                .iter()
+                .zip(asked_of)
+                .filter(|(replica, asked_of)| replica.leadership_key() == *asked_of)
+                .map(|(replica, _)| replica.clone())
+                .collect();
+            apply(&still, response, backoff_max).await;
             Ok(())
         }
         .await;
@@ -121,12 +132,24 @@ async fn check_epochs(
     let mut asked = Vec::new();
     let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
     for replica in replicas {
+        if !replica.log.epochs_known() {
+            // Which epochs its batches carry is lost: it cannot be checked, so it starts over
+            // from the leader.
+            let asked_of = replica.leadership_key();
+            let start = replica.log.log_start_offset();
+            warn!(topic = %replica.topic, partition = replica.partition, "the log's leader epochs are unknown; copying it from the leader again");
+            if let Err(reason) = shard.truncate_replica(replica, asked_of, start).await {
+                warn!(topic = %replica.topic, partition = replica.partition, %reason, "cannot truncate");
+                replica.rest(backoff_max);
+            }
+            continue;
+        }
         let Some(latest) = replica.log.latest_epoch() else {
             // An empty log cannot diverge.
             replica.set_checked_for_epoch(replica.leader_epoch());
             continue;
         };
-        asked.push((replica.clone(), latest));
+        asked.push((replica.clone(), latest, replica.leadership_key()));
         let partition = OffsetForLeaderPartition::default()
             .with_partition(replica.partition)
             .with_current_leader_epoch(replica.leader_epoch())
@@ -165,7 +188,12 @@ async fn check_epochs(
             })
         })
         .collect();
-    for (replica, latest) in asked {
+    for (replica, latest, asked_of) in asked {
+        // An answer from a leader this replica no longer follows (it was deposed while the
+        // request was out) says nothing about the new one.
+        if replica.leadership_key() != asked_of {
+            continue;
+        }
         let Some((error, epoch, end)) = answers.get(&(&*replica.topic, replica.partition)).copied()
         else {
             replica.rest(backoff_max);
@@ -177,7 +205,17 @@ async fn check_epochs(
             continue;
         }
         let log_end = replica.log.log_end_offset();
-        let target = divergence(&replica, latest, epoch, end).min(log_end);
+        let Some((target, settled)) = divergence(&replica, latest, epoch, end) else {
+            warn!(
+                topic = %replica.topic,
+                partition = replica.partition,
+                latest_epoch = latest,
+                "the leader holds no epoch as old as this log's newest; not fetching until it does"
+            );
+            replica.rest(backoff_max);
+            continue;
+        };
+        let target = target.min(log_end);
         if target < log_end {
             info!(
                 topic = %replica.topic,
@@ -187,38 +225,39 @@ async fn check_epochs(
                 leader_epoch = replica.leader_epoch(),
                 "the log holds more than the new leader: truncating"
             );
-            if let Err(reason) = shard
-                .truncate_replica(&replica.topic, replica.partition, target)
-                .await
-            {
+            if let Err(reason) = shard.truncate_replica(&replica, asked_of, target).await {
                 warn!(topic = %replica.topic, partition = replica.partition, %reason, "cannot truncate");
                 replica.rest(backoff_max);
             }
             // The reopened log is a new replica: it is checked again, and then agrees.
             continue;
         }
-        replica.set_checked_for_epoch(replica.leader_epoch());
+        if settled {
+            replica.set_checked_for_epoch(asked_of.1);
+        }
     }
     Ok(())
 }
 
 /// Where a follower's log stops agreeing with its leader's, from the leader's answer to
-/// OffsetForLeaderEpoch for the follower's newest epoch `latest` (KIP-279): the end the leader
-/// gives for that epoch, or, if the leader answered for an older epoch, the earlier of the
-/// ends both logs give for that one. An undefined answer falls back to the follower's high
-/// watermark, as Kafka's does.
-fn divergence(replica: &Replica, latest: i32, epoch: i32, end: i64) -> Offset {
+/// OffsetForLeaderEpoch for the follower's newest epoch `latest` (KIP-279), and whether that
+/// settles it:
+/// - the leader has that epoch: its end there (settled);
+/// - the leader answered for an older epoch: the follower's own end of that one, and it asks
+///   again from there (not settled), as Kafka's follower does;
+/// - undefined (the leader holds no epoch that old): `None`; nothing is cut on a guess.
+fn divergence(replica: &Replica, latest: i32, epoch: i32, end: i64) -> Option<(Offset, bool)> {
     if epoch < 0 || end < 0 {
-        return replica.log.high_watermark();
+        return None;
     }
-    let leader_end = Offset(end);
     if epoch == latest {
-        return leader_end;
+        return Some((Offset(end), true));
     }
-    match replica.log.end_offset_for_epoch(epoch) {
-        Some((_, own_end)) => own_end.min(leader_end),
-        None => leader_end,
-    }
+    let own_end = replica
+        .log
+        .end_offset_for_epoch(epoch)
+        .map_or(replica.log.log_start_offset(), |(_, own_end)| own_end);
+    Some((own_end.min(Offset(end)), false))
 }
 
 fn fetch_request(
@@ -285,8 +324,10 @@ async fn apply(followed: &[Rc<Replica>], response: FetchResponse, backoff_max: D
                          against the leader again"
                     );
                     replica.recheck();
+                    replica.rest(backoff_max);
+                } else {
+                    replica.rest(BACKOFF_MIN);
                 }
-                replica.rest(BACKOFF_MIN);
                 continue;
             }
             if let Some(records) = &partition.records {

@@ -126,8 +126,16 @@ impl Replica {
         if replica.is_leader() {
             replica.log.set_leader_epoch(replica.leader_epoch());
         }
+        replica.log.set_leading(replica.is_leader());
         replica.bound_high_watermark(None);
         replica
+    }
+
+    /// Who leads and in which epoch, as this replica last applied it: a follower's requests
+    /// remember it, and an answer that comes back under another one is dropped.
+    pub fn leadership_key(&self) -> (i32, i32) {
+        let state = self.state.borrow();
+        (state.leadership.leader, state.leadership.leader_epoch)
     }
 
     /// A listener that fires when the leadership next changes.
@@ -234,11 +242,18 @@ impl Replica {
         }
         let moved = state.leadership.leader != leadership.leader
             || state.leadership.leader_epoch != leadership.leader_epoch;
+        // An ISR change on its way is decided once the partition epoch moves (or the
+        // leadership does): the metadata's ISR holds from here.
+        let decided = moved || state.leadership.partition_epoch != leadership.partition_epoch;
+        self.log.set_leading(leadership.leader == self.me);
         state.leadership = leadership;
         state.replicas = replicas;
         drop(state);
         if moved {
             self.checked_epoch.set(None);
+        }
+        if decided {
+            self.altering.borrow_mut().take();
         }
         self.bound_high_watermark(None);
         self.changed.notify(usize::MAX);
@@ -447,7 +462,13 @@ impl Replica {
         true
     }
 
-    /// The change was decided (or failed): the ISR is the metadata's again.
+    /// Whether an ISR change is on its way.
+    pub fn is_altering(&self) -> bool {
+        self.altering.borrow().is_some()
+    }
+
+    /// The change was refused for good: the ISR is the metadata's again. (A change that was
+    /// taken ends when its partition epoch is applied, in `update`.)
     pub fn end_altering(&self) {
         self.altering.borrow_mut().take();
         self.bound_high_watermark(None);
@@ -601,6 +622,47 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(isr_of(&caught_up), (vec![0, 2000, 1000], 1));
+        });
+    }
+
+    /// A pending ISR change counts for the high watermark until the partition epoch moves; a
+    /// follower whose position goes back leaves the ISR.
+    #[test]
+    fn a_pending_isr_holds_until_decided_and_a_follower_that_went_back_leaves() {
+        run(async {
+            let log = durable_log_of(3).await;
+            let replicas = vec![0, 1000, 2000];
+            let replica = Replica::new(
+                "t".into(),
+                uuid::Uuid::nil(),
+                0,
+                log.clone(),
+                0,
+                leadership(vec![0, 1000], 0),
+                replicas.clone(),
+            );
+            let now = Instant::now();
+            replica.follower_fetched(1000, 3, now).unwrap();
+            let joining = replica.follower_fetched(2000, 3, now).unwrap().unwrap();
+            assert!(replica.begin_altering(&isr_of(&joining).0));
+            append(&log, 2).await;
+            replica.follower_fetched(1000, 5, now).unwrap();
+            assert_eq!(
+                log.high_watermark(),
+                Offset(3),
+                "the joining follower counts"
+            );
+            // An unrelated metadata change in the same partition epoch keeps it pending.
+            replica.update(leadership(vec![0, 1000], 0), replicas.clone());
+            assert!(replica.is_altering());
+            replica.update(leadership(vec![0, 1000, 2000], 1), replicas.clone());
+            assert!(!replica.is_altering(), "decided");
+            replica.follower_fetched(2000, 5, now).unwrap();
+            assert_eq!(log.high_watermark(), Offset(5));
+
+            let went_back = replica.follower_fetched(2000, 1, now).unwrap().unwrap();
+            assert_eq!(isr_of(&went_back), (vec![0, 1000], 1));
+            assert_eq!(log.high_watermark(), Offset(5), "never moves back");
         });
     }
 }

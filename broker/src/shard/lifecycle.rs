@@ -476,7 +476,20 @@ impl Shard {
                 } else {
                     ControllerRequest::RegisterNode(registration.clone())
                 };
-                match shard.controller_request(request).await {
+                // A heartbeat that gets no answer within a third of the session is given up
+                // and sent again, to whichever controller leads by then: one forwarded to a
+                // leader that stopped answering (paused, cut off) must not wait out the call
+                // timeout while the new leader fences this node for silence.
+                let answered = match heartbeat {
+                    Some((_, session)) if registered => {
+                        shards::task::timeout(session / 3, shard.controller_request(request)).await
+                    }
+                    _ => Some(shard.controller_request(request).await),
+                };
+                let Some(answer) = answered else {
+                    continue;
+                };
+                match answer {
                     ControllerReply::Failed(reason)
                         if registered && reason.starts_with(UNREGISTERED) =>
                     {

@@ -17,6 +17,9 @@ use crate::replication::{fetcher, IsrChange, Replica};
 /// half `replica.lag.time.max.ms`).
 const ISR_CHECK_MAX: Duration = Duration::from_secs(5);
 const ISR_CHECK_MIN: Duration = Duration::from_millis(100);
+/// An ISR change whose fate is unknown is asked again this often, this many times.
+const ISR_CHANGE_RETRY: Duration = Duration::from_secs(1);
+const ISR_CHANGE_ATTEMPTS: usize = 30;
 
 impl Shard {
     /// The local replica of a replicated partition, if this shard holds one.
@@ -47,40 +50,65 @@ impl Shard {
     }
 
     /// Truncates a followed log to `offset` (it diverged from its new leader's): the log is
-    /// closed, cut on disk and opened again, and its replica made anew. A failure takes the
-    /// partition offline here.
+    /// sealed (nothing uses its files any more), cut on disk and opened again, and its replica
+    /// made anew. Only while `replica` still follows the leadership `asked_of` the cut was
+    /// worked out for, and its slot still holds its log. A failure takes the partition offline
+    /// here.
     pub async fn truncate_replica(
         self: &Rc<Self>,
-        topic: &str,
-        partition: i32,
+        replica: &Rc<Replica>,
+        asked_of: (i32, i32),
         offset: storage::Offset,
     ) -> Result<(), String> {
+        let topic: &str = &replica.topic;
+        let partition = replica.partition;
         let index = usize::try_from(partition).map_err(|_| "a negative partition".to_string())?;
-        let slot = self
-            .partitions
-            .borrow()
-            .get(topic)
-            .and_then(|slots| slots.get(index).cloned())
-            .flatten();
-        let Some(PartitionSlot::Online(log)) = slot else {
-            return Err("the partition is not open here".into());
+        let holds = |shard: &Shard| {
+            let slot = shard
+                .partitions
+                .borrow()
+                .get(topic)
+                .and_then(|slots| slots.get(index).cloned())
+                .flatten();
+            matches!(slot, Some(PartitionSlot::Online(log)) if Rc::ptr_eq(&log, &replica.log))
         };
+        if replica.leadership_key() != asked_of || replica.is_leader() || !holds(self) {
+            return Err("the leadership or the log changed meanwhile".into());
+        }
         let config = {
             let metadata = self.metadata.borrow();
-            let Some(found) = metadata.topics.get(topic) else {
-                return Err("the topic is gone".into());
-            };
-            self.config().log_config(&found.configs)
+            match metadata.topics.get(topic) {
+                Some(found) if found.topic_id == replica.topic_id => {
+                    self.config().log_config(&found.configs)
+                }
+                _ => return Err("the topic is gone".into()),
+            }
         };
+        let log = replica.log.clone();
         let directory = log.directory().to_path_buf();
         let reopened = async {
-            log.close().await.map_err(|error| error.to_string())?;
+            log.seal("truncating to follow a new leader")
+                .await
+                .map_err(|error| error.to_string())?;
             storage::PartitionLog::truncate_closed(&self.log_context, &directory, offset)
                 .await
                 .map_err(|error| error.to_string())?;
             self.open_partition(topic, partition, config).await
         }
         .await;
+        // The topic may have been deleted (and created again) while the log was cut.
+        let same_topic = self
+            .metadata
+            .borrow()
+            .topics
+            .get(topic)
+            .is_some_and(|found| found.topic_id == replica.topic_id);
+        if !same_topic || !holds(self) {
+            if let Ok(opened) = &reopened {
+                let _ = opened.close().await;
+            }
+            return Err("the topic changed while its log was cut".into());
+        }
         let slot = match &reopened {
             Ok(log) => PartitionSlot::Online(log.clone()),
             Err(reason) => PartitionSlot::Offline(reason.as_str().into()),
@@ -296,24 +324,58 @@ impl Shard {
         let shard = self.clone();
         let replica = replica.clone();
         spawn_in(Queue::Background, async move {
-            let reply = shard.controller_request(change.request).await;
-            replica.end_altering();
-            match reply {
-                ControllerReply::Failed(reason) => warn!(
-                    topic = %replica.topic,
-                    partition = replica.partition,
-                    ?isr,
-                    %reason,
-                    "the controller refused an ISR change"
-                ),
-                _ => info!(
-                    topic = %replica.topic,
-                    partition = replica.partition,
-                    ?isr,
-                    why = change.why,
-                    "ISR changed"
-                ),
+            // Refusals that say the change was not made end it; anything else (no controller
+            // yet, a timeout) may have been made, so the pending ISR stays until the
+            // partition epoch moves, and the request is sent again.
+            const DEFINITE: [&str; 4] = [
+                "NOT_LEADER_OR_FOLLOWER",
+                "INELIGIBLE_REPLICA",
+                "INVALID_REQUEST",
+                "UNKNOWN_TOPIC_OR_PARTITION",
+            ];
+            for attempt in 0..ISR_CHANGE_ATTEMPTS {
+                if attempt > 0 {
+                    shards::task::sleep(ISR_CHANGE_RETRY).await;
+                }
+                if !replica.is_altering() || shard.is_closing() {
+                    return;
+                }
+                match shard.controller_request(change.request.clone()).await {
+                    ControllerReply::Failed(reason)
+                        if DEFINITE.iter().any(|code| reason.starts_with(code)) =>
+                    {
+                        replica.end_altering();
+                        warn!(
+                            topic = %replica.topic,
+                            partition = replica.partition,
+                            ?isr,
+                            %reason,
+                            "the controller refused an ISR change"
+                        );
+                        return;
+                    }
+                    // Another change got there first; applying it ends this one.
+                    ControllerReply::Failed(reason)
+                        if reason.starts_with("INVALID_UPDATE_VERSION") =>
+                    {
+                        return;
+                    }
+                    ControllerReply::Failed(reason) => {
+                        warn!(topic = %replica.topic, partition = replica.partition, %reason, "an ISR change is not decided yet; asking again");
+                    }
+                    _ => {
+                        info!(
+                            topic = %replica.topic,
+                            partition = replica.partition,
+                            ?isr,
+                            why = change.why,
+                            "ISR changed"
+                        );
+                        return;
+                    }
+                }
             }
+            replica.end_altering();
         })
         .detach();
     }

@@ -48,8 +48,12 @@ impl PartitionLog {
         // its offset (and, for LogAppendTime or a header that understated its newest record,
         // its max timestamp and CRC). Made before the state is borrowed, since it may yield.
         let mut stored = copy_in_pieces(batch).await;
-        // The log may have gone offline or stalled while the copy yielded.
+        // The log may have gone offline or stalled while the copy yielded, or stopped leading
+        // at any of the waits above.
         self.check_writable()?;
+        if !self.leading.get() {
+            return Err(LogError::NotLeader);
+        }
 
         let mut state = self.state.borrow_mut();
         let produced = validated.header;

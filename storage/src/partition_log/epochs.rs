@@ -29,6 +29,9 @@ pub(super) struct EpochCache {
     /// (epoch, first offset), both increasing.
     entries: Vec<(i32, Offset)>,
     sequence: u64,
+    /// Both slots exist and neither reads (damage): which epochs the batches carry is not
+    /// known. Nothing is answered from it or added to it (a follower's log starts over).
+    unknown: bool,
 }
 
 impl EpochCache {
@@ -61,7 +64,11 @@ impl EpochCache {
             }
             entries.push((epoch, start));
         }
-        Some(EpochCache { entries, sequence })
+        Some(EpochCache {
+            entries,
+            sequence,
+            unknown: false,
+        })
     }
 
     /// The cache stored in `directory`, fitted to a log of `log_start..log_end`.
@@ -72,9 +79,11 @@ impl EpochCache {
         log_end: Offset,
     ) -> Result<EpochCache, IoError> {
         let mut best: Option<EpochCache> = None;
+        let mut found = false;
         for slot in 0..2 {
             let path = slot_path(directory, slot);
             if let Some(file) = read_small_file(disk, &path, FILE_BYTES_MAX).await? {
+                found = true;
                 if let Some(cache) = EpochCache::decode(&file) {
                     if best
                         .as_ref()
@@ -87,10 +96,22 @@ impl EpochCache {
         }
         let mut cache = match best {
             Some(cache) => cache,
+            None if found && log_end > log_start => {
+                tracing::warn!(
+                    directory = %directory.display(),
+                    "the leader epoch cache cannot be read; this log answers no epoch"
+                );
+                EpochCache {
+                    entries: Vec::new(),
+                    sequence: 2,
+                    unknown: true,
+                }
+            }
             // No cache: a log from before it, whose batches all carry epoch 0.
             None if log_end > log_start => EpochCache {
                 entries: vec![(0, log_start)],
                 sequence: 0,
+                unknown: false,
             },
             None => EpochCache::default(),
         };
@@ -113,10 +134,14 @@ impl EpochCache {
         self.entries.last().map(|(epoch, _)| *epoch)
     }
 
+    pub(super) fn is_known(&self) -> bool {
+        !self.unknown
+    }
+
     /// Whether a batch of `epoch` at `start` needs an entry first (its epoch is newer than
     /// every one the log holds).
     pub(super) fn needs(&self, epoch: i32) -> bool {
-        self.latest().is_none_or(|latest| epoch > latest)
+        !self.unknown && self.latest().is_none_or(|latest| epoch > latest)
     }
 
     /// Records that `epoch` starts at `start`, durably.
@@ -145,11 +170,25 @@ impl EpochCache {
         directory: &Path,
         end: Offset,
     ) -> Result<(), IoError> {
-        if self.entries.iter().all(|(_, start)| *start < end) {
+        if self.unknown || self.entries.iter().all(|(_, start)| *start < end) {
             return Ok(());
         }
         let mut next = self.clone();
         next.entries.retain(|(_, start)| *start < end);
+        next.store(disk, directory).await?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Empties the cache, durably, for a log that holds no batch any more (known again).
+    pub(super) async fn reset(&mut self, disk: &dyn Disk, directory: &Path) -> Result<(), IoError> {
+        let mut next = EpochCache {
+            entries: Vec::new(),
+            sequence: self.sequence.max(2),
+            unknown: false,
+        };
+        next.store(disk, directory).await?;
+        // Both slots: an unreadable one left behind would make the cache unknown again.
         next.store(disk, directory).await?;
         *self = next;
         Ok(())
@@ -161,7 +200,7 @@ impl EpochCache {
     /// itself, if the log holds none that old) and where the next epoch starts; `None`
     /// (undefined) for a negative epoch or one newer than every epoch the log holds.
     pub(super) fn end_offset_for(&self, requested: i32, log_end: Offset) -> Option<(i32, Offset)> {
-        if requested < 0 {
+        if requested < 0 || self.unknown {
             return None;
         }
         if self.latest() == Some(requested) {
@@ -190,6 +229,7 @@ mod tests {
                 .map(|(epoch, start)| (*epoch, Offset(*start)))
                 .collect(),
             sequence: 3,
+            unknown: false,
         }
     }
 

@@ -466,6 +466,20 @@ impl PartitionLog {
         self.store_recovery_point().await
     }
 
+    /// Closes the log for good and waits until nothing uses its files any more (no append,
+    /// roll, read, checkpoint or clean in flight; waiters fail), so they can be changed on disk
+    /// (`truncate_closed`) and the log opened again.
+    pub async fn seal(&self, reason: &str) -> Result<(), LogError> {
+        let closed = self.close().await;
+        self.stop(reason.to_string(), false);
+        self.gate.close_and_wait().await;
+        // The append lock orders this after an append that was rolling: its files are closed.
+        let _append = self.append_lock.lock().await;
+        let _checkpoint = self.checkpoint_lock.lock().await;
+        self.context.files.forget_under(&self.directory);
+        closed
+    }
+
     /// Stops the log and removes its directory (DeleteTopics). Appends, rolls, reads and
     /// checkpoints in flight finish or fail first; none can open a file once this has begun.
     pub async fn remove(&self) -> Result<(), LogError> {

@@ -183,6 +183,9 @@ pub enum LogError {
     },
     #[error(transparent)]
     Io(#[from] IoError),
+    /// A produced batch for a replica that stopped leading while the append waited.
+    #[error("this replica does not lead the partition (any more)")]
+    NotLeader,
     #[error("log {path} is offline: {reason}")]
     Offline { path: PathBuf, reason: String },
     /// The disk is full: the append was refused and nothing was written. Retriable: the log
@@ -562,6 +565,9 @@ pub struct PartitionLog {
     epochs: RefCell<epochs::EpochCache>,
     /// The leader epoch this log's produced batches are stamped with (`set_leader_epoch`).
     leader_epoch: Cell<i32>,
+    /// Whether produced batches are taken (`set_leading`): a follower's log takes only its
+    /// leader's batches.
+    leading: Cell<bool>,
 }
 
 fn now_ms() -> i64 {
@@ -697,6 +703,18 @@ impl PartitionLog {
         self.leader_epoch.set(epoch);
     }
 
+    /// Takes produced batches (`true`, a leader's log, the default) or refuses them with
+    /// `NotLeader`, checked after the append's last wait, so a batch that was waiting when
+    /// the replica stopped leading is not written to a follower's log.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.set(leading);
+    }
+
+    /// Whether the log knows which leader epochs its batches carry (its epoch cache reads).
+    pub fn epochs_known(&self) -> bool {
+        self.epochs.borrow().is_known()
+    }
+
     /// The newest leader epoch of the log's batches, if it holds any.
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.borrow().latest()
@@ -792,9 +810,15 @@ impl PartitionLog {
         }
     }
 
-    /// Online, and not refusing writes for lack of space.
+    /// Online, not closed, and not refusing writes for lack of space.
     fn check_writable(&self) -> Result<(), LogError> {
         self.check_online()?;
+        if self.closed.get() {
+            return Err(LogError::Offline {
+                path: self.directory.clone(),
+                reason: "the log is closed".into(),
+            });
+        }
         let no_space = |reason: String| LogError::NoSpace {
             path: self.directory.clone(),
             reason,

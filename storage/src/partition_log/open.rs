@@ -359,6 +359,7 @@ impl PartitionLog {
             me: me.clone(),
             replicated_high: std::cell::Cell::new(None),
             leader_epoch: std::cell::Cell::new(epochs.latest().unwrap_or(0)),
+            leading: std::cell::Cell::new(true),
             epochs: std::cell::RefCell::new(epochs),
             read_ahead: std::cell::RefCell::new(super::read_ahead::ReadAhead::Idle),
             read_ahead_moved: event_listener::Event::new(),

@@ -84,6 +84,26 @@ impl PartitionLog {
             position += total as u64;
         }
         let cut_from = end;
+        // The recovery point and the epoch cache move down first: a crash before the files
+        // are cut leaves batches past the recovery point, which recovery keeps if they are
+        // whole and the next check against the leader cuts again; never a recovery point
+        // past the log's end, which would refuse the log as corrupt.
+        let stored = recovery_point::load(disk, directory).await?;
+        let log_start = stored.map_or(first, |point| point.log_start).min(cut_from);
+        let point = RecoveryPoint {
+            sequence: stored.map_or(1, |point| point.sequence + 1),
+            offset: cut_from,
+            segment_base: holding,
+            position,
+            log_start,
+        };
+        recovery_point::store(disk, directory, &point).await?;
+        let mut epochs = EpochCache::load(disk, directory, log_start, Offset(i64::MAX)).await?;
+        if cut_from <= log_start {
+            epochs.reset(disk, directory).await?;
+        } else {
+            epochs.truncate_from(disk, directory, cut_from).await?;
+        }
         file.truncate(position).await?;
         file.fdatasync().await?;
         drop(file);
@@ -104,19 +124,7 @@ impl PartitionLog {
             removed += 1;
         }
         disk.sync_directory(directory).await?;
-        let stored = recovery_point::load(disk, directory).await?;
-        let log_start = stored.map_or(first, |point| point.log_start).min(cut_from);
-        let point = RecoveryPoint {
-            sequence: stored.map_or(1, |point| point.sequence + 1),
-            offset: cut_from,
-            segment_base: holding,
-            position,
-            log_start,
-        };
-        recovery_point::store(disk, directory, &point).await?;
         remove_snapshots_after(disk, directory, cut_from).await;
-        let mut epochs = EpochCache::load(disk, directory, log_start, Offset(i64::MAX)).await?;
-        epochs.truncate_from(disk, directory, cut_from).await?;
         warn!(
             directory = %directory.display(),
             requested = offset.0,

@@ -39,6 +39,8 @@ pub fn handle(
                             let requested = partition.leader_epoch;
                             let answer = match log.end_offset_for_epoch(requested) {
                                 Some(answer) => Some(answer),
+                                // Its epochs are lost: no answer, rather than a wrong one.
+                                None if !log.epochs_known() => None,
                                 // Older than this leadership, newer than any batch: it ends
                                 // where this leadership began (Kafka's leader has the entry).
                                 None if (0..current).contains(&requested) => Some((
