@@ -56,6 +56,7 @@ pub fn prepare_topic(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: &[(String, String)],
 ) -> Result<TopicLayout, ClientError> {
     let mut connection = Connection::connect(bootstrap, REQUEST_TIMEOUT)?;
@@ -77,7 +78,7 @@ pub fn prepare_topic(
             .with_topics(vec![CreatableTopic::default()
                 .with_name(topic_name(topic))
                 .with_num_partitions(partitions)
-                .with_replication_factor(-1)
+                .with_replication_factor(replication_factor)
                 .with_configs(
                     configs
                         .iter()

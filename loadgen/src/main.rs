@@ -25,6 +25,10 @@ struct Args {
     /// Partitions to create the topic with if it does not exist.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// Replicas of each partition when the topic is created (-1: the broker's
+    /// default.replication.factor).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    replication_factor: i16,
     /// A topic config for when the topic is created, e.g. flush.ms=100; repeatable.
     #[arg(long = "topic-config", value_name = "NAME=VALUE")]
     topic_configs: Vec<String>,
@@ -144,8 +148,14 @@ fn run(args: Args) -> Result<(), String> {
                 .ok_or_else(|| format!("--topic-config {pair:?}: expected NAME=VALUE"))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let layout = loadgen::prepare_topic(&args.bootstrap, &args.topic, args.partitions, &configs)
-        .map_err(|error| error.to_string())?;
+    let layout = loadgen::prepare_topic(
+        &args.bootstrap,
+        &args.topic,
+        args.partitions,
+        args.replication_factor,
+        &configs,
+    )
+    .map_err(|error| error.to_string())?;
     if rate.is_none() {
         eprintln!("warning: --rate max is a closed loop: the generator waits for the broker, so its latency tail understates what a fixed-rate load would see");
     }
