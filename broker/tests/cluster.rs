@@ -548,20 +548,32 @@ fn failover_time(
     first.unwrap() - lost_at
 }
 
-/// Under continuous acks=all produce from idempotent librdkafka (replication factor 3,
-/// `min.insync.replicas=2`), leaders are killed (SIGKILL, twice) and stopped (SIGTERM, a
-/// controlled shutdown that hands the leaderships over first). Each time an in-sync follower
-/// takes over in a new leader epoch, the old leader comes back as a follower (truncated to
-/// what the new one holds) and rejoins the ISR, and the producer goes on. At the end a
-/// checker reads everything back: every record sent is there exactly once, at the offset it
-/// was acknowledged with, in order, and nothing else. The failover times are printed.
-#[test]
-fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged_is_lost() {
+/// A fault of the harness, done to a node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// SIGKILL a partition's leader, then start it again.
+    Kill,
+    /// SIGTERM a partition's leader (a controlled shutdown), then start it again.
+    Stop,
+    /// SIGSTOP a partition's leader until another replica leads, then SIGCONT it.
+    Pause,
+    /// SIGTERM and start again every node in turn, each once the ISRs are whole again.
+    RollingRestart,
+}
+
+/// Runs `faults` one after another on a cluster of `size` nodes under continuous acks=all
+/// produce from idempotent librdkafka (replication factor 3, `min.insync.replicas=2`), then
+/// checks, Jepsen-style, that every record sent is there exactly once, at the offset it was
+/// acknowledged with, in order, and nothing else. After each fault that takes a leader, an
+/// in-sync follower leads in a new leader epoch, the old leader comes back as a follower
+/// (truncated to what the new one holds) and rejoins the ISR, and the producer goes on.
+/// Prints the failover times: from the loss of a leader to the first acknowledgement after it.
+fn run_faults(size: usize, faults: &[Fault]) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let session = "2000";
     let mut cluster = start_cluster(
-        3,
+        size,
         &[
             "--set",
             &format!("broker.session.timeout.ms={session}"),
@@ -572,13 +584,14 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
     let shards = cluster.nodes[0].shard_addresses.len();
     for node in &cluster.nodes {
         until("every node's shards", || {
-            metadata(node).brokers.len() == 3 * shards
+            metadata(node).brokers.len() == size * shards
         });
     }
+    let partitions = 3;
     create_replicated_topic(
         &cluster.nodes[0],
         "orders",
-        3,
+        partitions,
         3,
         &[("min.insync.replicas", "2")],
     );
@@ -588,6 +601,11 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
             ("acks", "all"),
             ("enable.idempotence", "true"),
             ("message.timeout.ms", "60000"),
+            // A paused leader answers nothing: librdkafka gives up on a request in flight to
+            // it after socket.timeout.ms (60 s by default, as long as message.timeout.ms)
+            // and retries it on the new leader.
+            ("socket.timeout.ms", "5000"),
+            ("request.timeout.ms", "5000"),
         ],
     );
     let producer = Arc::new(producer);
@@ -599,8 +617,14 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
         std::thread::spawn(move || {
             let mut next = 0;
             // Bounded in count and in time: about a thousand records a second.
-            while !stop.load(Ordering::Relaxed) && next < 60_000 {
-                send_records(&producer, "orders", 3, next..next + 10, base_timestamp);
+            while !stop.load(Ordering::Relaxed) && next < 100_000 {
+                send_records(
+                    &producer,
+                    "orders",
+                    partitions,
+                    next..next + 10,
+                    base_timestamp,
+                );
                 next += 10;
                 sent.store(next, Ordering::Relaxed);
                 producer.poll(Duration::from_millis(10));
@@ -617,7 +641,7 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
             .count()
     };
     let all_in_sync = |cluster: &Cluster, asked: usize| {
-        (0..3).all(|partition| {
+        (0..partitions).all(|partition| {
             partition_state(&cluster.nodes[asked], "orders", partition)
                 .3
                 .len()
@@ -625,16 +649,28 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
         })
     };
     let mut failovers = Vec::new();
-    for (round, signal) in ["SIGKILL", "SIGKILL", "SIGTERM"].iter().enumerate() {
+    for (round, fault) in faults.iter().enumerate() {
         let wanted = acknowledged(&deliveries) + 300;
         until("records acknowledged before the fault", || {
             acknowledged(&deliveries) >= wanted
         });
-        let partition = round as i32 % 3;
+        if *fault == Fault::RollingRestart {
+            for node in 0..size {
+                assert!(cluster.nodes[node].stop(), "a clean stop");
+                cluster.nodes[node].restart();
+                let asked = (node + 1) % size;
+                until("the restarted node to rejoin every ISR", || {
+                    all_in_sync(&cluster, asked)
+                });
+            }
+            failovers.push((format!("{fault:?} of {size} nodes"), None));
+            continue;
+        }
+        let partition = round as i32 % partitions;
         let (_, leader, _, _) =
-            partition_state(&cluster.nodes[(round + 1) % 3], "orders", partition);
+            partition_state(&cluster.nodes[(round + 1) % size], "orders", partition);
         let victim = (leader / 1000) as usize;
-        let asked = (victim + 1) % 3;
+        let asked = (victim + 1) % size;
         let epoch_before = {
             let listed = metadata(&cluster.nodes[asked]);
             listed.topics[0].partitions[partition as usize].leader_epoch
@@ -644,20 +680,15 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
             metric_value(&scrape, "broker_controller_quorum_leader") == Some(1.0)
         };
         let lost_at = Instant::now();
-        if *signal == "SIGKILL" {
-            cluster.nodes[victim].kill();
-        } else {
-            assert!(cluster.nodes[victim].stop(), "a clean stop");
+        let pid = cluster.nodes[victim].pid().unwrap() as i32;
+        match fault {
+            Fault::Kill => cluster.nodes[victim].kill(),
+            Fault::Stop => assert!(cluster.nodes[victim].stop(), "a clean stop"),
+            // SAFETY: signalling a child process this test started and still owns.
+            Fault::Pause => assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0),
+            Fault::RollingRestart => unreachable!(),
         }
         let took = failover_time(&deliveries, partition, lost_at, Duration::from_millis(200));
-        // A node that also led the controller quorum costs a Raft election and the new
-        // controller's wait of one session before it fences anyone.
-        let what = if led_the_quorum {
-            format!("{signal} of a leader that led the quorum too")
-        } else {
-            signal.to_string()
-        };
-        failovers.push((what, took));
         let (_, new_leader, _, _) = partition_state(&cluster.nodes[asked], "orders", partition);
         assert_ne!(
             new_leader / 1000,
@@ -669,7 +700,23 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
             listed.topics[0].partitions[partition as usize].leader_epoch > epoch_before,
             "a new leader epoch"
         );
-        cluster.nodes[victim].restart();
+        // A node that also led the controller quorum costs a Raft election and the new
+        // controller's wait of one session before it fences anyone.
+        let what = format!(
+            "{fault:?}{}",
+            if led_the_quorum {
+                " of a leader that led the quorum too"
+            } else {
+                ""
+            }
+        );
+        failovers.push((what, Some(took)));
+        if *fault == Fault::Pause {
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        } else {
+            cluster.nodes[victim].restart();
+        }
         until("the old leader to rejoin every ISR", || {
             all_in_sync(&cluster, asked)
         });
@@ -688,19 +735,32 @@ fn killed_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged
         "{:?}",
         delivered.iter().find(|delivery| delivery.error.is_some())
     );
-    let seen = consume_all(&cluster.nodes[0], "orders", 3, count);
+    let seen = consume_all(&cluster.nodes[0], "orders", partitions, count);
     // Exactly the records sent, each once, in order, at dense offsets...
-    assert_exactly_the_sent_records(&seen, 3, count, base_timestamp);
+    assert_exactly_the_sent_records(&seen, partitions, count, base_timestamp);
     // ...and each at the offset it was acknowledged with.
     assert_acknowledged_present(&seen, &delivered, base_timestamp);
-    let mut times: Vec<Duration> = failovers.iter().map(|(_, took)| *took).collect();
+    let mut times: Vec<Duration> = failovers.iter().filter_map(|(_, took)| *took).collect();
     times.sort();
     eprintln!(
-        "failover (loss of a leader to the first acknowledgement after it; \
-         broker.session.timeout.ms={session}): {failovers:?}; p50 {:?}, max {:?}; {count} records",
-        times[times.len() / 2],
-        times[times.len() - 1]
+        "failover on {size} nodes (loss of a leader to the first acknowledgement after it; \
+         broker.session.timeout.ms={session}): {failovers:?}; p50 {:?}, max {:?}; {count} \
+         records",
+        times.get(times.len() / 2),
+        times.last()
     );
+}
+
+/// Three nodes: two SIGKILLs, a SIGSTOP and a SIGTERM of leaders.
+#[test]
+fn killed_paused_and_stopped_leaders_are_replaced_from_the_isr_and_nothing_acknowledged_is_lost() {
+    run_faults(3, &[Fault::Kill, Fault::Pause, Fault::Kill, Fault::Stop]);
+}
+
+/// Five nodes: a SIGKILL, a SIGSTOP, then a rolling restart of every node.
+#[test]
+fn five_nodes_keep_every_acknowledged_record_through_kills_pauses_and_a_rolling_restart() {
+    run_faults(5, &[Fault::Kill, Fault::Pause, Fault::RollingRestart]);
 }
 
 /// The broker that coordinates `group`, as `node` answers FindCoordinator; `None` while none

@@ -410,6 +410,11 @@ impl Controller {
                     .await
                 {
                     Ok(()) => {
+                        // A registration counts as a heartbeat: a node that registers again
+                        // after a restart is not fenced on the word of its last life's.
+                        self.heartbeats
+                            .borrow_mut()
+                            .insert(node_id, std::time::Instant::now());
                         info!(node = node_id, "a node registered");
                         ControllerReply::Topics(Vec::new())
                     }

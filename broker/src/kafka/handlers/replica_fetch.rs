@@ -60,7 +60,13 @@ pub async fn handle(
                                 .ok_or(ErrorCode::NotLeaderOrFollower)?;
                             let change =
                                 replica.follower_fetched(follower, position.fetch_offset, now)?;
-                            if let Some(change) = change {
+                            // A follower on a node the controller has fenced (one that
+                            // restarted and has not registered yet) would be refused.
+                            let fenced = shard
+                                .metadata()
+                                .fenced
+                                .contains(&crate::controller::metadata::broker_place(follower).0);
+                            if let Some(change) = change.filter(|_| !fenced) {
                                 shard.send_isr_change(&replica, change);
                             }
                             Ok(log)
