@@ -238,7 +238,9 @@ impl GroupCoordinator {
             let Some(log) = log_for(&group_id) else {
                 continue;
             };
-            if let Err(error) = self.write(&log, &group_id, entries).await {
+            // Not waiting for the ISR: this runs while a metadata change is applied, which
+            // the ISR's own changes (a fencing) may be queued behind.
+            if let Err(error) = self.write_replicated(&log, &group_id, entries, false).await {
                 warn!(group = %group_id, ?error, "cannot delete the offsets of deleted topics");
             }
         }
@@ -301,6 +303,17 @@ impl GroupCoordinator {
         group_id: &str,
         entries: Vec<OffsetWrite>,
     ) -> Result<(), ErrorCode> {
+        self.write_replicated(log, group_id, entries, true).await
+    }
+
+    /// `write`, waiting for the partition's ISR (`replicated`) or only for this replica's disk.
+    async fn write_replicated(
+        &self,
+        log: &PartitionLog,
+        group_id: &str,
+        entries: Vec<OffsetWrite>,
+        replicated: bool,
+    ) -> Result<(), ErrorCode> {
         let now_ms = crate::clock::now_ms();
         let mut written = Vec::with_capacity(entries.len());
         let mut chunk: Vec<(Bytes, Option<Bytes>)> = Vec::new();
@@ -340,19 +353,31 @@ impl GroupCoordinator {
                 })?;
             // A replicated offsets partition: on every in-sync replica, as Kafka commits with
             // acks=all (the high watermark is the durable offset with one replica).
-            let replicated = shards::task::timeout(
-                self.settings.offsets_commit_timeout,
-                log.wait_high_watermark(Offset(last.0 + 1)),
-            )
-            .await;
-            match replicated {
-                Some(Ok(())) => {}
-                Some(Err(error)) => {
-                    warn!(%error, "committed offsets did not reach the ISR");
-                    return Err(ErrorCode::CoordinatorNotAvailable);
+            if replicated {
+                let waited = shards::task::timeout(
+                    self.settings.offsets_commit_timeout,
+                    log.wait_high_watermark(Offset(last.0 + 1)),
+                )
+                .await;
+                match waited {
+                    Some(Ok(())) => {}
+                    Some(Err(error)) => {
+                        warn!(%error, "committed offsets did not reach the ISR");
+                        return Err(ErrorCode::CoordinatorNotAvailable);
+                    }
+                    None => return Err(ErrorCode::RequestTimedOut),
                 }
-                None => return Err(ErrorCode::RequestTimedOut),
             }
+        }
+        // The partition may have been handed over while the commit waited: the new
+        // coordinator replays it from the log; nothing is kept of it here.
+        if !self
+            .logs
+            .borrow()
+            .values()
+            .any(|held| std::ptr::eq(Rc::as_ptr(held), log))
+        {
+            return Err(ErrorCode::NotCoordinator);
         }
         for ((topic, partition, value), log_offset) in written {
             self.with_group(group_id, true, |group| {

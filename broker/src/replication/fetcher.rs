@@ -232,8 +232,12 @@ async fn check_epochs(
             // The reopened log is a new replica: it is checked again, and then agrees.
             continue;
         }
-        if settled {
+        if settled || target >= log_end {
+            // Nothing to cut: the logs agree up to this log's end (an epoch entry past its
+            // last batch, left by an append that was refused, is not a divergence).
             replica.set_checked_for_epoch(asked_of.1);
+        } else {
+            replica.rest(BACKOFF_MIN);
         }
     }
     Ok(())

@@ -467,6 +467,11 @@ impl Replica {
         self.altering.borrow().is_some()
     }
 
+    /// Whether the ISR change on its way is the one asking for `isr`.
+    pub fn altering_to(&self, isr: &[i32]) -> bool {
+        self.altering.borrow().as_deref() == Some(isr)
+    }
+
     /// The change was refused for good: the ISR is the metadata's again. (A change that was
     /// taken ends when its partition epoch is applied, in `update`.)
     pub fn end_altering(&self) {

@@ -17,9 +17,9 @@ use crate::replication::{fetcher, IsrChange, Replica};
 /// half `replica.lag.time.max.ms`).
 const ISR_CHECK_MAX: Duration = Duration::from_secs(5);
 const ISR_CHECK_MIN: Duration = Duration::from_millis(100);
-/// An ISR change whose fate is unknown is asked again this often, this many times.
-const ISR_CHANGE_RETRY: Duration = Duration::from_secs(1);
-const ISR_CHANGE_ATTEMPTS: usize = 30;
+/// An ISR change whose fate is unknown is asked again after this, doubling up to the max.
+const ISR_CHANGE_RETRY: Duration = Duration::from_millis(200);
+const ISR_CHANGE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Shard {
     /// The local replica of a replicated partition, if this shard holds one.
@@ -294,13 +294,28 @@ impl Shard {
                     if !self.loading.borrow_mut().insert(partition) {
                         continue;
                     }
+                    let Some(loaded_under) = self
+                        .replica(crate::groups::OFFSETS_TOPIC, partition)
+                        .map(|replica| replica.leadership_key())
+                    else {
+                        self.loading.borrow_mut().remove(&partition);
+                        continue;
+                    };
                     let shard = self.clone();
                     spawn_in(Queue::Background, async move {
-                        shard.groups.load(partition, log).await;
+                        shard.groups.load(partition, log.clone()).await;
                         shard.loading.borrow_mut().remove(&partition);
-                        // The leadership may have moved on while it loaded.
-                        if !shard.leads(crate::groups::OFFSETS_TOPIC, partition) {
+                        // The leadership may have moved (and come back: commits replicated
+                        // meanwhile were not replayed) or the log been replaced while it
+                        // loaded: start over from what holds now.
+                        let current = shard.replica(crate::groups::OFFSETS_TOPIC, partition);
+                        let same = current.as_ref().is_some_and(|replica| {
+                            Rc::ptr_eq(&replica.log, &log)
+                                && replica.leadership_key() == loaded_under
+                        });
+                        if !same {
                             shard.groups.unload(partition, count);
+                            shard.refresh_coordination();
                         }
                     })
                     .detach();
@@ -333,18 +348,22 @@ impl Shard {
                 "INVALID_REQUEST",
                 "UNKNOWN_TOPIC_OR_PARTITION",
             ];
-            for attempt in 0..ISR_CHANGE_ATTEMPTS {
+            let mut pause = ISR_CHANGE_RETRY;
+            let mut attempt = 0usize;
+            // While this change (not a later one) is on its way and this replica leads.
+            while replica.altering_to(&isr) && replica.is_leader() && !shard.is_closing() {
                 if attempt > 0 {
-                    shards::task::sleep(ISR_CHANGE_RETRY).await;
+                    shards::task::sleep(pause).await;
+                    pause = (pause * 2).min(ISR_CHANGE_RETRY_MAX);
                 }
-                if !replica.is_altering() || shard.is_closing() {
-                    return;
-                }
+                attempt += 1;
                 match shard.controller_request(change.request.clone()).await {
                     ControllerReply::Failed(reason)
                         if DEFINITE.iter().any(|code| reason.starts_with(code)) =>
                     {
-                        replica.end_altering();
+                        if replica.altering_to(&isr) {
+                            replica.end_altering();
+                        }
                         warn!(
                             topic = %replica.topic,
                             partition = replica.partition,
@@ -354,14 +373,12 @@ impl Shard {
                         );
                         return;
                     }
-                    // Another change got there first; applying it ends this one.
-                    ControllerReply::Failed(reason)
-                        if reason.starts_with("INVALID_UPDATE_VERSION") =>
-                    {
-                        return;
-                    }
+                    // Undecided (including another change first, which this replica has not
+                    // applied yet): applying the partition epoch that moved ends it.
                     ControllerReply::Failed(reason) => {
-                        warn!(topic = %replica.topic, partition = replica.partition, %reason, "an ISR change is not decided yet; asking again");
+                        if attempt == 1 || attempt.is_multiple_of(10) {
+                            warn!(topic = %replica.topic, partition = replica.partition, %reason, "an ISR change is not decided yet; asking again");
+                        }
                     }
                     _ => {
                         info!(
@@ -375,7 +392,6 @@ impl Shard {
                     }
                 }
             }
-            replica.end_altering();
         })
         .detach();
     }
