@@ -9,7 +9,7 @@
 use bytes::{Bytes, BytesMut};
 use tracing::{info, warn};
 
-use super::{now_ms, AppendInfo, CachedBatch, LogError, PartitionLog, WritePoint};
+use super::{now_ms, AppendInfo, LogError, PartitionLog, WritePoint};
 use crate::io::{align_up, write_small_file};
 use crate::limits::{APPEND_PIECE_BYTES, BLOCK_BYTES, PREALLOCATE_STEP_BYTES, UNFLUSHED_MAX_BYTES};
 use crate::producer_state::SequenceCheck;
@@ -32,12 +32,7 @@ impl PartitionLog {
         let total_bytes = batch.len() as u64;
 
         let _append = self.append_lock.lock().await;
-        self.check_writable()?;
-        self.wait_for_room(batch.len()).await?;
-        if self.should_roll(total_bytes, now) {
-            self.roll().await?;
-        }
-        self.reserve(total_bytes).await?;
+        self.make_room(total_bytes, now).await?;
         // Never older than the log's newest epoch: epochs only grow along a log.
         let epoch = self
             .leader_epoch
@@ -88,22 +83,7 @@ impl PartitionLog {
         let Some(header) = BatchHeader::parse(&stored) else {
             unreachable!("validated batches have a header")
         };
-        let active = state.active_mut();
-        let position = active.size;
-        active.note_batch(&header, position, total_bytes);
-        active.first_append_ms.get_or_insert(now);
-        state.log_end_offset = header.next_offset();
-        state.producers.record(&header, now);
-        state.appended.messages += header.records_count as u64;
-        state.appended.bytes += stored.len() as u64;
-        state.appended.batches += 1;
-        state.recent_bytes += stored.len();
-        state.recent.push_back(CachedBatch {
-            base_offset,
-            next_offset: header.next_offset(),
-            bytes: stored,
-            _memory: memory,
-        });
+        state.push_batch(&header, stored, memory, now);
         let info = AppendInfo {
             base_offset,
             last_offset: header.last_offset(),
@@ -181,12 +161,7 @@ impl PartitionLog {
         let memory = self.context.memory.acquire(stored.len()).await;
         let total_bytes = stored.len() as u64;
         let _append = self.append_lock.lock().await;
-        self.check_writable()?;
-        self.wait_for_room(stored.len()).await?;
-        if self.should_roll(total_bytes, now) {
-            self.roll().await?;
-        }
-        self.reserve(total_bytes).await?;
+        self.make_room(total_bytes, now).await?;
         self.note_epoch(header.partition_leader_epoch).await?;
         self.check_writable()?;
         let mut state = self.state.borrow_mut();
@@ -198,26 +173,23 @@ impl PartitionLog {
                 ),
             }));
         }
-        let active = state.active_mut();
-        let position = active.size;
-        active.note_batch(&header, position, total_bytes);
-        active.first_append_ms.get_or_insert(now);
-        state.log_end_offset = header.next_offset();
-        state.producers.record(&header, now);
-        state.appended.messages += header.records_count.max(0) as u64;
-        state.appended.bytes += total_bytes;
-        state.appended.batches += 1;
-        state.recent_bytes += stored.len();
-        state.recent.push_back(CachedBatch {
-            base_offset: header.base_offset,
-            next_offset: header.next_offset(),
-            bytes: stored,
-            _memory: memory,
-        });
+        state.push_batch(&header, stored, memory, now);
         state.check_invariants();
         drop(state);
         self.appended.notify(usize::MAX);
         Ok(())
+    }
+
+    /// With the append lock held, before a batch of `incoming` bytes gets its offsets: the log
+    /// takes writes, has room for it in memory, has rolled if it is due, and has disk space
+    /// reserved for it.
+    async fn make_room(&self, incoming: u64, now: i64) -> Result<(), LogError> {
+        self.check_writable()?;
+        self.wait_for_room(incoming as usize).await?;
+        if self.should_roll(incoming, now) {
+            self.roll().await?;
+        }
+        self.reserve(incoming).await
     }
 
     /// Waits, with the append lock held so that appends keep their order, until the log holds

@@ -324,6 +324,35 @@ struct State {
 }
 
 impl State {
+    /// Puts a batch that has its offsets at the log's end: its segment's index, the log end,
+    /// its producer's state, the totals and the recent-batch cache. The produce and the
+    /// follower append paths both end here.
+    fn push_batch(
+        &mut self,
+        header: &crate::record_batch::BatchHeader,
+        stored: Bytes,
+        memory: MemoryGrant,
+        now: i64,
+    ) {
+        let total_bytes = stored.len() as u64;
+        let active = self.active_mut();
+        let position = active.size;
+        active.note_batch(header, position, total_bytes);
+        active.first_append_ms.get_or_insert(now);
+        self.log_end_offset = header.next_offset();
+        self.producers.record(header, now);
+        self.appended.messages += header.records_count.max(0) as u64;
+        self.appended.bytes += total_bytes;
+        self.appended.batches += 1;
+        self.recent_bytes += stored.len();
+        self.recent.push_back(CachedBatch {
+            base_offset: header.base_offset,
+            next_offset: header.next_offset(),
+            bytes: stored,
+            _memory: memory,
+        });
+    }
+
     /// The recovery point for what is durable now, with the log start that may have been
     /// stored (`log_start_stored`), numbered after the last one.
     fn next_recovery_point(&self) -> crate::recovery_point::RecoveryPoint {
