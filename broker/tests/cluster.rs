@@ -58,6 +58,30 @@ fn start_cluster(size: usize, extra: &[&str]) -> Cluster {
     }
 }
 
+/// The session of `start_fencing_cluster`'s nodes, in milliseconds.
+const FENCING_SESSION_MS: &str = "2000";
+
+/// `start_cluster` with fencing within 2 s of silence (heartbeats every 250 ms), once every
+/// node lists every node's shards; with the shard count of a node.
+fn start_fencing_cluster(size: usize) -> (Cluster, usize) {
+    let cluster = start_cluster(
+        size,
+        &[
+            "--set",
+            &format!("broker.session.timeout.ms={FENCING_SESSION_MS}"),
+            "--set",
+            "broker.heartbeat.interval.ms=250",
+        ],
+    );
+    let shards = cluster.nodes[0].shard_addresses.len();
+    for node in &cluster.nodes {
+        until("every node's shards", || {
+            metadata(node).brokers.len() == size * shards
+        });
+    }
+    (cluster, shards)
+}
+
 fn metadata(broker: &Broker) -> MetadataResponse {
     kafka_call(
         &mut connect(&broker.bootstrap),
@@ -165,19 +189,7 @@ fn three_nodes_form_one_cluster_that_librdkafka_uses_whole() {
 /// registers again when it restarts, with its new ports, and serves its partitions again.
 #[test]
 fn a_silent_node_is_fenced_and_serves_again_after_its_restart() {
-    let mut cluster = start_cluster(
-        3,
-        &[
-            "--set",
-            "broker.session.timeout.ms=2000",
-            "--set",
-            "broker.heartbeat.interval.ms=250",
-        ],
-    );
-    let shards = cluster.nodes[0].shard_addresses.len();
-    until("every node's shards", || {
-        metadata(&cluster.nodes[0]).brokers.len() == 3 * shards
-    });
+    let (mut cluster, shards) = start_fencing_cluster(3);
     create_topic(&cluster.nodes[0], "before", 6, &[]);
     let (producer, deliveries) = producer(&cluster.nodes[0], &[]);
     send_records(&producer, "before", 6, 0..60, now_ms());
@@ -374,21 +386,7 @@ fn scrape_sum(node: &Broker, name: &str) -> f64 {
 /// acknowledged is lost: a consumer reads every record back.
 #[test]
 fn replicas_follow_their_leader_and_the_isr_decides_acks_all() {
-    let mut cluster = start_cluster(
-        3,
-        &[
-            "--set",
-            "broker.session.timeout.ms=2000",
-            "--set",
-            "broker.heartbeat.interval.ms=250",
-        ],
-    );
-    let shards = cluster.nodes[0].shard_addresses.len();
-    for node in &cluster.nodes {
-        until("every node's shards", || {
-            metadata(node).brokers.len() == 3 * shards
-        });
-    }
+    let (mut cluster, _) = start_fencing_cluster(3);
     create_replicated_topic(
         &cluster.nodes[1],
         "two",
@@ -571,22 +569,8 @@ enum Fault {
 fn run_faults(size: usize, faults: &[Fault]) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-    let session = "2000";
-    let mut cluster = start_cluster(
-        size,
-        &[
-            "--set",
-            &format!("broker.session.timeout.ms={session}"),
-            "--set",
-            "broker.heartbeat.interval.ms=250",
-        ],
-    );
-    let shards = cluster.nodes[0].shard_addresses.len();
-    for node in &cluster.nodes {
-        until("every node's shards", || {
-            metadata(node).brokers.len() == size * shards
-        });
-    }
+    let session = FENCING_SESSION_MS;
+    let (mut cluster, _) = start_fencing_cluster(size);
     let partitions = 3;
     create_replicated_topic(
         &cluster.nodes[0],
@@ -776,29 +760,6 @@ fn coordinator_of(node: &Broker, group: &str) -> Option<i32> {
     (found.error_code == 0).then_some(found.node_id.0)
 }
 
-fn committed_of(
-    consumer: &rdkafka::consumer::BaseConsumer,
-    topic: &str,
-    partitions: i32,
-) -> Vec<i64> {
-    use rdkafka::consumer::Consumer;
-    let mut wanted = rdkafka::TopicPartitionList::new();
-    for partition in 0..partitions {
-        wanted.add_partition(topic, partition);
-    }
-    let offsets = consumer
-        .committed_offsets(wanted, Duration::from_secs(30))
-        .unwrap();
-    (0..partitions)
-        .map(
-            |partition| match offsets.find_partition(topic, partition).unwrap().offset() {
-                rdkafka::Offset::Offset(offset) => offset,
-                _ => -1,
-            },
-        )
-        .collect()
-}
-
 /// `__consumer_offsets` is replicated like any topic (`offsets.topic.replication.factor`, 3),
 /// and the group coordinator moves with the leadership of its partition: when the
 /// coordinator's node is killed, the partition's new leader loads the group's commits from its
@@ -808,21 +769,7 @@ fn committed_of(
 fn the_group_coordinator_moves_with_its_offsets_partition_and_commits_never_go_back() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::Message;
-    let mut cluster = start_cluster(
-        3,
-        &[
-            "--set",
-            "broker.session.timeout.ms=2000",
-            "--set",
-            "broker.heartbeat.interval.ms=250",
-        ],
-    );
-    let shards = cluster.nodes[0].shard_addresses.len();
-    for node in &cluster.nodes {
-        until("every node's shards", || {
-            metadata(node).brokers.len() == 3 * shards
-        });
-    }
+    let (mut cluster, _) = start_fencing_cluster(3);
     create_replicated_topic(
         &cluster.nodes[0],
         "events",
@@ -860,7 +807,7 @@ fn the_group_coordinator_moves_with_its_offsets_partition_and_commits_never_go_b
     first.subscribe(&["events"]).unwrap();
     read_until(&first, 100);
     first.commit_consumer_state(CommitMode::Sync).unwrap();
-    let before = committed_of(&first, "events", 2);
+    let before = committed(&first, "events", 2);
     // -1: nothing read from that partition yet.
     let total = |committed: &[i64]| committed.iter().map(|offset| offset.max(&0)).sum::<i64>();
     assert!(total(&before) >= 100, "{before:?}");
@@ -878,7 +825,7 @@ fn the_group_coordinator_moves_with_its_offsets_partition_and_commits_never_go_b
     });
     let second = group_consumer(&cluster.nodes[asked]);
     assert_eq!(
-        committed_of(&second, "events", 2),
+        committed(&second, "events", 2),
         before,
         "the new coordinator has every commit"
     );
@@ -886,7 +833,7 @@ fn the_group_coordinator_moves_with_its_offsets_partition_and_commits_never_go_b
     let remaining = 200 - total(&before) as usize;
     read_until(&second, remaining);
     second.commit_consumer_state(CommitMode::Sync).unwrap();
-    let after = committed_of(&second, "events", 2);
+    let after = committed(&second, "events", 2);
     assert!(
         after
             .iter()

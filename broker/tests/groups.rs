@@ -342,24 +342,6 @@ fn a_killed_members_partitions_move_after_its_session_timeout() {
     assert_exactly_the_sent_records(&all, PARTITIONS, 400, base);
 }
 
-fn committed(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Vec<i64> {
-    let mut wanted = TopicPartitionList::new();
-    for partition in 0..partitions {
-        wanted.add_partition(topic, partition);
-    }
-    let offsets = consumer
-        .committed_offsets(wanted, Duration::from_secs(30))
-        .unwrap();
-    (0..partitions)
-        .map(
-            |partition| match offsets.find_partition(topic, partition).unwrap().offset() {
-                Offset::Offset(offset) => offset,
-                _ => -1,
-            },
-        )
-        .collect()
-}
-
 #[test]
 fn committed_offsets_survive_sigterm_and_sigkill_and_consumers_resume_from_them() {
     let scratch = scratch_dir();

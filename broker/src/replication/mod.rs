@@ -527,6 +527,23 @@ mod tests {
         }
     }
 
+    /// Broker 0's replica of partition t-0 on `log`, as `leadership` has it.
+    fn leader_of(
+        log: &Rc<PartitionLog>,
+        leadership: Leadership,
+        replicas: Vec<i32>,
+    ) -> Rc<Replica> {
+        Replica::new(
+            "t".into(),
+            uuid::Uuid::nil(),
+            0,
+            log.clone(),
+            0,
+            leadership,
+            replicas,
+        )
+    }
+
     fn isr_of(change: &IsrChange) -> (Vec<i32>, i32) {
         match &change.request {
             ControllerRequest::AlterPartition {
@@ -546,15 +563,7 @@ mod tests {
         run(async {
             let log = durable_log_of(3).await;
             let replicas = vec![0, 1000, 2000];
-            let replica = Replica::new(
-                "t".into(),
-                uuid::Uuid::nil(),
-                0,
-                log.clone(),
-                0,
-                leadership(replicas.clone(), 0),
-                replicas,
-            );
+            let replica = leader_of(&log, leadership(replicas.clone(), 0), replicas);
             assert_eq!(log.local_high_watermark(), Offset(3));
             assert_eq!(log.high_watermark(), Offset(0), "no follower heard from");
             let now = Instant::now();
@@ -592,15 +601,7 @@ mod tests {
         run(async {
             let log = durable_log_of(3).await;
             let replicas = vec![0, 1000, 2000];
-            let replica = Replica::new(
-                "t".into(),
-                uuid::Uuid::nil(),
-                0,
-                log.clone(),
-                0,
-                leadership(replicas.clone(), 0),
-                replicas.clone(),
-            );
+            let replica = leader_of(&log, leadership(replicas.clone(), 0), replicas.clone());
             let lag = Duration::from_secs(30);
             let start = Instant::now();
             replica.follower_fetched(1000, 3, start).unwrap();
@@ -637,15 +638,7 @@ mod tests {
         run(async {
             let log = durable_log_of(3).await;
             let replicas = vec![0, 1000, 2000];
-            let replica = Replica::new(
-                "t".into(),
-                uuid::Uuid::nil(),
-                0,
-                log.clone(),
-                0,
-                leadership(vec![0, 1000], 0),
-                replicas.clone(),
-            );
+            let replica = leader_of(&log, leadership(vec![0, 1000], 0), replicas.clone());
             let now = Instant::now();
             replica.follower_fetched(1000, 3, now).unwrap();
             let joining = replica.follower_fetched(2000, 3, now).unwrap().unwrap();

@@ -888,3 +888,23 @@ pub fn metric_sum(metrics: &str, name: &str, labels: &str) -> f64 {
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
+
+/// What `consumer`'s group has committed for partitions `0..partitions` of `topic` (-1 where
+/// nothing is).
+pub fn committed(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Vec<i64> {
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let offsets = consumer
+        .committed_offsets(wanted, Duration::from_secs(30))
+        .unwrap();
+    (0..partitions)
+        .map(
+            |partition| match offsets.find_partition(topic, partition).unwrap().offset() {
+                Offset::Offset(offset) => offset,
+                _ => -1,
+            },
+        )
+        .collect()
+}
