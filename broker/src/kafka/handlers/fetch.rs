@@ -81,17 +81,27 @@ pub(super) struct WantedTopic {
     pub(super) partitions: Vec<Wanted>,
 }
 
+/// The name of a requested topic: by its id from v13, `None` for an id this broker does not
+/// know.
+pub(super) fn requested_name(
+    shard: &Shard,
+    topic: &kafka_protocol::messages::fetch_request::FetchTopic,
+    version: i16,
+) -> Option<String> {
+    if version >= 13 {
+        shard.topic_name_by_id(&topic.topic_id)
+    } else {
+        Some(topic.topic.0.to_string())
+    }
+}
+
 /// Resolves every requested partition to its log once; reads repeat while the fetch waits.
 fn resolve(shard: &Shard, request: &FetchRequest, version: i16) -> Vec<WantedTopic> {
     request
         .topics
         .iter()
         .map(|topic| {
-            let name = if version >= 13 {
-                shard.topic_name_by_id(&topic.topic_id)
-            } else {
-                Some(topic.topic.0.to_string())
-            };
+            let name = requested_name(shard, topic, version);
             let partitions = topic
                 .partitions
                 .iter()

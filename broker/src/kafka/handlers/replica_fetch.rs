@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
 
-use super::fetch::{any_of, position_of, read_once, Wanted, WantedTopic};
+use super::fetch::{any_of, position_of, read_once, requested_name, Wanted, WantedTopic};
 use super::led_log;
 use crate::kafka::errors::ErrorCode;
 use crate::kafka::wire::fetch_response::encode_fetch_response;
@@ -36,11 +36,7 @@ pub async fn handle(
         .topics
         .iter()
         .map(|topic| {
-            let name = if version >= 13 {
-                shard.topic_name_by_id(&topic.topic_id)
-            } else {
-                Some(topic.topic.0.to_string())
-            };
+            let name = requested_name(&shard, topic, version);
             let partitions = topic
                 .partitions
                 .iter()
